@@ -1,0 +1,17 @@
+//! The on-disk format, version 1. docs/FORMAT.md is the prose version of this module; the
+//! two must agree, and the golden volumes under tests/golden/ hold us to it.
+//!
+//! - [`volume`]: the volume header (`cmkfs.volume` at the root of the cipher directory):
+//!   keyslots wrapping the volume key, authenticated with a MAC derived from the volume key.
+//! - [`file`]: the 84-byte file header: random file id and the file's DEK wrapped by the
+//!   volume key.
+//! - [`content`]: the block layout of file content (4 KiB plaintext blocks, AES-256-GCM,
+//!   file id and block index bound as associated data, all-zero blocks are holes).
+
+pub mod content;
+pub mod file;
+pub mod volume;
+
+pub use content::{ContentCipher, BLOCK_SIZE, CIPHER_BLOCK_SIZE, BLOCK_OVERHEAD};
+pub use file::{FileHeader, FILE_HEADER_LEN};
+pub use volume::{Keyslot, VolumeHeader, VolumeKeys, VOLUME_HEADER_NAME};

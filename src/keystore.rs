@@ -1,0 +1,304 @@
+//! The local key store: the embedded default key provider's storage.
+//!
+//! A directory (mode 0700) with one subdirectory per key (0700), holding `meta.json` (the
+//! key's versions and their states and dates) and one PKCS#8 PEM per version (`v1.pem`,
+//! 0600). Every write is atomic (temporary file, fsync, rename, fsync directory), and
+//! mutations hold an exclusive `flock` on `STORE/.lock` so two `cmkfs key` commands cannot
+//! interleave. Key material is never logged and is zeroized after use.
+
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::provider::rsa_kek;
+use crate::util;
+
+/// Environment variable that overrides the default store location.
+pub const ENV_STORE: &str = "CMKFS_KEYSTORE";
+
+/// One version of a key.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct VersionMeta {
+    /// Version number, from 1.
+    pub version: u32,
+    /// RSA modulus size.
+    pub bits: usize,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Disabled versions refuse to unwrap.
+    pub enabled: bool,
+    /// Not usable before this time (RFC 3339), if set.
+    #[serde(default)]
+    pub activation: Option<String>,
+    /// Expiry time (RFC 3339), if set.
+    #[serde(default)]
+    pub expiry: Option<String>,
+    /// SHA-256 of the public key, hex.
+    pub fingerprint: String,
+}
+
+/// A key's metadata file.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct KeyMeta {
+    /// Metadata schema version (1).
+    pub schema: u32,
+    /// Key name.
+    pub name: String,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Versions, oldest first.
+    pub versions: Vec<VersionMeta>,
+}
+
+impl KeyMeta {
+    /// The newest enabled version.
+    pub fn newest_enabled(&self) -> Option<&VersionMeta> {
+        self.versions.iter().rev().find(|v| v.enabled)
+    }
+    /// A given version.
+    pub fn version(&self, v: u32) -> Option<&VersionMeta> {
+        self.versions.iter().find(|m| m.version == v)
+    }
+}
+
+/// Key store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store directory does not exist.
+    #[error("key store {0} does not exist (create a key with 'cmkfs key create --store {0} NAME')")]
+    NoStore(PathBuf),
+    /// No such key.
+    #[error("key '{name}' not found in key store {store}")]
+    NoKey {
+        /// Key name.
+        name: String,
+        /// Store path.
+        store: PathBuf,
+    },
+    /// No such version.
+    #[error("key '{name}' has no version {version}")]
+    NoVersion {
+        /// Key name.
+        name: String,
+        /// Requested version.
+        version: u32,
+    },
+    /// Name already taken.
+    #[error("key '{0}' already exists")]
+    Exists(String),
+    /// Name not acceptable.
+    #[error("invalid key name '{0}': use 1-64 characters from A-Z a-z 0-9 . _ -, not starting with '.'")]
+    BadName(String),
+    /// Bad parameters.
+    #[error("{0}")]
+    Invalid(String),
+    /// Damaged file.
+    #[error("key store file {path} is damaged: {reason}")]
+    Corrupt {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// I/O failure.
+    #[error("key store {path}: {source}")]
+    Io {
+        /// Path involved.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// A local key store directory.
+#[derive(Debug, Clone)]
+pub struct KeyStore {
+    root: PathBuf,
+}
+
+/// Checks a key name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+impl KeyStore {
+    /// The default location: `$CMKFS_KEYSTORE`, else `/var/lib/cmkfs/keys` for root, else
+    /// `$XDG_DATA_HOME/cmkfs/keys` (`~/.local/share/cmkfs/keys`).
+    pub fn default_path() -> PathBuf {
+        if let Some(p) = std::env::var_os(ENV_STORE) {
+            return PathBuf::from(p);
+        }
+        if util::is_root() {
+            return PathBuf::from("/var/lib/cmkfs/keys");
+        }
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+            return PathBuf::from(x).join("cmkfs/keys");
+        }
+        util::home_dir().unwrap_or_else(|| PathBuf::from(".")).join(".local/share/cmkfs/keys")
+    }
+
+    /// Opens a store at `root`. Relative paths are made absolute so that URIs stay valid.
+    pub fn open(root: impl AsRef<Path>) -> Self {
+        let root = root.as_ref();
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        KeyStore { root }
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The KEK URI of a key (versionless: follows the newest enabled version).
+    pub fn uri(&self, name: &str) -> String {
+        format!("local:{}", self.root.join(name).display())
+    }
+
+    fn key_dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn lock(&self) -> Result<fs::File, StoreError> {
+        let p = self.root.join(".lock");
+        let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).map_err(io_err(&p))?;
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io_err(&p)(io::Error::last_os_error()));
+        }
+        Ok(f)
+    }
+
+    /// Creates a key with version 1.
+    pub fn create(
+        &self,
+        name: &str,
+        bits: usize,
+        activation: Option<String>,
+        expiry: Option<String>,
+    ) -> Result<KeyMeta, StoreError> {
+        if !valid_name(name) {
+            return Err(StoreError::BadName(name.into()));
+        }
+        rsa_kek::check_bits(bits).map_err(StoreError::Invalid)?;
+        util::create_private_dir(&self.root, 0o700).map_err(io_err(&self.root))?;
+        let _lock = self.lock()?;
+        let dir = self.key_dir(name);
+        if dir.exists() {
+            return Err(StoreError::Exists(name.into()));
+        }
+        let key = rsa_kek::generate(bits).map_err(StoreError::Invalid)?;
+        let fingerprint = rsa_kek::fingerprint(&key.to_public_key());
+        // Build in a temporary directory and rename it into place, so that a crash never
+        // leaves a half-made key under its real name.
+        let tmp = self.root.join(format!(".{name}.creating.{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        util::create_private_dir(&tmp, 0o700).map_err(io_err(&tmp))?;
+        let pem_path = tmp.join("v1.pem");
+        util::atomic_write(&pem_path, rsa_kek::private_pem(&key).as_bytes(), 0o600).map_err(io_err(&pem_path))?;
+        let now = util::now_rfc3339();
+        let meta = KeyMeta {
+            schema: 1,
+            name: name.into(),
+            created: now.clone(),
+            versions: vec![VersionMeta { version: 1, bits, created: now, enabled: true, activation, expiry, fingerprint }],
+        };
+        self.write_meta_in(&tmp, &meta)?;
+        fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+        util::fsync_dir(&self.root).map_err(io_err(&self.root))?;
+        Ok(meta)
+    }
+
+    fn write_meta_in(&self, dir: &Path, meta: &KeyMeta) -> Result<(), StoreError> {
+        let p = dir.join("meta.json");
+        let mut json = serde_json::to_vec_pretty(meta).expect("meta serialises");
+        json.push(b'\n');
+        util::atomic_write(&p, &json, 0o600).map_err(io_err(&p))
+    }
+
+    /// Reads a key's metadata.
+    pub fn meta(&self, name: &str) -> Result<KeyMeta, StoreError> {
+        if !valid_name(name) {
+            return Err(StoreError::BadName(name.into()));
+        }
+        if !self.root.is_dir() {
+            return Err(StoreError::NoStore(self.root.clone()));
+        }
+        let p = self.key_dir(name).join("meta.json");
+        let data = match fs::read(&p) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NoKey { name: name.into(), store: self.root.clone() })
+            }
+            Err(e) => return Err(io_err(&p)(e)),
+        };
+        serde_json::from_slice(&data).map_err(|e| StoreError::Corrupt { path: p, reason: e.to_string() })
+    }
+
+    /// All keys, by name.
+    pub fn list(&self) -> Result<Vec<KeyMeta>, StoreError> {
+        if !self.root.is_dir() {
+            return Ok(vec![]);
+        }
+        let mut out = vec![];
+        for e in fs::read_dir(&self.root).map_err(io_err(&self.root))? {
+            let e = e.map_err(io_err(&self.root))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if valid_name(&name) && e.path().join("meta.json").is_file() {
+                out.push(self.meta(&name)?);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Loads a version's private key.
+    pub fn private_key(&self, name: &str, version: u32) -> Result<rsa::RsaPrivateKey, StoreError> {
+        let p = self.key_dir(name).join(format!("v{version}.pem"));
+        let pem = match fs::read_to_string(&p) {
+            Ok(s) => zeroize::Zeroizing::new(s),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NoVersion { name: name.into(), version })
+            }
+            Err(e) => return Err(io_err(&p)(e)),
+        };
+        rsa_kek::parse_private_pem(&pem).map_err(|reason| StoreError::Corrupt { path: p, reason })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn create_list_and_permissions() {
+        let d = tempfile::tempdir().unwrap();
+        let s = KeyStore::open(d.path().join("keys"));
+        let m = s.create("db-kek", 2048, None, None).unwrap();
+        assert_eq!(m.versions.len(), 1);
+        assert!(matches!(s.create("db-kek", 2048, None, None), Err(StoreError::Exists(_))));
+        assert!(matches!(s.create("bad/name", 2048, None, None), Err(StoreError::BadName(_))));
+        assert!(matches!(s.create("small", 1024, None, None), Err(StoreError::Invalid(_))));
+        let l = s.list().unwrap();
+        assert_eq!(l.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), vec!["db-kek"]);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(s.root()), 0o700);
+        assert_eq!(mode(&s.root().join("db-kek")), 0o700);
+        assert_eq!(mode(&s.root().join("db-kek/v1.pem")), 0o600);
+        assert_eq!(mode(&s.root().join("db-kek/meta.json")), 0o600);
+        let k = s.private_key("db-kek", 1).unwrap();
+        assert_eq!(rsa_kek::fingerprint(&k.to_public_key()), m.versions[0].fingerprint);
+        assert!(s.uri("db-kek").starts_with("local:/"));
+        // No temporary directory left behind.
+        assert!(fs::read_dir(s.root()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains("creating")));
+    }
+}

@@ -1,0 +1,141 @@
+//! Key providers: where key-encryption keys (KEKs) live.
+//!
+//! A provider holds an RSA KEK and offers two operations to cmkfs: *wrap* a 256-bit volume
+//! key (RSA-OAEP-SHA256 with the public key; the private key is never needed for this) and
+//! *unwrap* it again (inside the provider: a key store file, an HSM, a TPM, a KMS). Like
+//! age's identities and recipients, a provider is chosen by the scheme of its URI and is
+//! otherwise opaque to the rest of cmkfs.
+//!
+//! Errors carry a [`ErrorKind`] because revocation handling depends on it: a *denied* answer
+//! (key disabled, deleted, permission removed) makes a mounted volume inaccessible at once,
+//! while an *unreachable* one (timeout, connection refused) is tolerated for a grace period.
+
+pub mod local;
+pub mod pem;
+pub mod rsa_kek;
+
+use crate::crypto::SecretKey;
+
+/// What kind of failure a provider reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The provider answered and refused: key or version disabled, deleted, not yet active,
+    /// permission removed. Definitive until an administrator changes something.
+    Denied,
+    /// The provider could not be asked: timeout, connection refused, store not present.
+    Unreachable,
+    /// The URI or the provider's configuration is wrong (unknown scheme, bad parameters).
+    Misconfigured,
+    /// The provider answered but the ciphertext did not decrypt under this key: the keyslot
+    /// was made by another key, or it is corrupted.
+    UnwrapFailed,
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Denied => "access denied",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::Misconfigured => "misconfigured",
+            ErrorKind::UnwrapFailed => "unwrap failed",
+        })
+    }
+}
+
+/// A provider failure naming the provider, the key and the reason.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{provider} key {key}: {kind}: {message}")]
+pub struct ProviderError {
+    /// Classification used by revocation handling.
+    pub kind: ErrorKind,
+    /// Provider scheme (`local`, `pem`, ...).
+    pub provider: String,
+    /// Key id (and version where known).
+    pub key: String,
+    /// Human-readable reason, including what to do where that is known.
+    pub message: String,
+}
+
+impl ProviderError {
+    /// Shorthand constructor.
+    pub fn new(kind: ErrorKind, provider: &str, key: impl Into<String>, message: impl Into<String>) -> Self {
+        ProviderError { kind, provider: provider.into(), key: key.into(), message: message.into() }
+    }
+}
+
+/// Which key and version a provider used or would use.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    /// Provider scheme.
+    pub provider: String,
+    /// The provider's name for the key.
+    pub key_id: String,
+    /// Key version (providers without versions report "1").
+    pub version: String,
+    /// RSA modulus size.
+    pub bits: usize,
+    /// SHA-256 of the public key's DER SubjectPublicKeyInfo, hex.
+    pub fingerprint: String,
+}
+
+/// The result of wrapping a volume key.
+pub struct Wrapped {
+    /// The key version that wrapped it.
+    pub key: KeyInfo,
+    /// RSA-OAEP-SHA256 ciphertext.
+    pub ciphertext: Vec<u8>,
+}
+
+/// The result of unwrapping.
+pub struct Unwrapped {
+    /// The volume key. Zeroized on drop.
+    pub secret: SecretKey,
+    /// The key version that unwrapped it.
+    pub key: KeyInfo,
+}
+
+/// A KEK held by some provider.
+pub trait KeyProvider: Send + Sync {
+    /// The URI this provider was opened with.
+    fn uri(&self) -> &str;
+    /// The key version a new wrap would use (the pinned one, or the newest usable one).
+    fn current(&self) -> Result<KeyInfo, ProviderError>;
+    /// Wraps `secret` to the current key version.
+    fn wrap(&self, secret: &SecretKey) -> Result<Wrapped, ProviderError>;
+    /// Unwraps a secret that `version` of this key wrapped. This is the operation a
+    /// mount and every revalidation performs, so it must really ask the provider.
+    fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<Unwrapped, ProviderError>;
+}
+
+/// Opens the provider for a KEK URI, chosen by scheme.
+///
+/// Schemes: `local:/STORE/NAME[?version=N]` (the embedded key store) and
+/// `pem:/path/key.pem` (a bare PEM private key). A plain path to an existing file is taken
+/// as `pem:`.
+pub fn open(uri: &str) -> Result<Box<dyn KeyProvider>, ProviderError> {
+    let (scheme, rest) = match uri.split_once(':') {
+        Some((s, r)) if !s.contains('/') => (s, r),
+        _ => {
+            if std::path::Path::new(uri).is_file() {
+                return Ok(Box::new(pem::PemProvider::open(uri)?));
+            }
+            return Err(ProviderError::new(
+                ErrorKind::Misconfigured,
+                "uri",
+                uri,
+                "not a KEK URI: expected local:/STORE/NAME, pem:/path/key.pem, or the path of a PEM key file",
+            ));
+        }
+    };
+    match scheme {
+        local::SCHEME => Ok(Box::new(local::LocalProvider::open(uri, rest)?)),
+        pem::SCHEME => Ok(Box::new(pem::PemProvider::open(rest)?)),
+        other => Err(ProviderError::new(
+            ErrorKind::Misconfigured,
+            other,
+            uri,
+            format!("unknown key provider scheme '{other}:' (this build supports local: and pem:)"),
+        )),
+    }
+}

@@ -1,0 +1,78 @@
+//! `pem:` — a bare RSA private key in a PEM file, for users who already have one.
+//!
+//! The file has no versions (reported as version "1"); removing or making it unreadable
+//! counts as *denied*.
+
+use std::path::PathBuf;
+
+use super::{rsa_kek, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use crate::crypto::SecretKey;
+
+/// URI scheme.
+pub const SCHEME: &str = "pem";
+
+/// A PEM key file.
+pub struct PemProvider {
+    uri: String,
+    path: PathBuf,
+}
+
+impl PemProvider {
+    /// `path` is the file (relative paths are made absolute).
+    pub fn open(path: &str) -> Result<Self, ProviderError> {
+        let p = std::path::absolute(path)
+            .map_err(|e| ProviderError::new(ErrorKind::Misconfigured, SCHEME, path, e.to_string()))?;
+        Ok(PemProvider { uri: format!("pem:{}", p.display()), path: p })
+    }
+
+    fn err(&self, kind: ErrorKind, msg: impl Into<String>) -> ProviderError {
+        ProviderError::new(kind, SCHEME, self.path.display().to_string(), msg)
+    }
+
+    fn load(&self) -> Result<(rsa::RsaPrivateKey, KeyInfo), ProviderError> {
+        let pem = match std::fs::read_to_string(&self.path) {
+            Ok(s) => zeroize::Zeroizing::new(s),
+            Err(e) => {
+                let kind = match e.kind() {
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => ErrorKind::Denied,
+                    _ => ErrorKind::Unreachable,
+                };
+                return Err(self.err(kind, format!("cannot read key file: {e}")));
+            }
+        };
+        let key = rsa_kek::parse_private_pem(&pem).map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
+        let public = key.to_public_key();
+        let bits = rsa_kek::bits(&public);
+        rsa_kek::check_bits(bits).map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
+        let info = KeyInfo {
+            provider: SCHEME.into(),
+            key_id: self.path.display().to_string(),
+            version: "1".into(),
+            bits,
+            fingerprint: rsa_kek::fingerprint(&public),
+        };
+        Ok((key, info))
+    }
+}
+
+impl KeyProvider for PemProvider {
+    fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn current(&self) -> Result<KeyInfo, ProviderError> {
+        Ok(self.load()?.1)
+    }
+
+    fn wrap(&self, secret: &SecretKey) -> Result<Wrapped, ProviderError> {
+        let (key, info) = self.load()?;
+        Ok(Wrapped { key: info, ciphertext: rsa_kek::wrap(&key.to_public_key(), secret) })
+    }
+
+    fn unwrap(&self, _version: &str, wrapped: &[u8]) -> Result<Unwrapped, ProviderError> {
+        let (key, info) = self.load()?;
+        let secret = rsa_kek::unwrap(&key, wrapped)
+            .ok_or_else(|| self.err(ErrorKind::UnwrapFailed, "this key cannot decrypt the keyslot (made by another key, or corrupted)"))?;
+        Ok(Unwrapped { secret, key: info })
+    }
+}

@@ -1,0 +1,228 @@
+//! A volume: the cipher directory plus its header, created with [`init`] and unlocked with
+//! [`open`]. Unlocking costs exactly one provider unwrap; everything after it (file DEKs,
+//! header MAC) is derived locally from the volume key.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+
+use crate::crypto::{self, SecretKey};
+use crate::format::volume::{ParsedHeader, SlotRole, VolumeHeaderError, SLOT_ALGORITHM};
+use crate::format::{Keyslot, VolumeHeader, VolumeKeys, VOLUME_HEADER_NAME};
+use crate::provider::{self, KeyInfo, KeyProvider, ProviderError};
+use crate::util;
+
+/// Why a volume could not be created or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// No header.
+    #[error("no cmkfs volume at {0} (no {VOLUME_HEADER_NAME}); create one with 'cmkfs init --kek URI {0}'")]
+    NoVolume(PathBuf),
+    /// Init on a non-empty directory.
+    #[error("{0} is not empty; cmkfs init needs an empty (or new) directory")]
+    NotEmpty(PathBuf),
+    /// Header problem.
+    #[error("{path}: {source}")]
+    Header {
+        /// Header path.
+        path: PathBuf,
+        /// What is wrong.
+        source: VolumeHeaderError,
+    },
+    /// No keyslot could be unwrapped.
+    #[error("cannot unlock volume {path}: {}", fmt_slot_errors(.errors))]
+    Locked {
+        /// Volume directory.
+        path: PathBuf,
+        /// Each slot tried and why it failed.
+        errors: Vec<(u32, ProviderError)>,
+    },
+    /// Provider failure outside unlocking (init, keyslot changes).
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// I/O failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path involved.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+}
+
+fn fmt_slot_errors(errors: &[(u32, ProviderError)]) -> String {
+    errors.iter().map(|(id, e)| format!("keyslot {id}: {e}")).collect::<Vec<_>>().join("; ")
+}
+
+impl VolumeError {
+    /// The provider error kind of the first failed slot, for callers that must tell
+    /// *denied* from *unreachable*.
+    pub fn provider_kind(&self) -> Option<provider::ErrorKind> {
+        match self {
+            VolumeError::Locked { errors, .. } => errors.first().map(|(_, e)| e.kind),
+            VolumeError::Provider(e) => Some(e.kind),
+            _ => None,
+        }
+    }
+}
+
+/// An unlocked volume.
+pub struct Volume {
+    dir: PathBuf,
+    header: VolumeHeader,
+    keys: Arc<VolumeKeys>,
+    slot: Keyslot,
+    key: KeyInfo,
+    provider: Box<dyn KeyProvider>,
+}
+
+impl std::fmt::Debug for Volume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Volume").field("dir", &self.dir).field("volume_id", &self.header.volume_id).finish_non_exhaustive()
+    }
+}
+
+/// Path of the header file in a cipher directory.
+pub fn header_path(dir: &Path) -> PathBuf {
+    dir.join(VOLUME_HEADER_NAME)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
+    move |source| VolumeError::Io { path: path.to_path_buf(), source }
+}
+
+fn make_slot(id: u32, role: SlotRole, uri: &str, w: provider::Wrapped) -> Keyslot {
+    Keyslot {
+        id,
+        role,
+        kek_uri: uri.to_string(),
+        provider: w.key.provider.clone(),
+        key_id: w.key.key_id.clone(),
+        key_version: w.key.version.clone(),
+        kek_fingerprint: w.key.fingerprint.clone(),
+        algorithm: SLOT_ALGORITHM.into(),
+        wrapped_key: base64::engine::general_purpose::STANDARD.encode(&w.ciphertext),
+        created: util::now_rfc3339(),
+    }
+}
+
+/// Creates a volume in `dir` (created if missing, must be empty) with one primary keyslot
+/// wrapped by `kek_uri`. The wrap is checked by unwrapping once before the header is written.
+pub fn init(dir: &Path, kek_uri: &str) -> Result<VolumeHeader, VolumeError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    if std::fs::read_dir(dir).map_err(io(dir))?.next().is_some() {
+        return Err(VolumeError::NotEmpty(dir.to_path_buf()));
+    }
+    let provider = provider::open(kek_uri)?;
+    let volume_key = SecretKey::random();
+    let wrapped = provider.wrap(&volume_key)?;
+    let check = provider.unwrap(&wrapped.key.version, &wrapped.ciphertext)?;
+    if check.secret.expose() != volume_key.expose() {
+        return Err(ProviderError::new(provider::ErrorKind::UnwrapFailed, &wrapped.key.provider, &wrapped.key.key_id, "unwrap returned a different key than was wrapped").into());
+    }
+    let mut volume_id = [0u8; 16];
+    crypto::fill_random(&mut volume_id);
+    let mut header = VolumeHeader::new(volume_id, util::now_rfc3339());
+    header.keyslots.push(make_slot(0, SlotRole::Primary, provider.uri(), wrapped));
+    let keys = VolumeKeys::derive(&volume_key, volume_id);
+    let path = header_path(dir);
+    util::atomic_write(&path, &header.seal(&keys), 0o644).map_err(io(&path))?;
+    Ok(header)
+}
+
+/// Reads and parses (without authenticating) a volume header.
+pub fn read_header(dir: &Path) -> Result<ParsedHeader, VolumeError> {
+    let path = header_path(dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(VolumeError::NoVolume(dir.to_path_buf())),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    VolumeHeader::parse(&bytes).map_err(|source| VolumeError::Header { path, source })
+}
+
+/// Unlocks the volume in `dir`. Without `kek_override` each keyslot is tried with the
+/// provider its URI names, primary slots first. With it, only that KEK is used, on the slots
+/// whose fingerprint matches it first (a key store that moved, or a recovery key).
+pub fn open(dir: &Path, kek_override: Option<&str>) -> Result<Volume, VolumeError> {
+    let parsed = read_header(dir)?;
+    let mut slots = parsed.header.keyslots.clone();
+    slots.sort_by_key(|s| (s.role != SlotRole::Primary, s.id));
+    let override_provider = match kek_override {
+        Some(uri) => {
+            let p = provider::open(uri)?;
+            if let Ok(info) = p.current() {
+                slots.sort_by_key(|s| s.kek_fingerprint != info.fingerprint);
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    let mut errors = vec![];
+    for slot in slots {
+        let provider = match override_provider {
+            Some(_) => None,
+            None => match provider::open(&slot.kek_uri) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    errors.push((slot.id, e));
+                    continue;
+                }
+            },
+        };
+        let p: &dyn KeyProvider = match (&override_provider, &provider) {
+            (Some(p), _) | (None, Some(p)) => p.as_ref(),
+            _ => unreachable!(),
+        };
+        let wrapped = slot.wrapped_bytes().map_err(|source| VolumeError::Header { path: header_path(dir), source })?;
+        match p.unwrap(&slot.key_version, &wrapped) {
+            Ok(u) => {
+                let keys = VolumeKeys::derive(&u.secret, parsed.header.volume_id_bytes());
+                parsed.verify(&keys).map_err(|source| VolumeError::Header { path: header_path(dir), source })?;
+                tracing::info!(volume = %parsed.header.volume_id, slot = slot.id, key = %u.key.key_id, version = %u.key.version, "volume unlocked");
+                let provider = match provider {
+                    Some(p) => p,
+                    None => provider::open(kek_override.unwrap())?,
+                };
+                return Ok(Volume {
+                    dir: dir.to_path_buf(),
+                    header: parsed.header,
+                    keys: Arc::new(keys),
+                    slot,
+                    key: u.key,
+                    provider,
+                });
+            }
+            Err(e) => errors.push((slot.id, e)),
+        }
+    }
+    Err(VolumeError::Locked { path: dir.to_path_buf(), errors })
+}
+
+impl Volume {
+    /// The cipher directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// The authenticated header.
+    pub fn header(&self) -> &VolumeHeader {
+        &self.header
+    }
+    /// Keys derived from the volume key.
+    pub fn keys(&self) -> &Arc<VolumeKeys> {
+        &self.keys
+    }
+    /// The keyslot that unlocked the volume.
+    pub fn slot(&self) -> &Keyslot {
+        &self.slot
+    }
+    /// The KEK (and version) that unlocked it.
+    pub fn key(&self) -> &KeyInfo {
+        &self.key
+    }
+    /// The provider of that KEK.
+    pub fn provider(&self) -> &dyn KeyProvider {
+        self.provider.as_ref()
+    }
+}
