@@ -15,13 +15,13 @@
 
 #![warn(missing_docs)]
 
-// pub mod cli;
-// pub mod control;
+pub mod cli;
+pub mod control;
 pub mod crypto;
 pub mod format;
-// pub mod fs;
+pub mod fs;
 pub mod keystore;
-// pub mod mount;
+pub mod mount;
 pub mod provider;
 pub mod util;
 pub mod volume;

@@ -1,0 +1,181 @@
+//! The control socket of a mounted volume.
+//!
+//! Each mount daemon listens on a Unix socket whose path is derived from the mountpoint
+//! (so `cmkfs status /mnt/db` finds it without touching the mount itself, which may be
+//! refusing I/O). One JSON request per line, one JSON response per line. The socket is
+//! mode 0600 in a 0700 directory: only the mounting user (and root) can talk to it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto;
+use crate::util;
+
+/// A request to the daemon.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Report state.
+    Status,
+}
+
+/// What `cmkfs status` shows.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Status {
+    /// `Available` or `Inaccessible`.
+    pub state: String,
+    /// Why the volume is in that state.
+    pub reason: Option<String>,
+    /// Volume id.
+    pub volume_id: String,
+    /// On-disk format version.
+    pub format_version: u32,
+    /// Cipher directory.
+    pub cipher_dir: String,
+    /// Mountpoint.
+    pub mountpoint: String,
+    /// KEK URI of the keyslot in use.
+    pub kek_uri: String,
+    /// Provider scheme.
+    pub provider: String,
+    /// Key id.
+    pub key_id: String,
+    /// Key version in use.
+    pub key_version: String,
+    /// Keyslot in use.
+    pub keyslot: u32,
+    /// Daemon pid.
+    pub pid: u32,
+    /// When the volume was mounted (RFC 3339).
+    pub mounted_at: String,
+    /// Daemon log file, if any.
+    pub log_file: Option<String>,
+    /// Inodes the kernel references.
+    pub inodes: usize,
+}
+
+/// Directory holding control sockets.
+pub fn runtime_dir() -> PathBuf {
+    if util::is_root() {
+        return PathBuf::from("/run/cmkfs");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("cmkfs"),
+        None => PathBuf::from(format!("/tmp/cmkfs-{}", unsafe { libc::geteuid() })),
+    }
+}
+
+/// Absolute mountpoint path without touching the mount itself (only its parent is
+/// resolved), so it works while the mount refuses I/O or its daemon is gone.
+pub fn normalize_mountpoint(mp: &Path) -> PathBuf {
+    let abs = std::path::absolute(mp).unwrap_or_else(|_| mp.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => parent.canonicalize().map(|p| p.join(name)).unwrap_or(abs),
+        _ => abs,
+    }
+}
+
+/// The socket path for a mountpoint.
+pub fn socket_path(mountpoint: &Path) -> PathBuf {
+    let mp = normalize_mountpoint(mountpoint);
+    let h = crypto::hex(&crypto::sha256(mp.as_os_str().as_encoded_bytes()));
+    runtime_dir().join(format!("{}.sock", &h[..24]))
+}
+
+/// Serves requests on a background thread until the process exits.
+pub fn serve(mountpoint: &Path, status: Arc<dyn Fn() -> Status + Send + Sync>) -> std::io::Result<PathBuf> {
+    let dir = runtime_dir();
+    util::create_private_dir(&dir, 0o700)?;
+    let path = socket_path(mountpoint);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::thread::Builder::new().name("cmkfs-control".into()).spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let status = status.clone();
+            let _ = std::thread::Builder::new().name("cmkfs-control-conn".into()).spawn(move || {
+                let _ = handle(conn, status.as_ref());
+            });
+        }
+    })?;
+    Ok(path)
+}
+
+fn handle(conn: UnixStream, status: &(dyn Fn() -> Status + Send + Sync)) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let resp = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Status) => serde_json::to_value(status()).unwrap(),
+        Err(e) => serde_json::json!({"error": format!("bad request: {e}")}),
+    };
+    let mut w = conn;
+    w.write_all(serde_json::to_string(&resp).unwrap().as_bytes())?;
+    w.write_all(b"\n")
+}
+
+/// Sends a request to the daemon serving `mountpoint`.
+pub fn request(mountpoint: &Path, req: &Request) -> std::io::Result<serde_json::Value> {
+    let path = socket_path(mountpoint);
+    let conn = UnixStream::connect(&path)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut w = conn.try_clone()?;
+    w.write_all(serde_json::to_string(req).unwrap().as_bytes())?;
+    w.write_all(b"\n")?;
+    let mut line = String::new();
+    BufReader::new(conn).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Asks for status.
+pub fn status(mountpoint: &Path) -> std::io::Result<Status> {
+    let v = request(mountpoint, &Request::Status)?;
+    serde_json::from_value(v).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// True when `mp` is a mountpoint of a cmkfs FUSE filesystem: a FUSE mount whose source
+/// (the cipher directory) holds a volume header. (fuser's mount(2) path records the type as
+/// plain `fuse`, so the subtype cannot be relied on.)
+pub fn is_cmkfs_mount(mp: &Path) -> bool {
+    match mount_entry(mp) {
+        Some((t, source)) => {
+            (t == "fuse" || t == "fuse.cmkfs")
+                && (Path::new(&source).join(crate::format::VOLUME_HEADER_NAME).exists() || socket_path(mp).exists())
+        }
+        None => false,
+    }
+}
+
+/// The filesystem type mounted at `mp`, if it is a mountpoint.
+pub fn mount_type(mp: &Path) -> Option<String> {
+    mount_entry(mp).map(|(t, _)| t)
+}
+
+/// Type and source of the mount at `mp`, from /proc/self/mountinfo.
+pub fn mount_entry(mp: &Path) -> Option<(String, String)> {
+    let mp = normalize_mountpoint(mp);
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut found = None;
+    for line in info.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = f.iter().position(|x| *x == "-") else { continue };
+        if f.len() > sep + 1 && unescape(f[4]) == mp.as_os_str().to_string_lossy() {
+            found = Some((f[sep + 1].to_string(), f.get(sep + 2).map(|x| unescape(x)).unwrap_or_default()));
+        }
+    }
+    found
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}

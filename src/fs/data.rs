@@ -1,0 +1,436 @@
+//! The encrypted data path of one regular file.
+//!
+//! Reading: map the plaintext range to whole blocks, `pread` their ciphertext in one call,
+//! open each block (tag check; all-zero blocks are holes), copy out the requested bytes.
+//!
+//! Writing: seal every touched block and `pwrite` them in one call. A block the write covers
+//! entirely is sealed straight from the caller's data; only a partially covered block is
+//! read, opened and merged first (read-modify-write). Writing past the end first pads an
+//! old partial last block to a full block, so that every block but the last is full.
+//! Blocks between the old end and the write stay unwritten: holes on disk, zeros when read.
+//!
+//! Locking: reads share the file's lock, writes, truncates and fallocates hold it
+//! exclusively, so a read never sees half a write. The backing descriptor is opened once per
+//! inode on the first `open` and closed on the last `release`; the file's DEK is unwrapped at
+//! that first open and dropped (zeroized) with it.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use fuser::Errno;
+use parking_lot::RwLock;
+
+use crate::format::content::{block_offset, cipher_size, plain_size};
+use crate::format::file::HeaderError;
+use crate::format::{ContentCipher, FileHeader, VolumeKeys, BLOCK_OVERHEAD, BLOCK_SIZE, CIPHER_BLOCK_SIZE, FILE_HEADER_LEN};
+
+use super::sys;
+
+const BS: u64 = BLOCK_SIZE;
+const CB: u64 = CIPHER_BLOCK_SIZE;
+const OVH: usize = BLOCK_OVERHEAD as usize;
+
+#[derive(Default)]
+enum CipherState {
+    /// Not loaded (no open handle).
+    #[default]
+    Unknown,
+    /// Backing file is empty: no header yet; the first write creates one.
+    Empty,
+    /// Header authenticated; the file's content cipher.
+    Ready(Arc<ContentCipher>),
+    /// Header unusable; every read and write is EIO until the file is truncated to 0.
+    Bad(#[allow(dead_code)] HeaderError),
+}
+
+#[derive(Default)]
+struct State {
+    backing: Option<Arc<File>>,
+    writable: bool,
+    opens: u32,
+    cipher: CipherState,
+}
+
+/// Content state of one inode.
+#[derive(Default)]
+pub struct FileData {
+    inner: RwLock<State>,
+}
+
+/// The backing path of an fd, for log messages.
+pub fn describe(fd: BorrowedFd<'_>) -> String {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| format!("fd {}", fd.as_raw_fd()))
+}
+
+fn errno(e: io::Error) -> Errno {
+    Errno::from(e)
+}
+
+fn load_cipher(f: &File, keys: &VolumeKeys) -> io::Result<CipherState> {
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(CipherState::Empty);
+    }
+    let mut h = [0u8; FILE_HEADER_LEN as usize];
+    let n = read_full_at(f, &mut h, 0)?;
+    Ok(match FileHeader::open(&h[..n], keys) {
+        Ok(c) => CipherState::Ready(Arc::new(c)),
+        Err(e) => {
+            tracing::error!(file = %describe(f.as_fd()), error = %e, "file header unusable; reads and writes of this file return EIO");
+            CipherState::Bad(e)
+        }
+    })
+}
+
+fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+impl FileData {
+    /// Called on every open of the inode: opens the backing file on the first one and loads
+    /// the file header.
+    pub fn open(&self, path_fd: BorrowedFd<'_>, keys: &VolumeKeys, want_write: bool) -> Result<(), Errno> {
+        let mut st = self.inner.write();
+        if st.backing.is_none() || (want_write && !st.writable) {
+            let (f, writable) = match sys::reopen(path_fd, libc::O_RDWR) {
+                Ok(fd) => (fd, true),
+                Err(e) if e.raw_os_error() == Some(libc::EACCES) && !want_write => (sys::reopen(path_fd, libc::O_RDONLY).map_err(errno)?, false),
+                Err(e) => return Err(errno(e)),
+            };
+            st.backing = Some(Arc::new(File::from(f)));
+            st.writable = writable;
+            st.cipher = CipherState::Unknown;
+        }
+        if matches!(st.cipher, CipherState::Unknown) {
+            let f = st.backing.clone().unwrap();
+            st.cipher = load_cipher(&f, keys).map_err(errno)?;
+        }
+        st.opens += 1;
+        Ok(())
+    }
+
+    /// Called on every release; the last one closes the backing file and drops the DEK.
+    pub fn release(&self) {
+        let mut st = self.inner.write();
+        st.opens = st.opens.saturating_sub(1);
+        if st.opens == 0 {
+            st.backing = None;
+            st.cipher = CipherState::Unknown;
+        }
+    }
+
+    /// True while some handle has the file open.
+    pub fn is_open(&self) -> bool {
+        self.inner.read().opens > 0
+    }
+
+    /// The backing file, for fsync.
+    pub fn backing(&self) -> Option<Arc<File>> {
+        self.inner.read().backing.clone()
+    }
+
+    /// Reads up to `len` plaintext bytes at `off`.
+    pub fn read(&self, off: u64, len: u32) -> Result<Vec<u8>, Errno> {
+        let st = self.inner.read();
+        let f = st.backing.as_ref().ok_or(Errno::EBADF)?;
+        let clen = f.metadata().map_err(errno)?.len();
+        let size = plain_size(clen);
+        if off >= size || len == 0 {
+            return Ok(vec![]);
+        }
+        let cipher = match &st.cipher {
+            CipherState::Ready(c) => c,
+            CipherState::Empty => return Ok(vec![]),
+            CipherState::Bad(_) | CipherState::Unknown => return Err(Errno::EIO),
+        };
+        let end = (off + len as u64).min(size);
+        let first = off / BS;
+        let last = (end - 1) / BS;
+        let cstart = block_offset(first);
+        let cend = block_offset(last + 1).min(clen);
+        let mut cbuf = vec![0u8; (cend - cstart) as usize];
+        let n = read_full_at(f, &mut cbuf, cstart).map_err(errno)?;
+        if n < cbuf.len() {
+            tracing::error!(file = %describe(f.as_fd()), "short read of backing file");
+            return Err(Errno::EIO);
+        }
+        let plain_end = ((last + 1) * BS).min(size);
+        let mut plain = vec![0u8; (plain_end - first * BS) as usize];
+        for (i, stored) in cbuf.chunks(CB as usize).enumerate() {
+            let b = first + i as u64;
+            let p0 = i * BS as usize;
+            let p1 = (p0 + stored.len().saturating_sub(OVH)).min(plain.len());
+            if let Err(e) = cipher.open_block(b, stored, &mut plain[p0..p1]) {
+                tracing::error!(file = %describe(f.as_fd()), block = b, error = ?e, "block failed authentication (corrupted or tampered); returning EIO");
+                return Err(Errno::EIO);
+            }
+        }
+        let s = (off - first * BS) as usize;
+        let e = (end - first * BS) as usize;
+        plain.truncate(e);
+        plain.drain(..s);
+        Ok(plain)
+    }
+
+    /// Reads and opens block `b` whose stored plaintext length is `len` into `out[..len]`.
+    fn read_block(f: &File, cipher: &ContentCipher, b: u64, len: usize, out: &mut [u8]) -> Result<(), Errno> {
+        let mut stored = vec![0u8; len + OVH];
+        let n = read_full_at(f, &mut stored, block_offset(b)).map_err(errno)?;
+        if n < stored.len() {
+            tracing::error!(file = %describe(f.as_fd()), block = b, "block is truncated");
+            return Err(Errno::EIO);
+        }
+        cipher.open_block(b, &stored, &mut out[..len]).map_err(|e| {
+            tracing::error!(file = %describe(f.as_fd()), block = b, error = ?e, "block failed authentication (corrupted or tampered); returning EIO");
+            Errno::EIO
+        })
+    }
+
+    /// Re-seals block `b` changing its plaintext length from `old_len` to `new_len` (zero
+    /// padded or cut).
+    fn resize_block(f: &File, cipher: &ContentCipher, b: u64, old_len: usize, new_len: usize) -> Result<(), Errno> {
+        let mut p = [0u8; BS as usize];
+        Self::read_block(f, cipher, b, old_len, &mut p)?;
+        if new_len > old_len {
+            p[old_len..new_len].fill(0);
+        }
+        let mut out = vec![0u8; new_len + OVH];
+        cipher.seal_block(b, &p[..new_len], &mut out);
+        zeroize::Zeroize::zeroize(&mut p);
+        f.write_all_at(&out, block_offset(b)).map_err(errno)
+    }
+
+    /// Makes sure the file has a header, creating one (new file id and DEK) for an empty
+    /// file. Caller holds the write lock.
+    fn ensure_cipher(st: &mut State, keys: &VolumeKeys) -> Result<Arc<ContentCipher>, Errno> {
+        match &st.cipher {
+            CipherState::Ready(c) => Ok(c.clone()),
+            CipherState::Bad(_) | CipherState::Unknown => Err(Errno::EIO),
+            CipherState::Empty => {
+                let f = st.backing.as_ref().ok_or(Errno::EBADF)?;
+                let (h, c) = FileHeader::create(keys);
+                f.write_all_at(&h, 0).map_err(errno)?;
+                let c = Arc::new(c);
+                st.cipher = CipherState::Ready(c.clone());
+                Ok(c)
+            }
+        }
+    }
+
+    /// Writes `data` at `off`; returns the bytes written (all of them, or an error).
+    pub fn write(&self, keys: &VolumeKeys, off: u64, data: &[u8]) -> Result<usize, Errno> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let mut st = self.inner.write();
+        if !st.writable {
+            return Err(Errno::EBADF);
+        }
+        let f = st.backing.clone().ok_or(Errno::EBADF)?;
+        let size = plain_size(f.metadata().map_err(errno)?.len());
+        let cipher = Self::ensure_cipher(&mut st, keys)?;
+        let end = off.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
+        let first = off / BS;
+        let last = (end - 1) / BS;
+        // An old partial last block that now ends up in the middle becomes a full block.
+        if size % BS != 0 && size / BS < first {
+            Self::resize_block(&f, &cipher, size / BS, (size % BS) as usize, BS as usize)?;
+        }
+        let new_size = size.max(end);
+        let last_len = (new_size - last * BS).min(BS);
+        let out_len = (last - first) * CB + last_len + OVH as u64;
+        let mut out = vec![0u8; out_len as usize];
+        let mut p = [0u8; BS as usize];
+        for b in first..=last {
+            let bstart = b * BS;
+            let blen = (new_size - bstart).min(BS) as usize;
+            let ws = (off.max(bstart) - bstart) as usize;
+            let we = ((end.min(bstart + BS)) - bstart) as usize;
+            let src = &data[(bstart + ws as u64 - off) as usize..(bstart + we as u64 - off) as usize];
+            let o0 = ((b - first) * CB) as usize;
+            let dst = &mut out[o0..o0 + blen + OVH];
+            if ws == 0 && we == blen {
+                cipher.seal_block(b, src, dst);
+            } else {
+                let old_len = if bstart < size { (size - bstart).min(BS) as usize } else { 0 };
+                p[..blen].fill(0);
+                if old_len > 0 {
+                    Self::read_block(&f, &cipher, b, old_len, &mut p)?;
+                }
+                p[ws..we].copy_from_slice(src);
+                cipher.seal_block(b, &p[..blen], dst);
+            }
+        }
+        zeroize::Zeroize::zeroize(&mut p);
+        f.write_all_at(&out, block_offset(first)).map_err(errno)?;
+        Ok(data.len())
+    }
+
+    /// Sets the plaintext size. Caller must have opened the file (see [`FileData::open`]).
+    pub fn truncate(&self, keys: &VolumeKeys, new_size: u64) -> Result<(), Errno> {
+        let mut st = self.inner.write();
+        let f = st.backing.clone().ok_or(Errno::EBADF)?;
+        if !st.writable {
+            return Err(Errno::EACCES);
+        }
+        let size = plain_size(f.metadata().map_err(errno)?.len());
+        if new_size == 0 {
+            // Dropping the header too: the next write starts a new file id and DEK.
+            f.set_len(0).map_err(errno)?;
+            st.cipher = CipherState::Empty;
+            return Ok(());
+        }
+        if new_size == size {
+            return Ok(());
+        }
+        let cipher = Self::ensure_cipher(&mut st, keys)?;
+        if new_size < size {
+            if new_size % BS != 0 {
+                let b = new_size / BS;
+                let old_len = (size - b * BS).min(BS) as usize;
+                Self::resize_block(&f, &cipher, b, old_len, (new_size % BS) as usize)?;
+            }
+        } else if size % BS != 0 {
+            let b = size / BS;
+            let new_len = (new_size - b * BS).min(BS) as usize;
+            Self::resize_block(&f, &cipher, b, (size % BS) as usize, new_len)?;
+        }
+        // Growing leaves the new range unwritten: a hole that reads as zeros.
+        f.set_len(cipher_size(new_size)).map_err(errno)
+    }
+
+    /// fallocate(2): mode 0 and KEEP_SIZE preallocate (and mode 0 grows the file),
+    /// PUNCH_HOLE|KEEP_SIZE zeroes a range leaving holes. Other modes are EOPNOTSUPP.
+    pub fn fallocate(&self, keys: &VolumeKeys, mode: i32, off: u64, len: u64) -> Result<(), Errno> {
+        let end = off.checked_add(len).ok_or(Errno::EFBIG)?;
+        const KEEP: i32 = libc::FALLOC_FL_KEEP_SIZE;
+        const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        if mode == PUNCH {
+            return self.punch_hole(keys, off, end);
+        }
+        if mode != 0 && mode != KEEP {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let f = self.backing().ok_or(Errno::EBADF)?;
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let cstart = block_offset(off / BS);
+        let cend = block_offset(end.div_ceil(BS));
+        sys::fallocate(f.as_fd(), libc::FALLOC_FL_KEEP_SIZE, cstart, cend - cstart).map_err(errno)?;
+        let size = plain_size(f.metadata().map_err(errno)?.len());
+        if mode == 0 && end > size {
+            self.truncate(keys, end)?;
+        }
+        Ok(())
+    }
+
+    fn punch_hole(&self, keys: &VolumeKeys, off: u64, end: u64) -> Result<(), Errno> {
+        let f = self.backing().ok_or(Errno::EBADF)?;
+        let size = plain_size(f.metadata().map_err(errno)?.len());
+        let end = end.min(size);
+        if off >= end {
+            return Ok(());
+        }
+        // Only the first and the last touched block can be partially covered: those are
+        // rewritten with zeros in the range; the whole blocks between become backing holes.
+        let first = off / BS;
+        let last = (end - 1) / BS;
+        let is_partial = |b: u64| {
+            let (bs, be) = (b * BS, ((b + 1) * BS).min(size));
+            off.max(bs) != bs || end.min(be) != be
+        };
+        let mut full = first..last + 1;
+        for b in [first, last] {
+            if is_partial(b) {
+                let (zs, ze) = (off.max(b * BS), end.min((b + 1) * BS));
+                self.write(keys, zs, &vec![0u8; (ze - zs) as usize])?;
+                if b == first {
+                    full.start = b + 1;
+                }
+                if b == last {
+                    full.end = full.end.min(b);
+                }
+            }
+        }
+        if full.end > full.start {
+            let _excl = self.inner.write();
+            let clen = f.metadata().map_err(errno)?.len();
+            let c0 = block_offset(full.start);
+            let c1 = block_offset(full.end).min(clen);
+            if c1 > c0 {
+                sys::fallocate(f.as_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, c0, c1 - c0).map_err(errno)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// SEEK_DATA / SEEK_HOLE in plaintext offsets, from the backing file's holes. A block is
+    /// data unless its whole stored range is a backing hole.
+    pub fn seek(&self, off: u64, whence: i32) -> Result<u64, Errno> {
+        let st = self.inner.read();
+        let f = st.backing.as_ref().ok_or(Errno::EBADF)?;
+        let clen = f.metadata().map_err(errno)?.len();
+        let size = plain_size(clen);
+        if off >= size {
+            return Err(Errno::ENXIO);
+        }
+        let fd = f.as_fd();
+        let block_of = |c: u64| c.saturating_sub(FILE_HEADER_LEN) / CB;
+        match whence {
+            libc::SEEK_DATA => {
+                let c = block_offset(off / BS);
+                match sys::lseek(fd, c, libc::SEEK_DATA).map_err(errno)? {
+                    Some(d) if d < clen => {
+                        let r = (block_of(d) * BS).max(off);
+                        if r >= size { Err(Errno::ENXIO) } else { Ok(r) }
+                    }
+                    _ => Err(Errno::ENXIO),
+                }
+            }
+            libc::SEEK_HOLE => {
+                let mut b = off / BS;
+                loop {
+                    if b * BS >= size {
+                        return Ok(size);
+                    }
+                    let c = block_offset(b);
+                    let h = match sys::lseek(fd, c, libc::SEEK_HOLE).map_err(errno)? {
+                        Some(h) => h,
+                        None => return Ok(size),
+                    };
+                    if h >= clen {
+                        return Ok(size);
+                    }
+                    // First block starting at or after the hole start.
+                    let hb = if h <= FILE_HEADER_LEN { 0 } else { (h - FILE_HEADER_LEN).div_ceil(CB) };
+                    let hb = hb.max(b);
+                    if hb * BS >= size {
+                        return Ok(size);
+                    }
+                    let bs = block_offset(hb);
+                    let be = block_offset(hb + 1).min(clen);
+                    match sys::lseek(fd, bs, libc::SEEK_DATA).map_err(errno)? {
+                        Some(d) if d < be => b = block_of(d) + 1,
+                        _ => return Ok((hb * BS).max(off)),
+                    }
+                }
+            }
+            _ => Err(Errno::EINVAL),
+        }
+    }
+}

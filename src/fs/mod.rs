@@ -1,0 +1,768 @@
+//! The FUSE filesystem: plaintext view of a cipher directory.
+//!
+//! Structure: [`inode`] maps FUSE node ids to backing inodes (held by `O_PATH` descriptors),
+//! [`data`] is the encrypted content path of a regular file, [`sys`] wraps the syscalls.
+//! This module translates FUSE requests into those, one small method per operation, each
+//! returning `Result<_, Errno>`; the `fuser::Filesystem` impl at the bottom only replies.
+//!
+//! Metadata (names, modes, owners, times, links) lives in the backing filesystem as is; the
+//! kernel checks permissions (`default_permissions`). File content and extended attribute
+//! values are encrypted. Sizes shown are plaintext sizes.
+
+pub mod data;
+pub mod inode;
+pub mod sys;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use parking_lot::Mutex;
+
+use crate::format::content::plain_size;
+use crate::format::volume::is_reserved_root_name;
+use crate::format::VolumeKeys;
+use inode::{Inode, InodeTable, ROOT_ID};
+
+/// How long the kernel may cache attributes and entries. Everything changes only through
+/// this mount, so a short positive TTL is safe and saves a round trip per stat.
+const TTL: Duration = Duration::from_secs(1);
+/// Largest write request; the kernel caps it at max_pages (256 pages = 1 MiB here).
+pub const MAX_WRITE: u32 = 1 << 20;
+const XATTR_AAD: &[u8] = b"cmkfs-xattr-v1\0";
+
+enum Handle {
+    File { inode: Arc<Inode>, flags: i32 },
+    Dir { inode: Arc<Inode>, fd: OwnedFd, entries: Mutex<Option<Arc<Vec<sys::DirEntry>>>> },
+}
+
+/// The mounted filesystem.
+pub struct CmkFs {
+    inodes: InodeTable,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    keys: Arc<VolumeKeys>,
+    as_root: bool,
+}
+
+type R<T> = Result<T, Errno>;
+
+fn io(e: std::io::Error) -> Errno {
+    Errno::from(e)
+}
+
+fn file_type(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn dt_type(dt: u8) -> FileType {
+    match dt {
+        libc::DT_DIR => FileType::Directory,
+        libc::DT_LNK => FileType::Symlink,
+        libc::DT_BLK => FileType::BlockDevice,
+        libc::DT_CHR => FileType::CharDevice,
+        libc::DT_FIFO => FileType::NamedPipe,
+        libc::DT_SOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn ts(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::new((-sec) as u64, 0) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+fn to_timespec(t: Option<TimeOrNow>) -> libc::timespec {
+    match t {
+        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        Some(TimeOrNow::Now) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => libc::timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 },
+            Err(e) => {
+                let d = e.duration();
+                let (mut s, mut n) = (-(d.as_secs() as i64), -(d.subsec_nanos() as i64));
+                if n < 0 {
+                    s -= 1;
+                    n += 1_000_000_000;
+                }
+                libc::timespec { tv_sec: s, tv_nsec: n }
+            }
+        },
+    }
+}
+
+fn attr(id: u64, st: &sys::Stat) -> FileAttr {
+    let kind = file_type(st.st_mode);
+    let size = if kind == FileType::RegularFile { plain_size(st.st_size as u64) } else { st.st_size as u64 };
+    FileAttr {
+        ino: INodeNo(id),
+        size,
+        blocks: st.st_blocks as u64,
+        atime: ts(st.st_atime, st.st_atime_nsec),
+        mtime: ts(st.st_mtime, st.st_mtime_nsec),
+        ctime: ts(st.st_ctime, st.st_ctime_nsec),
+        crtime: UNIX_EPOCH,
+        kind,
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+/// Whether a name may be used in `parent`: the volume header's names are reserved in the root.
+fn check_name(parent: &Inode, name: &OsStr) -> R<()> {
+    if parent.id == ROOT_ID && is_reserved_root_name(name.as_bytes()) {
+        return Err(Errno::EPERM);
+    }
+    Ok(())
+}
+
+fn xattr_allowed(name: &OsStr) -> bool {
+    name.as_bytes().starts_with(b"user.")
+}
+
+impl CmkFs {
+    /// A filesystem over `cipher_dir` with an unlocked volume's keys.
+    pub fn new(cipher_dir: &Path, keys: Arc<VolumeKeys>) -> std::io::Result<Self> {
+        let root = sys::openat(
+            rustix_cwd(),
+            &sys::cstr(cipher_dir.as_os_str())?,
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+        )?;
+        Ok(CmkFs {
+            inodes: InodeTable::new(root)?,
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            keys,
+            as_root: crate::util::is_root(),
+        })
+    }
+
+    /// Number of inodes the kernel currently references.
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    fn inode(&self, ino: INodeNo) -> R<Arc<Inode>> {
+        self.inodes.get(ino.0).ok_or(Errno::ESTALE)
+    }
+
+    fn handle(&self, fh: FileHandle) -> R<Arc<Handle>> {
+        self.handles.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    fn add_handle(&self, h: Handle) -> FileHandle {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, Arc::new(h));
+        FileHandle(fh)
+    }
+
+    fn file_handle(&self, fh: FileHandle) -> R<(Arc<Inode>, i32)> {
+        match &*self.handle(fh)? {
+            Handle::File { inode, flags } => Ok((inode.clone(), *flags)),
+            Handle::Dir { .. } => Err(Errno::EISDIR),
+        }
+    }
+
+    /// Runs `f` with the file open for writing (for truncate without a handle).
+    fn with_open<T>(&self, inode: &Inode, f: impl FnOnce(&data::FileData) -> R<T>) -> R<T> {
+        inode.data.open(inode.fd(), &self.keys, true)?;
+        let r = f(&inode.data);
+        inode.data.release();
+        r
+    }
+
+    fn lookup_fd(&self, fd: OwnedFd) -> R<(Arc<Inode>, FileAttr)> {
+        let st = sys::fstat(fd.as_fd()).map_err(io)?;
+        let inode = self.inodes.lookup_insert(fd, &st);
+        let a = attr(inode.id, &st);
+        Ok((inode, a))
+    }
+
+    /// Gives a new entry to the requesting user (when running as root), with the group of a
+    /// set-group-id parent directory, as a local filesystem does.
+    fn set_owner(&self, req: &Request, parent: &Inode, fd: &OwnedFd, mode: u32) -> R<()> {
+        if !self.as_root {
+            return Ok(());
+        }
+        let pst = sys::fstat(parent.fd()).map_err(io)?;
+        let gid = if pst.st_mode & libc::S_ISGID != 0 { pst.st_gid } else { req.gid() };
+        sys::chown_fd(fd.as_fd(), req.uid(), gid).map_err(io)?;
+        // chown clears set-id bits of non-directories; put back what the caller asked for.
+        let fmt = mode & libc::S_IFMT;
+        if mode & (libc::S_ISUID | libc::S_ISGID) != 0 && fmt != libc::S_IFDIR && fmt != libc::S_IFLNK {
+            sys::chmod_fd(fd.as_fd(), mode & 0o7777).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    fn open_child_path(parent: &Inode, name: &OsStr) -> R<OwnedFd> {
+        sys::openat(parent.fd(), &sys::cstr(name).map_err(io)?, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(io)
+    }
+
+    fn do_lookup(&self, parent: INodeNo, name: &OsStr) -> R<FileAttr> {
+        let p = self.inode(parent)?;
+        if p.id == ROOT_ID && is_reserved_root_name(name.as_bytes()) {
+            return Err(Errno::ENOENT);
+        }
+        let fd = Self::open_child_path(&p, name)?;
+        Ok(self.lookup_fd(fd)?.1)
+    }
+
+    fn do_getattr(&self, ino: INodeNo) -> R<FileAttr> {
+        let i = self.inode(ino)?;
+        Ok(attr(i.id, &sys::fstat(i.fd()).map_err(io)?))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn do_setattr(
+        &self,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<FileHandle>,
+    ) -> R<FileAttr> {
+        let i = self.inode(ino)?;
+        if uid.is_some() || gid.is_some() {
+            sys::chown_fd(i.fd(), uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX)).map_err(io)?;
+        }
+        if let Some(m) = mode {
+            sys::chmod_fd(i.fd(), m & 0o7777).map_err(io)?;
+        }
+        if let Some(sz) = size {
+            if i.is_dir() {
+                return Err(Errno::EISDIR);
+            }
+            if !i.is_file() {
+                return Err(Errno::EINVAL);
+            }
+            let via_handle = fh.and_then(|fh| self.file_handle(fh).ok()).is_some() && i.data.is_open();
+            if via_handle {
+                i.data.truncate(&self.keys, sz)?;
+            } else {
+                self.with_open(&i, |d| d.truncate(&self.keys, sz))?;
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            sys::utimens_fd(i.fd(), &[to_timespec(atime), to_timespec(mtime)]).map_err(io)?;
+        }
+        Ok(attr(i.id, &sys::fstat(i.fd()).map_err(io)?))
+    }
+
+    fn do_mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, rdev: u32) -> R<FileAttr> {
+        let p = self.inode(parent)?;
+        check_name(&p, name)?;
+        let c = sys::cstr(name).map_err(io)?;
+        sys::mknodat(p.fd(), &c, mode, rdev as libc::dev_t).map_err(io)?;
+        let fd = Self::open_child_path(&p, name)?;
+        self.set_owner(req, &p, &fd, mode)?;
+        Ok(self.lookup_fd(fd)?.1)
+    }
+
+    fn do_mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32) -> R<FileAttr> {
+        let p = self.inode(parent)?;
+        check_name(&p, name)?;
+        sys::mkdirat(p.fd(), &sys::cstr(name).map_err(io)?, mode & 0o7777).map_err(io)?;
+        let fd = Self::open_child_path(&p, name)?;
+        self.set_owner(req, &p, &fd, libc::S_IFDIR | mode)?;
+        Ok(self.lookup_fd(fd)?.1)
+    }
+
+    fn do_symlink(&self, req: &Request, parent: INodeNo, name: &OsStr, target: &Path) -> R<FileAttr> {
+        let p = self.inode(parent)?;
+        check_name(&p, name)?;
+        sys::symlinkat(&sys::cstr(target.as_os_str()).map_err(io)?, p.fd(), &sys::cstr(name).map_err(io)?).map_err(io)?;
+        let fd = Self::open_child_path(&p, name)?;
+        self.set_owner(req, &p, &fd, libc::S_IFLNK)?;
+        Ok(self.lookup_fd(fd)?.1)
+    }
+
+    fn do_remove(&self, parent: INodeNo, name: &OsStr, flags: i32) -> R<()> {
+        let p = self.inode(parent)?;
+        check_name(&p, name)?;
+        sys::unlinkat(p.fd(), &sys::cstr(name).map_err(io)?, flags).map_err(io)
+    }
+
+    fn do_rename(&self, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags) -> R<()> {
+        let p = self.inode(parent)?;
+        let np = self.inode(newparent)?;
+        check_name(&p, name)?;
+        check_name(&np, newname)?;
+        if flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            return Err(Errno::EINVAL);
+        }
+        sys::renameat2(p.fd(), &sys::cstr(name).map_err(io)?, np.fd(), &sys::cstr(newname).map_err(io)?, flags.bits())
+            .map_err(io)
+    }
+
+    fn do_link(&self, ino: INodeNo, newparent: INodeNo, newname: &OsStr) -> R<FileAttr> {
+        let i = self.inode(ino)?;
+        let np = self.inode(newparent)?;
+        check_name(&np, newname)?;
+        sys::link_fd(i.fd(), np.fd(), &sys::cstr(newname).map_err(io)?).map_err(io)?;
+        let fd = Self::open_child_path(&np, newname)?;
+        Ok(self.lookup_fd(fd)?.1)
+    }
+
+    fn open_flags(flags: i32) -> FopenFlags {
+        // O_DIRECT is honoured: the kernel page cache is bypassed for this handle, every read
+        // and write comes to us and goes to the backing file before it is answered.
+        if flags & libc::O_DIRECT != 0 {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        }
+    }
+
+    fn do_open(&self, ino: INodeNo, flags: OpenFlags) -> R<(FileHandle, FopenFlags)> {
+        let i = self.inode(ino)?;
+        if !i.is_file() {
+            return Err(if i.is_dir() { Errno::EISDIR } else { Errno::EINVAL });
+        }
+        let want_write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+        i.data.open(i.fd(), &self.keys, want_write)?;
+        let fh = self.add_handle(Handle::File { inode: i, flags: flags.0 });
+        Ok((fh, Self::open_flags(flags.0)))
+    }
+
+    fn do_create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, flags: i32) -> R<(FileAttr, FileHandle, FopenFlags)> {
+        let p = self.inode(parent)?;
+        check_name(&p, name)?;
+        let c = sys::cstr(name).map_err(io)?;
+        let created = sys::openat(p.fd(), &c, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_NOFOLLOW, mode & 0o7777);
+        let (fd, new) = match created {
+            Ok(fd) => (fd, true),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
+                (Self::open_child_path(&p, name)?, false)
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let path_fd = sys::reopen(fd.as_fd(), libc::O_PATH).map_err(io)?;
+        drop(fd);
+        if new {
+            self.set_owner(req, &p, &path_fd, libc::S_IFREG | mode)?;
+        }
+        let (inode, _) = self.lookup_fd(path_fd)?;
+        if !inode.is_file() {
+            self.inodes.forget(inode.id, 1);
+            return Err(if inode.is_dir() { Errno::EISDIR } else { Errno::EEXIST });
+        }
+        let want_write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if let Err(e) = inode.data.open(inode.fd(), &self.keys, want_write || new) {
+            self.inodes.forget(inode.id, 1);
+            return Err(e);
+        }
+        if !new && flags & libc::O_TRUNC != 0 {
+            inode.data.truncate(&self.keys, 0)?;
+        }
+        let a = attr(inode.id, &sys::fstat(inode.fd()).map_err(io)?);
+        let fh = self.add_handle(Handle::File { inode, flags });
+        Ok((a, fh, Self::open_flags(flags)))
+    }
+
+    fn do_write(&self, fh: FileHandle, offset: u64, data: &[u8]) -> R<u32> {
+        let (i, flags) = self.file_handle(fh)?;
+        let n = i.data.write(&self.keys, offset, data)?;
+        if flags & (libc::O_SYNC | libc::O_DSYNC) != 0 {
+            let f = i.data.backing().ok_or(Errno::EBADF)?;
+            if flags & libc::O_SYNC == libc::O_SYNC { f.sync_all() } else { f.sync_data() }.map_err(io)?;
+        }
+        Ok(n as u32)
+    }
+
+    fn do_release(&self, fh: FileHandle) {
+        if let Some(h) = self.handles.lock().remove(&fh.0) {
+            if let Handle::File { inode, .. } = &*h {
+                inode.data.release();
+            }
+        }
+    }
+
+    fn do_fsync(&self, fh: FileHandle, datasync: bool) -> R<()> {
+        match &*self.handle(fh)? {
+            Handle::File { inode, .. } => {
+                let f = inode.data.backing().ok_or(Errno::EBADF)?;
+                if datasync { f.sync_data() } else { f.sync_all() }.map_err(io)
+            }
+            Handle::Dir { fd, .. } => {
+                if unsafe { libc::fsync(std::os::fd::AsRawFd::as_raw_fd(fd)) } != 0 {
+                    return Err(io(std::io::Error::last_os_error()));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn do_opendir(&self, ino: INodeNo) -> R<FileHandle> {
+        let i = self.inode(ino)?;
+        let fd = sys::openat(i.fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(io)?;
+        Ok(self.add_handle(Handle::Dir { inode: i, fd, entries: Mutex::new(None) }))
+    }
+
+    fn dir_entries(&self, fh: FileHandle, offset: u64) -> R<(u64, Arc<Vec<sys::DirEntry>>)> {
+        let h = self.handle(fh)?;
+        let Handle::Dir { inode, entries, .. } = &*h else { return Err(Errno::ENOTDIR) };
+        let mut e = entries.lock();
+        if offset == 0 || e.is_none() {
+            let fd = sys::openat(inode.fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(io)?;
+            let mut list = sys::read_dir(fd).map_err(io)?;
+            if inode.id == ROOT_ID {
+                list.retain(|d| !is_reserved_root_name(&d.name));
+            }
+            *e = Some(Arc::new(list));
+        }
+        Ok((inode.id, e.clone().unwrap()))
+    }
+
+    fn do_statfs(&self) -> R<libc::statvfs> {
+        sys::statvfs(self.inodes.root().fd()).map_err(io)
+    }
+
+    fn xattr_aad(name: &OsStr) -> Vec<u8> {
+        let mut aad = XATTR_AAD.to_vec();
+        aad.extend_from_slice(name.as_bytes());
+        aad
+    }
+
+    fn do_getxattr(&self, ino: INodeNo, name: &OsStr) -> R<Vec<u8>> {
+        let i = self.inode(ino)?;
+        if !xattr_allowed(name) {
+            return Err(Errno::NO_XATTR);
+        }
+        let c = sys::cstr(name).map_err(io)?;
+        let mut buf = vec![0u8; 65536];
+        let n = sys::getxattr(i.fd(), &c, &mut buf).map_err(io)?;
+        buf.truncate(n);
+        let plain = self.keys.xattr().open_message(&Self::xattr_aad(name), &buf).map_err(|_| {
+            tracing::error!(file = %data::describe(i.fd()), xattr = %name.to_string_lossy(), "extended attribute failed authentication; returning EIO");
+            Errno::EIO
+        })?;
+        Ok(plain.to_vec())
+    }
+
+    fn do_setxattr(&self, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32) -> R<()> {
+        let i = self.inode(ino)?;
+        if !xattr_allowed(name) {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let sealed = self.keys.xattr().seal_message(&Self::xattr_aad(name), value);
+        sys::setxattr(i.fd(), &sys::cstr(name).map_err(io)?, &sealed, flags).map_err(io)
+    }
+
+    fn do_listxattr(&self, ino: INodeNo) -> R<Vec<u8>> {
+        let i = self.inode(ino)?;
+        let list = sys::listxattr(i.fd()).map_err(io)?;
+        let mut out = vec![];
+        for n in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            if n.starts_with(b"user.") {
+                out.extend_from_slice(n);
+                out.push(0);
+            }
+        }
+        Ok(out)
+    }
+
+    fn do_removexattr(&self, ino: INodeNo, name: &OsStr) -> R<()> {
+        let i = self.inode(ino)?;
+        if !xattr_allowed(name) {
+            return Err(Errno::NO_XATTR);
+        }
+        sys::removexattr(i.fd(), &sys::cstr(name).map_err(io)?).map_err(io)
+    }
+}
+
+fn rustix_cwd() -> std::os::fd::BorrowedFd<'static> {
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) }
+}
+
+/// Runs a handler, turning a panic into EIO so that one bad request never takes the mount
+/// down (fuser's event loop would otherwise end with the panicking thread).
+fn guard<T>(op: &'static str, f: impl FnOnce() -> R<T>) -> R<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!(op, "handler panicked; answered EIO, mount stays up");
+            Err(Errno::EIO)
+        }
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, size: u32, data: R<Vec<u8>>) {
+    match data {
+        Ok(d) if size == 0 => reply.size(d.len() as u32),
+        Ok(d) if d.len() > size as usize => reply.error(Errno::ERANGE),
+        Ok(d) => reply.data(&d),
+        Err(e) => reply.error(e),
+    }
+}
+
+impl Filesystem for CmkFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(MAX_WRITE);
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match guard("lookup", || self.do_lookup(parent, name)) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match guard("getattr", || self.do_getattr(ino)) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match guard("setattr", || self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh)) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match guard("readlink", || sys::readlink(self.inode(ino)?.fd()).map_err(io)) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+        match guard("mknod", || self.do_mknod(req, parent, name, mode, rdev)) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        match guard("mkdir", || self.do_mkdir(req, parent, name, mode)) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match guard("unlink", || self.do_remove(parent, name, 0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match guard("rmdir", || self.do_remove(parent, name, libc::AT_REMOVEDIR)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        match guard("symlink", || self.do_symlink(req, parent, link_name, target)) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(&self, _req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
+        match guard("rename", || self.do_rename(parent, name, newparent, newname, flags)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        match guard("link", || self.do_link(ino, newparent, newname)) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match guard("open", || self.do_open(ino, flags)) {
+            Ok((fh, f)) => reply.opened(fh, f),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
+        match guard("read", || self.file_handle(fh)?.0.data.read(offset, size)) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, data: &[u8], _wf: WriteFlags, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyWrite) {
+        match guard("write", || self.do_write(fh, offset, data)) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+        // Writes reach the backing file before they are acknowledged; nothing is buffered.
+        reply.ok();
+    }
+
+    fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+        let _ = guard("release", || {
+            self.do_release(fh);
+            Ok(())
+        });
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        match guard("fsync", || self.do_fsync(fh, datasync)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match guard("opendir", || self.do_opendir(ino)) {
+            Ok(fh) => reply.opened(fh, FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        match guard("readdir", || self.dir_entries(fh, offset)) {
+            Ok((dir_id, entries)) => {
+                for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                    let ino = if e.name == b"." { dir_id } else { e.ino };
+                    if reply.add(INodeNo(ino), (i + 1) as u64, dt_type(e.kind), OsStr::from_bytes(&e.name)) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.handles.lock().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        match guard("fsyncdir", || self.do_fsync(fh, datasync)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match guard("statfs", || self.do_statfs()) {
+            Ok(s) => reply.statfs(s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_bsize as u32, s.f_namemax as u32, s.f_frsize as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+        match guard("setxattr", || self.do_setxattr(ino, name, value, flags)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, size, guard("getxattr", || self.do_getxattr(ino, name)));
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, size, guard("listxattr", || self.do_listxattr(ino)));
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match guard("removexattr", || self.do_removexattr(ino, name)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Permissions are checked by the kernel (default_permissions).
+        reply.ok();
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+        match guard("create", || self.do_create(req, parent, name, mode, flags)) {
+            Ok((a, fh, f)) => reply.created(&TTL, &a, Generation(0), fh, f),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+        match guard("fallocate", || self.file_handle(fh)?.0.data.fallocate(&self.keys, mode, offset, length)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        match guard("lseek", || {
+            if offset < 0 {
+                return Err(Errno::ENXIO);
+            }
+            self.file_handle(fh)?.0.data.seek(offset as u64, whence)
+        }) {
+            Ok(o) => reply.offset(o as i64),
+            Err(e) => reply.error(e),
+        }
+    }
+}

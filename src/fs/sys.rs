@@ -1,0 +1,213 @@
+//! Thin, safe wrappers over the *at() syscalls the filesystem needs.
+//!
+//! The filesystem keeps an `O_PATH` descriptor for every inode the kernel knows, and does
+//! every operation relative to those descriptors: renames never invalidate anything, hard
+//! links need no path bookkeeping, and no operation re-resolves a path from the root.
+//! Operations the kernel does not offer on `O_PATH` descriptors (chmod, xattrs, reopening
+//! for I/O) go through `/proc/self/fd/N`, as libfuse's passthrough_hp does.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// A `libc::stat` (64-bit on every Linux target we build for).
+pub type Stat = libc::stat;
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn cvt_size(r: isize) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// A name as a C string; names with NUL bytes cannot exist.
+pub fn cstr(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// `/proc/self/fd/N` for an fd.
+pub fn proc_path(fd: RawFd) -> CString {
+    CString::new(format!("/proc/self/fd/{fd}")).unwrap()
+}
+
+/// openat(2).
+pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens an inode for I/O from its O_PATH descriptor.
+pub fn reopen(path_fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let p = proc_path(path_fd.as_raw_fd());
+    let fd = cvt(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// fstatat(2) of the fd itself (`AT_EMPTY_PATH`).
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
+    let mut st: Stat = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstatat(fd.as_raw_fd(), c"".as_ptr(), &mut st, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(st)
+}
+
+/// mkdirat(2).
+pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+}
+
+/// mknodat(2).
+pub fn mknodat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t, rdev: libc::dev_t) -> io::Result<()> {
+    cvt(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) }).map(drop)
+}
+
+/// symlinkat(2).
+pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    cvt(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+}
+
+/// readlinkat(2) of an O_PATH symlink descriptor.
+pub fn readlink(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    let n = cvt_size(unsafe { libc::readlinkat(fd.as_raw_fd(), c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// unlinkat(2).
+pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
+    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
+}
+
+/// renameat2(2).
+pub fn renameat2(od: BorrowedFd<'_>, on: &CStr, nd: BorrowedFd<'_>, nn: &CStr, flags: libc::c_uint) -> io::Result<()> {
+    cvt(unsafe { libc::renameat2(od.as_raw_fd(), on.as_ptr(), nd.as_raw_fd(), nn.as_ptr(), flags) }).map(drop)
+}
+
+/// Hard-links the inode behind an O_PATH fd as `dir/name`.
+pub fn link_fd(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    let p = proc_path(fd.as_raw_fd());
+    cvt(unsafe { libc::linkat(libc::AT_FDCWD, p.as_ptr(), dir.as_raw_fd(), name.as_ptr(), libc::AT_SYMLINK_FOLLOW) }).map(drop)
+}
+
+/// chmod through /proc (O_PATH fds cannot fchmod).
+pub fn chmod_fd(fd: BorrowedFd<'_>, mode: libc::mode_t) -> io::Result<()> {
+    let p = proc_path(fd.as_raw_fd());
+    cvt(unsafe { libc::chmod(p.as_ptr(), mode) }).map(drop)
+}
+
+/// fchownat(2) with `AT_EMPTY_PATH`; `u32::MAX` leaves an id unchanged.
+pub fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+    cvt(unsafe { libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
+}
+
+/// utimensat(2) with `AT_EMPTY_PATH`.
+pub fn utimens_fd(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::Result<()> {
+    cvt(unsafe { libc::utimensat(fd.as_raw_fd(), c"".as_ptr(), times.as_ptr(), libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
+}
+
+/// fallocate(2).
+pub fn fallocate(fd: BorrowedFd<'_>, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
+    cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset as libc::off_t, len as libc::off_t) }).map(drop)
+}
+
+/// lseek(2); `Ok(None)` for ENXIO (no more data / offset past the end).
+pub fn lseek(fd: BorrowedFd<'_>, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), offset as libc::off_t, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    Ok(Some(r as u64))
+}
+
+/// fstatvfs(3).
+pub fn statvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+/// getxattr(2) through /proc. `buf` empty asks for the size.
+pub fn getxattr(fd: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    let p = proc_path(fd.as_raw_fd());
+    cvt_size(unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// setxattr(2) through /proc.
+pub fn setxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: libc::c_int) -> io::Result<()> {
+    let p = proc_path(fd.as_raw_fd());
+    cvt(unsafe { libc::setxattr(p.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), flags) }).map(drop)
+}
+
+/// listxattr(2) through /proc: the NUL-separated name list.
+pub fn listxattr(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let p = proc_path(fd.as_raw_fd());
+    loop {
+        let n = cvt_size(unsafe { libc::listxattr(p.as_ptr(), std::ptr::null_mut(), 0) })?;
+        let mut buf = vec![0u8; n];
+        match cvt_size(unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }) {
+            Ok(m) => {
+                buf.truncate(m);
+                return Ok(buf);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// removexattr(2) through /proc.
+pub fn removexattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    let p = proc_path(fd.as_raw_fd());
+    cvt(unsafe { libc::removexattr(p.as_ptr(), name.as_ptr()) }).map(drop)
+}
+
+/// One directory entry.
+pub struct DirEntry {
+    /// Name (not NUL-terminated).
+    pub name: Vec<u8>,
+    /// Backing inode number.
+    pub ino: u64,
+    /// `DT_*` type.
+    pub kind: u8,
+}
+
+/// Reads a whole directory from a descriptor opened with O_RDONLY|O_DIRECTORY. The fd is
+/// consumed (closedir closes it), so callers pass a duplicate.
+pub fn read_dir(fd: OwnedFd) -> io::Result<Vec<DirEntry>> {
+    use std::os::fd::IntoRawFd;
+    let raw = fd.into_raw_fd();
+    let dir = unsafe { libc::fdopendir(raw) };
+    if dir.is_null() {
+        let e = io::Error::last_os_error();
+        unsafe { libc::close(raw) };
+        return Err(e);
+    }
+    let mut out = vec![];
+    let res = loop {
+        unsafe { *libc::__errno_location() = 0 };
+        let ent = unsafe { libc::readdir64(dir) };
+        if ent.is_null() {
+            let errno = unsafe { *libc::__errno_location() };
+            break if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(errno)) };
+        }
+        let ent = unsafe { &*ent };
+        let name = unsafe { CStr::from_ptr(ent.d_name.as_ptr()) }.to_bytes().to_vec();
+        out.push(DirEntry { name, ino: ent.d_ino, kind: ent.d_type });
+    };
+    unsafe { libc::closedir(dir) };
+    res.map(|_| out)
+}

@@ -1,0 +1,311 @@
+//! Mounting, daemonizing and unmounting.
+//!
+//! `cmkfs mount` checks what it can cheaply (volume header present, mountpoint usable, FUSE
+//! available), then starts itself again in the background with `--foreground` and waits on
+//! the child's stdout: the child unlocks the volume, mounts, starts the control socket, and
+//! writes `READY` (or `ERROR: message`) there. So `cmkfs mount` returns only once the mount
+//! is live, and every failure reaches the user's terminal with its reason.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::control;
+use crate::fs::CmkFs;
+use crate::util;
+use crate::volume;
+
+/// Everything `cmkfs mount` needs.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Cipher directory.
+    pub cipher_dir: PathBuf,
+    /// Mountpoint.
+    pub mountpoint: PathBuf,
+    /// Use this KEK instead of the keyslots' own URIs.
+    pub kek: Option<String>,
+    /// Stay in the foreground.
+    pub foreground: bool,
+    /// Let other users access the mount.
+    pub allow_other: bool,
+    /// FUSE worker threads.
+    pub threads: usize,
+    /// Daemon log file.
+    pub log_file: Option<PathBuf>,
+    /// Set by the parent when it started this process as the background daemon.
+    pub daemon_child: bool,
+}
+
+/// Default log file of a background mount.
+pub fn default_log_file(mountpoint: &Path) -> PathBuf {
+    let dir = if util::is_root() {
+        PathBuf::from("/var/log/cmkfs")
+    } else {
+        std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| util::home_dir().map(|h| h.join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("/tmp"))
+            .join("cmkfs")
+    };
+    let stem = control::socket_path(mountpoint).file_stem().unwrap().to_string_lossy().into_owned();
+    dir.join(format!("mount-{stem}.log"))
+}
+
+/// Checks that can be made before unlocking, each with what to do about it.
+pub fn preflight(o: &MountOptions) -> Result<()> {
+    volume::read_header(&o.cipher_dir)?;
+    let md = std::fs::metadata(&o.mountpoint).with_context(|| {
+        format!("mountpoint {} does not exist; create it with 'mkdir -p {}'", o.mountpoint.display(), o.mountpoint.display())
+    })?;
+    if !md.is_dir() {
+        bail!("mountpoint {} is not a directory", o.mountpoint.display());
+    }
+    if let Some(t) = control::mount_type(&o.mountpoint) {
+        bail!(
+            "mountpoint {} is busy: a {t} filesystem is already mounted there (unmount it first{})",
+            o.mountpoint.display(),
+            if control::is_cmkfs_mount(&o.mountpoint) { format!(" with 'cmkfs umount {}'", o.mountpoint.display()) } else { String::new() }
+        );
+    }
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
+        bail!("FUSE is unavailable: cannot open /dev/fuse ({e}); install fuse3 and load the fuse module ('modprobe fuse')");
+    }
+    let c = std::fs::canonicalize(&o.cipher_dir)?;
+    let m = std::fs::canonicalize(&o.mountpoint)?;
+    if m.starts_with(&c) || c.starts_with(&m) {
+        bail!("the mountpoint and the cipher directory must not contain each other");
+    }
+    Ok(())
+}
+
+/// `cmkfs mount`.
+pub fn mount(mut o: MountOptions) -> Result<()> {
+    o.cipher_dir = std::path::absolute(&o.cipher_dir)?;
+    o.mountpoint = control::normalize_mountpoint(&o.mountpoint);
+    preflight(&o)?;
+    if o.foreground {
+        run_foreground(o)
+    } else {
+        spawn_daemon(o)
+    }
+}
+
+fn spawn_daemon(o: MountOptions) -> Result<()> {
+    let log = o.log_file.clone().unwrap_or_else(|| default_log_file(&o.mountpoint));
+    if let Some(d) = log.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create log directory {}", d.display()))?;
+    }
+    let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).with_context(|| format!("cannot open log file {}", log.display()))?;
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("mount").arg("--foreground").arg("--daemon-child").arg("--threads").arg(o.threads.to_string());
+    cmd.arg("--log-file").arg(&log);
+    if let Some(k) = &o.kek {
+        cmd.arg("--kek").arg(k);
+    }
+    if o.allow_other {
+        cmd.arg("--allow-other");
+    }
+    cmd.arg(&o.cipher_dir).arg(&o.mountpoint);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(logf));
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the mount daemon")?;
+    let out = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    match lines.next() {
+        Some(Ok(l)) if l == "READY" => {
+            eprintln!("cmkfs: mounted {} at {} (daemon pid {}, log {})", o.cipher_dir.display(), o.mountpoint.display(), child.id(), log.display());
+            Ok(())
+        }
+        Some(Ok(l)) => {
+            let _ = child.wait();
+            bail!("{}", l.strip_prefix("ERROR: ").unwrap_or(&l))
+        }
+        _ => {
+            let st = child.wait()?;
+            bail!("the mount daemon exited ({st}) before the mount was ready; see {}", log.display())
+        }
+    }
+}
+
+fn harden_process() {
+    unsafe {
+        // Not dumpable: no core dumps with key material, no ptrace attach by the same uid.
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        // Modes come from the kernel already masked with the caller's umask.
+        libc::umask(0);
+        // One O_PATH descriptor per inode the kernel references.
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
+/// Reports readiness or failure to the parent (when daemonized), then detaches stdout.
+struct Ready {
+    child: bool,
+}
+
+impl Ready {
+    fn send(&self, msg: &str) {
+        if self.child {
+            let mut so = std::io::stdout();
+            let _ = writeln!(so, "{}", msg.replace('\n', " "));
+            let _ = so.flush();
+            unsafe {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+                libc::dup2(null, 1);
+                libc::close(null);
+            }
+        }
+    }
+}
+
+fn run_foreground(o: MountOptions) -> Result<()> {
+    let ready = Ready { child: o.daemon_child };
+    match mount_and_serve(&o, &ready) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            ready.send(&format!("ERROR: {e:#}"));
+            Err(e)
+        }
+    }
+}
+
+fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
+    harden_process();
+    let vol = volume::open(&o.cipher_dir, o.kek.as_deref())?;
+    let fs = CmkFs::new(&o.cipher_dir, vol.keys().clone())
+        .with_context(|| format!("cannot open cipher directory {}", o.cipher_dir.display()))?;
+    use fuser::MountOption as M;
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        M::FSName(o.cipher_dir.display().to_string()),
+        M::Subtype("cmkfs".into()),
+        M::DefaultPermissions,
+        M::NoDev,
+        M::NoSuid,
+    ];
+    config.acl = if o.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+    config.n_threads = Some(o.threads.max(1));
+    config.clone_fd = true;
+    // Block termination signals in every thread; one thread waits for them and unmounts.
+    let sigs = termination_signals();
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigs, std::ptr::null_mut()) };
+    let session = fuser::Session::new(fs, &o.mountpoint, &config)
+        .with_context(|| format!("FUSE mount of {} failed", o.mountpoint.display()))?;
+    let mounted_at = util::now_rfc3339();
+    let (dir, mp, log) = (o.cipher_dir.clone(), o.mountpoint.clone(), o.log_file.clone());
+    let hdr = vol.header().clone();
+    let slot = vol.slot().clone();
+    let key = vol.key().clone();
+    let status = Arc::new(move || control::Status {
+        state: "Available".into(),
+        reason: None,
+        volume_id: hdr.volume_id.clone(),
+        format_version: hdr.version,
+        cipher_dir: dir.display().to_string(),
+        mountpoint: mp.display().to_string(),
+        kek_uri: slot.kek_uri.clone(),
+        provider: key.provider.clone(),
+        key_id: key.key_id.clone(),
+        key_version: key.version.clone(),
+        keyslot: slot.id,
+        pid: std::process::id(),
+        mounted_at: mounted_at.clone(),
+        log_file: log.as_ref().map(|l| l.display().to_string()),
+        inodes: 0,
+    });
+    let sock = control::serve(&o.mountpoint, status).context("cannot start the control socket")?;
+    let mp = o.mountpoint.clone();
+    std::thread::Builder::new().name("cmkfs-signals".into()).spawn(move || {
+        let mut sig = 0;
+        unsafe { libc::sigwait(&sigs, &mut sig) };
+        tracing::info!(signal = sig, "termination signal; unmounting");
+        if let Err(e) = unmount(&mp, true) {
+            tracing::error!(error = %e, "unmount on signal failed");
+        }
+    })?;
+    tracing::info!(cipher = %o.cipher_dir.display(), mountpoint = %o.mountpoint.display(), volume = %vol.header().volume_id, "mounted");
+    ready.send("READY");
+    let r = session.run();
+    let _ = std::fs::remove_file(&sock);
+    tracing::info!(mountpoint = %o.mountpoint.display(), "unmounted; daemon exiting");
+    r.context("FUSE session ended with an error")
+}
+
+fn termination_signals() -> libc::sigset_t {
+    unsafe {
+        let mut s: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut s);
+        libc::sigaddset(&mut s, libc::SIGTERM);
+        libc::sigaddset(&mut s, libc::SIGINT);
+        libc::sigaddset(&mut s, libc::SIGHUP);
+        s
+    }
+}
+
+/// Unmounts `mp` (umount2 as root, `fusermount3 -u` otherwise); `lazy` detaches a busy mount.
+pub fn unmount(mp: &Path, lazy: bool) -> Result<()> {
+    if util::is_root() {
+        let c = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes())?;
+        let flags = if lazy { libc::MNT_DETACH } else { 0 };
+        if unsafe { libc::umount2(c.as_ptr(), flags) } != 0 {
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EBUSY) => bail!("{} is busy: files on it are still in use (see 'fuser -vm {}'); close them, or use --lazy", mp.display(), mp.display()),
+                Some(libc::EINVAL) => bail!("{} is not mounted", mp.display()),
+                _ => bail!("unmounting {} failed: {e}", mp.display()),
+            }
+        }
+        return Ok(());
+    }
+    let mut cmd = Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd.arg(mp).output().context("cannot run fusermount3 (install the fuse3 package)")?;
+    if !out.status.success() {
+        bail!("fusermount3 -u {} failed: {}", mp.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// `cmkfs umount`: unmounts and waits for the daemon to finish.
+pub fn umount_and_wait(mp: &Path, lazy: bool, timeout: Duration) -> Result<()> {
+    let mp = control::normalize_mountpoint(mp);
+    if !control::is_cmkfs_mount(&mp) {
+        bail!("{} is not a cmkfs mount", mp.display());
+    }
+    let pid = control::status(&mp).ok().map(|s| s.pid);
+    unmount(&mp, lazy)?;
+    if let Some(pid) = pid {
+        let deadline = Instant::now() + timeout;
+        while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+            if Instant::now() > deadline {
+                bail!("unmounted, but the daemon (pid {pid}) has not exited after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
