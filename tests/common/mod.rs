@@ -1,0 +1,152 @@
+//! Test harness: real key stores, real volumes, real FUSE mounts through the cmkfs binary.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cmkfs");
+
+/// Runs the cmkfs binary.
+pub fn cmkfs<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new(BIN).args(args).env_remove("CMKFS_KEYSTORE").output().expect("run cmkfs")
+}
+
+pub fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "cmkfs failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Fails loudly (rather than skipping) where FUSE cannot run: these tests are the point.
+pub fn require_fuse() {
+    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: the integration tests need FUSE (run scripts/test.sh as root)");
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the integration tests mount filesystems and must run as root (scripts/test.sh)");
+}
+
+/// Creates a key in a store and returns its URI.
+pub fn create_key(store: &Path, name: &str) -> String {
+    let out = ok(&cmkfs([OsStr::new("key"), OsStr::new("create"), OsStr::new("--store"), store.as_os_str(), OsStr::new("--bits"), OsStr::new("2048"), OsStr::new(name)]));
+    out.lines().last().unwrap().to_string()
+}
+
+/// A volume with its key store, cipher directory and mountpoint in a temporary directory.
+pub struct Vol {
+    pub tmp: tempfile::TempDir,
+    pub store: PathBuf,
+    pub cipher: PathBuf,
+    pub mnt: PathBuf,
+    pub log: PathBuf,
+    pub uri: String,
+    pub mounted: bool,
+}
+
+impl Vol {
+    /// Key, volume and a live mount.
+    pub fn new() -> Vol {
+        let mut v = Vol::unmounted();
+        v.mount(&[]);
+        v
+    }
+
+    /// Key and volume, not mounted.
+    pub fn unmounted() -> Vol {
+        require_fuse();
+        let tmp = tempfile::Builder::new().prefix("cmkfs-test-").tempdir().unwrap();
+        let store = tmp.path().join("keys");
+        let cipher = tmp.path().join("cipher");
+        let mnt = tmp.path().join("mnt");
+        let log = tmp.path().join("daemon.log");
+        std::fs::create_dir(&mnt).unwrap();
+        let uri = create_key(&store, "kek");
+        ok(&cmkfs(["init", "--kek", &uri, cipher.to_str().unwrap()]));
+        Vol { tmp, store, cipher, mnt, log, uri, mounted: false }
+    }
+
+    pub fn mount_output(&self, extra: &[&str]) -> Output {
+        let mut args: Vec<&OsStr> = vec![OsStr::new("mount"), OsStr::new("--log-file"), self.log.as_os_str()];
+        args.extend(extra.iter().map(OsStr::new));
+        args.push(self.cipher.as_os_str());
+        args.push(self.mnt.as_os_str());
+        cmkfs(args)
+    }
+
+    pub fn mount(&mut self, extra: &[&str]) {
+        ok(&self.mount_output(extra));
+        self.mounted = true;
+    }
+
+    pub fn umount(&mut self) {
+        ok(&cmkfs([OsStr::new("umount"), self.mnt.as_os_str()]));
+        self.mounted = false;
+    }
+
+    pub fn remount(&mut self) {
+        self.umount();
+        self.mount(&[]);
+    }
+
+    /// Path in the plaintext view.
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// Path in the cipher directory.
+    pub fn c(&self, rel: &str) -> PathBuf {
+        self.cipher.join(rel)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Vol {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = cmkfs([OsStr::new("umount"), OsStr::new("--lazy"), self.mnt.as_os_str()]);
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+pub fn cpath(p: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+pub fn errno_of<T>(r: std::io::Result<T>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
