@@ -379,8 +379,9 @@ impl FileData {
         Ok(())
     }
 
-    /// SEEK_DATA / SEEK_HOLE in plaintext offsets, from the backing file's holes. A block is
-    /// data unless its whole stored range is a backing hole.
+    /// SEEK_DATA / SEEK_HOLE in plaintext offsets. A block is a hole when its stored range
+    /// is a backing hole or all zeros (the same rule reads use), so results agree with what
+    /// reads return; backing SEEK_DATA/SEEK_HOLE skip long runs without reading them.
     pub fn seek(&self, off: u64, whence: i32) -> Result<u64, Errno> {
         let st = self.inner.read();
         let f = st.backing.as_ref().ok_or(Errno::EBADF)?;
@@ -391,45 +392,52 @@ impl FileData {
         }
         let fd = f.as_fd();
         let block_of = |c: u64| c.saturating_sub(FILE_HEADER_LEN) / CB;
+        let is_hole = |b: u64| -> Result<bool, Errno> {
+            let (s, e) = (block_offset(b), block_offset(b + 1).min(clen));
+            if s >= e {
+                return Ok(true);
+            }
+            match sys::lseek(fd, s, libc::SEEK_DATA).map_err(errno)? {
+                None => Ok(true),
+                Some(d) if d >= e => Ok(true),
+                Some(_) => {
+                    let mut buf = vec![0u8; (e - s) as usize];
+                    let n = read_full_at(f, &mut buf, s).map_err(errno)?;
+                    Ok(crate::format::content::is_zero(&buf[..n]))
+                }
+            }
+        };
+        let mut b = off / BS;
         match whence {
-            libc::SEEK_DATA => {
-                let c = block_offset(off / BS);
-                match sys::lseek(fd, c, libc::SEEK_DATA).map_err(errno)? {
-                    Some(d) if d < clen => {
-                        let r = (block_of(d) * BS).max(off);
-                        if r >= size { Err(Errno::ENXIO) } else { Ok(r) }
-                    }
-                    _ => Err(Errno::ENXIO),
+            libc::SEEK_DATA => loop {
+                if b * BS >= size {
+                    return Err(Errno::ENXIO);
                 }
-            }
-            libc::SEEK_HOLE => {
-                let mut b = off / BS;
-                loop {
-                    if b * BS >= size {
-                        return Ok(size);
-                    }
-                    let c = block_offset(b);
-                    let h = match sys::lseek(fd, c, libc::SEEK_HOLE).map_err(errno)? {
-                        Some(h) => h,
-                        None => return Ok(size),
-                    };
-                    if h >= clen {
-                        return Ok(size);
-                    }
-                    // First block starting at or after the hole start.
-                    let hb = if h <= FILE_HEADER_LEN { 0 } else { (h - FILE_HEADER_LEN).div_ceil(CB) };
-                    let hb = hb.max(b);
-                    if hb * BS >= size {
-                        return Ok(size);
-                    }
-                    let bs = block_offset(hb);
-                    let be = block_offset(hb + 1).min(clen);
-                    match sys::lseek(fd, bs, libc::SEEK_DATA).map_err(errno)? {
-                        Some(d) if d < be => b = block_of(d) + 1,
-                        _ => return Ok((hb * BS).max(off)),
-                    }
+                let d = match sys::lseek(fd, block_offset(b), libc::SEEK_DATA).map_err(errno)? {
+                    Some(d) if d < clen => d,
+                    _ => return Err(Errno::ENXIO),
+                };
+                let db = block_of(d).max(b);
+                if db * BS >= size {
+                    return Err(Errno::ENXIO);
                 }
-            }
+                if !is_hole(db)? {
+                    return Ok((db * BS).max(off));
+                }
+                b = db + 1;
+            },
+            libc::SEEK_HOLE => loop {
+                if b * BS >= size {
+                    return Ok(size);
+                }
+                if is_hole(b)? {
+                    return Ok((b * BS).max(off));
+                }
+                match sys::lseek(fd, block_offset(b), libc::SEEK_HOLE).map_err(errno)? {
+                    Some(h) if h < clen => b = block_of(h).max(b + 1),
+                    _ => return Ok(size),
+                }
+            },
             _ => Err(Errno::EINVAL),
         }
     }
