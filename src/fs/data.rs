@@ -147,16 +147,18 @@ impl FileData {
     pub fn read(&self, off: u64, len: u32) -> Result<Vec<u8>, Errno> {
         let st = self.inner.read();
         let f = st.backing.as_ref().ok_or(Errno::EBADF)?;
+        let cipher = match &st.cipher {
+            CipherState::Ready(c) => c,
+            CipherState::Empty => return Ok(vec![]),
+            // A damaged header is an error even where the size says "nothing to read":
+            // an empty answer would be wrong plaintext.
+            CipherState::Bad(_) | CipherState::Unknown => return Err(Errno::EIO),
+        };
         let clen = f.metadata().map_err(errno)?.len();
         let size = plain_size(clen);
         if off >= size || len == 0 {
             return Ok(vec![]);
         }
-        let cipher = match &st.cipher {
-            CipherState::Ready(c) => c,
-            CipherState::Empty => return Ok(vec![]),
-            CipherState::Bad(_) | CipherState::Unknown => return Err(Errno::EIO),
-        };
         let end = (off + len as u64).min(size);
         let first = off / BS;
         let last = (end - 1) / BS;

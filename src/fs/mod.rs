@@ -227,6 +227,12 @@ impl CmkFs {
     }
 
     fn do_lookup(&self, parent: INodeNo, name: &OsStr) -> R<FileAttr> {
+        // Test hook, debug builds only: proves that a panicking handler answers EIO and the
+        // mount stays up (tests/bad_input.rs).
+        #[cfg(debug_assertions)]
+        if std::env::var_os("CMKFS_TEST_PANIC_ON_LOOKUP").is_some_and(|n| n == name) {
+            panic!("test panic requested for lookup of {name:?}");
+        }
         let p = self.inode(parent)?;
         if p.id == ROOT_ID && is_reserved_root_name(name.as_bytes()) {
             return Err(Errno::ENOENT);
