@@ -133,6 +133,11 @@ impl FileData {
         }
     }
 
+    /// True when the file header is unusable (only meaningful while open).
+    pub fn is_damaged(&self) -> bool {
+        matches!(self.inner.read().cipher, CipherState::Bad(_))
+    }
+
     /// True while some handle has the file open.
     pub fn is_open(&self) -> bool {
         self.inner.read().opens > 0

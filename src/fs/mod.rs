@@ -357,6 +357,13 @@ impl CmkFs {
         }
         let want_write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         i.data.open(i.fd(), &self.keys, want_write)?;
+        // A file whose header cannot be used is EIO at open: its size shows as 0, so the
+        // kernel would never ask us for a read. (O_TRUNC was applied by a setattr before
+        // this open, which is how a damaged file is rewritten.)
+        if i.data.is_damaged() {
+            i.data.release();
+            return Err(Errno::EIO);
+        }
         let fh = self.add_handle(Handle::File { inode: i, flags: flags.0 });
         Ok((fh, Self::open_flags(flags.0)))
     }
@@ -390,6 +397,10 @@ impl CmkFs {
         }
         if !new && flags & libc::O_TRUNC != 0 {
             inode.data.truncate(&self.keys, 0)?;
+        } else if inode.data.is_damaged() {
+            inode.data.release();
+            self.inodes.forget(inode.id, 1);
+            return Err(Errno::EIO);
         }
         let a = attr(inode.id, &sys::fstat(inode.fd()).map_err(io)?);
         let fh = self.add_handle(Handle::File { inode, flags });
