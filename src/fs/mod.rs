@@ -357,10 +357,10 @@ impl CmkFs {
         }
         let want_write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         i.data.open(i.fd(), &self.keys, want_write)?;
-        // A file whose header cannot be used is EIO at open: its size shows as 0, so the
-        // kernel would never ask us for a read. (O_TRUNC was applied by a setattr before
-        // this open, which is how a damaged file is rewritten.)
-        if i.data.is_damaged() {
+        // A file whose header cannot be used is EIO at open: its size may show as 0, so the
+        // kernel would never ask us for a read. An O_TRUNC open for writing is let through:
+        // the kernel truncates right after the open, which is how a damaged file is rewritten.
+        if i.data.is_damaged() && !(want_write && flags.0 & libc::O_TRUNC != 0) {
             i.data.release();
             return Err(Errno::EIO);
         }
