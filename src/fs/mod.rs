@@ -358,9 +358,14 @@ impl CmkFs {
         let want_write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         i.data.open(i.fd(), &self.keys, want_write)?;
         // A file whose header cannot be used is EIO at open: its size may show as 0, so the
-        // kernel would never ask us for a read. An O_TRUNC open for writing is let through:
-        // the kernel truncates right after the open, which is how a damaged file is rewritten.
-        if i.data.is_damaged() && !(want_write && flags.0 & libc::O_TRUNC != 0) {
+        // kernel would never ask us for a read. O_TRUNC rewrites it with a fresh header.
+        if want_write && flags.0 & libc::O_TRUNC != 0 {
+            // FUSE_ATOMIC_O_TRUNC: the kernel leaves truncation to the open.
+            if let Err(e) = i.data.truncate(&self.keys, 0) {
+                i.data.release();
+                return Err(e);
+            }
+        } else if i.data.is_damaged() {
             i.data.release();
             return Err(Errno::EIO);
         }
@@ -547,6 +552,8 @@ impl Filesystem for CmkFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        // O_TRUNC arrives with the open instead of as a separate setattr round trip.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
         Ok(())
     }
 
