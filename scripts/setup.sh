@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The main job on a fresh Debian/Ubuntu machine: install what cmkfs needs, build and install
+# it, create a KEK in the local key store, create an encrypted volume and mount it.
+#   usage: sudo scripts/setup.sh [CIPHER_DIR] [MOUNTPOINT] [KEY_NAME]
+# Defaults: /srv/cmkfs/cipher, /mnt/cmkfs, key "default" in /var/lib/cmkfs/keys.
+# Re-running it reuses the existing key and volume.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CIPHER=${1:-/srv/cmkfs/cipher}
+MNT=${2:-/mnt/cmkfs}
+KEY=${3:-default}
+export PATH="$HOME/.cargo/bin:$PATH"
+[ "$(id -u)" = 0 ] || { echo "run as root (it installs packages and mounts): sudo $0" >&2; exit 2; }
+if ! dpkg -s fuse3 >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo is needed: install Rust (https://rustup.rs or 'apt-get install cargo')" >&2; exit 2; }
+cargo build --release --locked --quiet
+install -m 0755 target/release/cmkfs /usr/local/bin/cmkfs
+STORE=/var/lib/cmkfs/keys
+if [ -d "$STORE/$KEY" ]; then
+  URI="local:$STORE/$KEY"
+  echo "reusing key $URI"
+else
+  URI=$(cmkfs key create --store "$STORE" "$KEY" --bits 3072 | tail -n1)
+fi
+if [ ! -e "$CIPHER/cmkfs.volume" ]; then
+  cmkfs init --kek "$URI" "$CIPHER"
+fi
+mkdir -p "$MNT"
+if mountpoint -q "$MNT"; then
+  echo "$MNT is already mounted"
+else
+  cmkfs mount "$CIPHER" "$MNT"
+fi
+cmkfs status "$MNT"
+echo
+echo "Encrypted volume mounted at $MNT (ciphertext in $CIPHER). Unmount with: cmkfs umount $MNT"
