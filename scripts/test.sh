@@ -48,6 +48,7 @@ cargo build --release --locked --quiet
 B=$ROOT/target/release/cmkfs
 
 W=$(mktemp -d /tmp/cmkfs-suite.XXXXXX)
+chmod 0755 "$W"   # pjdfstest switches to unprivileged users: they must reach the test dirs
 cleanup() {
   for m in "$W"/mnt*; do mountpoint -q "$m" 2>/dev/null && { "$B" umount --lazy "$m" || umount -l "$m"; }; done
   rm -rf "$W"
