@@ -121,28 +121,47 @@ struct MountArgs {
 
 fn check_time(s: &Option<String>, what: &str) -> Result<()> {
     if let Some(t) = s {
-        humantime::parse_rfc3339_weak(t).with_context(|| format!("--{what} '{t}' is not an RFC 3339 time such as 2027-01-01T00:00:00Z"))?;
+        humantime::parse_rfc3339_weak(t).with_context(|| {
+            format!("--{what} '{t}' is not an RFC 3339 time such as 2027-01-01T00:00:00Z")
+        })?;
     }
     Ok(())
 }
 
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CMKFS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CMKFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
 }
 
 /// Parses arguments and runs the command.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Key(KeyCommand::Create { store, bits, activation, expiry, name }) => {
+        Command::Key(KeyCommand::Create {
+            store,
+            bits,
+            activation,
+            expiry,
+            name,
+        }) => {
             init_logging("warn");
             check_time(&activation, "activation")?;
             check_time(&expiry, "expiry")?;
             let ks = store.open();
             let meta = ks.create(&name, bits, activation, expiry)?;
             let v = &meta.versions[0];
-            println!("created key '{}' version {} (RSA-{}) in {}", meta.name, v.version, v.bits, ks.root().display());
+            println!(
+                "created key '{}' version {} (RSA-{}) in {}",
+                meta.name,
+                v.version,
+                v.bits,
+                ks.root().display()
+            );
             println!("fingerprint {}", v.fingerprint);
             println!("{}", ks.uri(&name));
         }
@@ -156,11 +175,26 @@ pub fn run() -> Result<()> {
             } else if keys.is_empty() {
                 println!("no keys in {}", ks.root().display());
             } else {
-                println!("{:<24} {:>4} {:>6} {:<9} {:<21} URI", "NAME", "VER", "BITS", "STATE", "CREATED");
+                println!(
+                    "{:<24} {:>4} {:>6} {:<9} {:<21} URI",
+                    "NAME", "VER", "BITS", "STATE", "CREATED"
+                );
                 for k in &keys {
                     let v = k.versions.last().unwrap();
-                    let state = if k.newest_enabled().is_some() { "enabled" } else { "disabled" };
-                    println!("{:<24} {:>4} {:>6} {:<9} {:<21} {}", k.name, v.version, v.bits, state, k.created, ks.uri(&k.name));
+                    let state = if k.newest_enabled().is_some() {
+                        "enabled"
+                    } else {
+                        "disabled"
+                    };
+                    println!(
+                        "{:<24} {:>4} {:>6} {:<9} {:<21} {}",
+                        k.name,
+                        v.version,
+                        v.bits,
+                        state,
+                        k.created,
+                        ks.uri(&k.name)
+                    );
                 }
             }
         }
@@ -169,7 +203,10 @@ pub fn run() -> Result<()> {
             let h = volume::init(&dir, &kek)?;
             let s = &h.keyslots[0];
             println!("created volume {} in {}", h.volume_id, dir.display());
-            println!("keyslot 0: {} (key {} version {})", s.kek_uri, s.key_id, s.key_version);
+            println!(
+                "keyslot 0: {} (key {} version {})",
+                s.kek_uri, s.key_id, s.key_version
+            );
         }
         Command::Mount(a) => {
             init_logging("info");
@@ -202,12 +239,19 @@ pub fn run() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
                 println!("mountpoint:  {}", st.mountpoint);
-                println!("state:       {}{}", st.state, st.reason.map(|r| format!(" ({r})")).unwrap_or_default());
+                println!(
+                    "state:       {}{}",
+                    st.state,
+                    st.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                );
                 println!("volume id:   {}", st.volume_id);
                 println!("cipher dir:  {}", st.cipher_dir);
                 println!("format:      {}", st.format_version);
                 println!("KEK URI:     {}", st.kek_uri);
-                println!("key:         {} {} version {} (keyslot {})", st.provider, st.key_id, st.key_version, st.keyslot);
+                println!(
+                    "key:         {} {} version {} (keyslot {})",
+                    st.provider, st.key_id, st.key_version, st.keyslot
+                );
                 println!("mounted at:  {}", st.mounted_at);
                 println!("daemon pid:  {}", st.pid);
                 if let Some(l) = st.log_file {

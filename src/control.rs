@@ -88,7 +88,10 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
 }
 
 /// Serves requests on a background thread until the process exits.
-pub fn serve(mountpoint: &Path, status: Arc<dyn Fn() -> Status + Send + Sync>) -> std::io::Result<PathBuf> {
+pub fn serve(
+    mountpoint: &Path,
+    status: Arc<dyn Fn() -> Status + Send + Sync>,
+) -> std::io::Result<PathBuf> {
     let dir = runtime_dir();
     util::create_private_dir(&dir, 0o700)?;
     let path = socket_path(mountpoint);
@@ -98,15 +101,19 @@ pub fn serve(mountpoint: &Path, status: Arc<dyn Fn() -> Status + Send + Sync>) -
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     }
-    std::thread::Builder::new().name("cmkfs-control".into()).spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            let status = status.clone();
-            let _ = std::thread::Builder::new().name("cmkfs-control-conn".into()).spawn(move || {
-                let _ = handle(conn, status.as_ref());
-            });
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("cmkfs-control".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let status = status.clone();
+                let _ = std::thread::Builder::new()
+                    .name("cmkfs-control-conn".into())
+                    .spawn(move || {
+                        let _ = handle(conn, status.as_ref());
+                    });
+            }
+        })?;
     Ok(path)
 }
 
@@ -150,7 +157,10 @@ pub fn is_cmkfs_mount(mp: &Path) -> bool {
     match mount_entry(mp) {
         Some((t, source)) => {
             (t == "fuse" || t == "fuse.cmkfs")
-                && (Path::new(&source).join(crate::format::VOLUME_HEADER_NAME).exists() || socket_path(mp).exists())
+                && (Path::new(&source)
+                    .join(crate::format::VOLUME_HEADER_NAME)
+                    .exists()
+                    || socket_path(mp).exists())
         }
         None => false,
     }
@@ -168,14 +178,22 @@ pub fn mount_entry(mp: &Path) -> Option<(String, String)> {
     let mut found = None;
     for line in info.lines() {
         let f: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = f.iter().position(|x| *x == "-") else { continue };
+        let Some(sep) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
         if f.len() > sep + 1 && unescape(f[4]) == mp.as_os_str().to_string_lossy() {
-            found = Some((f[sep + 1].to_string(), f.get(sep + 2).map(|x| unescape(x)).unwrap_or_default()));
+            found = Some((
+                f[sep + 1].to_string(),
+                f.get(sep + 2).map(|x| unescape(x)).unwrap_or_default(),
+            ));
         }
     }
     found
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }

@@ -68,7 +68,9 @@ impl KeyMeta {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store directory does not exist.
-    #[error("key store {0} does not exist (create a key with 'cmkfs key create --store {0} NAME')")]
+    #[error(
+        "key store {0} does not exist (create a key with 'cmkfs key create --store {0} NAME')"
+    )]
     NoStore(PathBuf),
     /// No such key.
     #[error("key '{name}' not found in key store {store}")]
@@ -90,7 +92,9 @@ pub enum StoreError {
     #[error("key '{0}' already exists")]
     Exists(String),
     /// Name not acceptable.
-    #[error("invalid key name '{0}': use 1-64 characters from A-Z a-z 0-9 . _ -, not starting with '.'")]
+    #[error(
+        "invalid key name '{0}': use 1-64 characters from A-Z a-z 0-9 . _ -, not starting with '.'"
+    )]
     BadName(String),
     /// Bad parameters.
     #[error("{0}")]
@@ -114,7 +118,10 @@ pub enum StoreError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A local key store directory.
@@ -128,7 +135,9 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 impl KeyStore {
@@ -144,7 +153,9 @@ impl KeyStore {
         if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
             return PathBuf::from(x).join("cmkfs/keys");
         }
-        util::home_dir().unwrap_or_else(|| PathBuf::from(".")).join(".local/share/cmkfs/keys")
+        util::home_dir()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".local/share/cmkfs/keys")
     }
 
     /// Opens a store at `root`. Relative paths are made absolute so that URIs stay valid.
@@ -170,7 +181,12 @@ impl KeyStore {
 
     fn lock(&self) -> Result<fs::File, StoreError> {
         let p = self.root.join(".lock");
-        let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).map_err(io_err(&p))?;
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io_err(&p))?;
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io_err(&p)(io::Error::last_os_error()));
         }
@@ -199,17 +215,28 @@ impl KeyStore {
         let fingerprint = rsa_kek::fingerprint(&key.to_public_key());
         // Build in a temporary directory and rename it into place, so that a crash never
         // leaves a half-made key under its real name.
-        let tmp = self.root.join(format!(".{name}.creating.{}", std::process::id()));
+        let tmp = self
+            .root
+            .join(format!(".{name}.creating.{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         util::create_private_dir(&tmp, 0o700).map_err(io_err(&tmp))?;
         let pem_path = tmp.join("v1.pem");
-        util::atomic_write(&pem_path, rsa_kek::private_pem(&key).as_bytes(), 0o600).map_err(io_err(&pem_path))?;
+        util::atomic_write(&pem_path, rsa_kek::private_pem(&key).as_bytes(), 0o600)
+            .map_err(io_err(&pem_path))?;
         let now = util::now_rfc3339();
         let meta = KeyMeta {
             schema: 1,
             name: name.into(),
             created: now.clone(),
-            versions: vec![VersionMeta { version: 1, bits, created: now, enabled: true, activation, expiry, fingerprint }],
+            versions: vec![VersionMeta {
+                version: 1,
+                bits,
+                created: now,
+                enabled: true,
+                activation,
+                expiry,
+                fingerprint,
+            }],
         };
         self.write_meta_in(&tmp, &meta)?;
         fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
@@ -236,11 +263,17 @@ impl KeyStore {
         let data = match fs::read(&p) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::NoKey { name: name.into(), store: self.root.clone() })
+                return Err(StoreError::NoKey {
+                    name: name.into(),
+                    store: self.root.clone(),
+                })
             }
             Err(e) => return Err(io_err(&p)(e)),
         };
-        serde_json::from_slice(&data).map_err(|e| StoreError::Corrupt { path: p, reason: e.to_string() })
+        serde_json::from_slice(&data).map_err(|e| StoreError::Corrupt {
+            path: p,
+            reason: e.to_string(),
+        })
     }
 
     /// All keys, by name.
@@ -266,7 +299,10 @@ impl KeyStore {
         let pem = match fs::read_to_string(&p) {
             Ok(s) => zeroize::Zeroizing::new(s),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::NoVersion { name: name.into(), version })
+                return Err(StoreError::NoVersion {
+                    name: name.into(),
+                    version,
+                })
             }
             Err(e) => return Err(io_err(&p)(e)),
         };
@@ -285,20 +321,39 @@ mod tests {
         let s = KeyStore::open(d.path().join("keys"));
         let m = s.create("db-kek", 2048, None, None).unwrap();
         assert_eq!(m.versions.len(), 1);
-        assert!(matches!(s.create("db-kek", 2048, None, None), Err(StoreError::Exists(_))));
-        assert!(matches!(s.create("bad/name", 2048, None, None), Err(StoreError::BadName(_))));
-        assert!(matches!(s.create("small", 1024, None, None), Err(StoreError::Invalid(_))));
+        assert!(matches!(
+            s.create("db-kek", 2048, None, None),
+            Err(StoreError::Exists(_))
+        ));
+        assert!(matches!(
+            s.create("bad/name", 2048, None, None),
+            Err(StoreError::BadName(_))
+        ));
+        assert!(matches!(
+            s.create("small", 1024, None, None),
+            Err(StoreError::Invalid(_))
+        ));
         let l = s.list().unwrap();
-        assert_eq!(l.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), vec!["db-kek"]);
+        assert_eq!(
+            l.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+            vec!["db-kek"]
+        );
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(s.root()), 0o700);
         assert_eq!(mode(&s.root().join("db-kek")), 0o700);
         assert_eq!(mode(&s.root().join("db-kek/v1.pem")), 0o600);
         assert_eq!(mode(&s.root().join("db-kek/meta.json")), 0o600);
         let k = s.private_key("db-kek", 1).unwrap();
-        assert_eq!(rsa_kek::fingerprint(&k.to_public_key()), m.versions[0].fingerprint);
+        assert_eq!(
+            rsa_kek::fingerprint(&k.to_public_key()),
+            m.versions[0].fingerprint
+        );
         assert!(s.uri("db-kek").starts_with("local:/"));
         // No temporary directory left behind.
-        assert!(fs::read_dir(s.root()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains("creating")));
+        assert!(fs::read_dir(s.root()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("creating")));
     }
 }

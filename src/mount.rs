@@ -52,7 +52,11 @@ pub fn default_log_file(mountpoint: &Path) -> PathBuf {
             .unwrap_or_else(|| PathBuf::from("/tmp"))
             .join("cmkfs")
     };
-    let stem = control::socket_path(mountpoint).file_stem().unwrap().to_string_lossy().into_owned();
+    let stem = control::socket_path(mountpoint)
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     dir.join(format!("mount-{stem}.log"))
 }
 
@@ -60,7 +64,11 @@ pub fn default_log_file(mountpoint: &Path) -> PathBuf {
 pub fn preflight(o: &MountOptions) -> Result<()> {
     volume::read_header(&o.cipher_dir)?;
     let md = std::fs::metadata(&o.mountpoint).with_context(|| {
-        format!("mountpoint {} does not exist; create it with 'mkdir -p {}'", o.mountpoint.display(), o.mountpoint.display())
+        format!(
+            "mountpoint {} does not exist; create it with 'mkdir -p {}'",
+            o.mountpoint.display(),
+            o.mountpoint.display()
+        )
     })?;
     if !md.is_dir() {
         bail!("mountpoint {} is not a directory", o.mountpoint.display());
@@ -69,10 +77,18 @@ pub fn preflight(o: &MountOptions) -> Result<()> {
         bail!(
             "mountpoint {} is busy: a {t} filesystem is already mounted there (unmount it first{})",
             o.mountpoint.display(),
-            if control::is_cmkfs_mount(&o.mountpoint) { format!(" with 'cmkfs umount {}'", o.mountpoint.display()) } else { String::new() }
+            if control::is_cmkfs_mount(&o.mountpoint) {
+                format!(" with 'cmkfs umount {}'", o.mountpoint.display())
+            } else {
+                String::new()
+            }
         );
     }
-    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
         bail!("FUSE is unavailable: cannot open /dev/fuse ({e}); install fuse3 and load the fuse module ('modprobe fuse')");
     }
     let c = std::fs::canonicalize(&o.cipher_dir)?;
@@ -96,14 +112,26 @@ pub fn mount(mut o: MountOptions) -> Result<()> {
 }
 
 fn spawn_daemon(o: MountOptions) -> Result<()> {
-    let log = o.log_file.clone().unwrap_or_else(|| default_log_file(&o.mountpoint));
+    let log = o
+        .log_file
+        .clone()
+        .unwrap_or_else(|| default_log_file(&o.mountpoint));
     if let Some(d) = log.parent() {
-        std::fs::create_dir_all(d).with_context(|| format!("cannot create log directory {}", d.display()))?;
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("cannot create log directory {}", d.display()))?;
     }
-    let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).with_context(|| format!("cannot open log file {}", log.display()))?;
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("cannot open log file {}", log.display()))?;
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
-    cmd.arg("mount").arg("--foreground").arg("--daemon-child").arg("--threads").arg(o.threads.to_string());
+    cmd.arg("mount")
+        .arg("--foreground")
+        .arg("--daemon-child")
+        .arg("--threads")
+        .arg(o.threads.to_string());
     cmd.arg("--log-file").arg(&log);
     if let Some(k) = &o.kek {
         cmd.arg("--kek").arg(k);
@@ -112,7 +140,9 @@ fn spawn_daemon(o: MountOptions) -> Result<()> {
         cmd.arg("--allow-other");
     }
     cmd.arg(&o.cipher_dir).arg(&o.mountpoint);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(logf));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(logf));
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
@@ -124,7 +154,13 @@ fn spawn_daemon(o: MountOptions) -> Result<()> {
     let mut lines = BufReader::new(out).lines();
     match lines.next() {
         Some(Ok(l)) if l == "READY" => {
-            eprintln!("cmkfs: mounted {} at {} (daemon pid {}, log {})", o.cipher_dir.display(), o.mountpoint.display(), child.id(), log.display());
+            eprintln!(
+                "cmkfs: mounted {} at {} (daemon pid {}, log {})",
+                o.cipher_dir.display(),
+                o.mountpoint.display(),
+                child.id(),
+                log.display()
+            );
             Ok(())
         }
         Some(Ok(l)) => {
@@ -133,7 +169,10 @@ fn spawn_daemon(o: MountOptions) -> Result<()> {
         }
         _ => {
             let st = child.wait()?;
-            bail!("the mount daemon exited ({st}) before the mount was ready; see {}", log.display())
+            bail!(
+                "the mount daemon exited ({st}) before the mount was ready; see {}",
+                log.display()
+            )
         }
     }
 }
@@ -174,7 +213,9 @@ impl Ready {
 }
 
 fn run_foreground(o: MountOptions) -> Result<()> {
-    let ready = Ready { child: o.daemon_child };
+    let ready = Ready {
+        child: o.daemon_child,
+    };
     match mount_and_serve(&o, &ready) {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -198,7 +239,11 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
         M::NoDev,
         M::NoSuid,
     ];
-    config.acl = if o.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+    config.acl = if o.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
     config.n_threads = Some(o.threads.max(1));
     config.clone_fd = true;
     // Block termination signals in every thread; one thread waits for them and unmounts.
@@ -207,7 +252,11 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
     let session = fuser::Session::new(fs, &o.mountpoint, &config)
         .with_context(|| format!("FUSE mount of {} failed", o.mountpoint.display()))?;
     let mounted_at = util::now_rfc3339();
-    let (dir, mp, log) = (o.cipher_dir.clone(), o.mountpoint.clone(), o.log_file.clone());
+    let (dir, mp, log) = (
+        o.cipher_dir.clone(),
+        o.mountpoint.clone(),
+        o.log_file.clone(),
+    );
     let hdr = vol.header().clone();
     let slot = vol.slot().clone();
     let key = vol.key().clone();
@@ -230,14 +279,16 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
     });
     let sock = control::serve(&o.mountpoint, status).context("cannot start the control socket")?;
     let mp = o.mountpoint.clone();
-    std::thread::Builder::new().name("cmkfs-signals".into()).spawn(move || {
-        let mut sig = 0;
-        unsafe { libc::sigwait(&sigs, &mut sig) };
-        tracing::info!(signal = sig, "termination signal; unmounting");
-        if let Err(e) = unmount(&mp, true) {
-            tracing::error!(error = %e, "unmount on signal failed");
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("cmkfs-signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            unsafe { libc::sigwait(&sigs, &mut sig) };
+            tracing::info!(signal = sig, "termination signal; unmounting");
+            if let Err(e) = unmount(&mp, true) {
+                tracing::error!(error = %e, "unmount on signal failed");
+            }
+        })?;
     tracing::info!(cipher = %o.cipher_dir.display(), mountpoint = %o.mountpoint.display(), volume = %vol.header().volume_id, "mounted");
     ready.send("READY");
     let r = session.run();
@@ -277,9 +328,16 @@ pub fn unmount(mp: &Path, lazy: bool) -> Result<()> {
     if lazy {
         cmd.arg("-z");
     }
-    let out = cmd.arg(mp).output().context("cannot run fusermount3 (install the fuse3 package)")?;
+    let out = cmd
+        .arg(mp)
+        .output()
+        .context("cannot run fusermount3 (install the fuse3 package)")?;
     if !out.status.success() {
-        bail!("fusermount3 -u {} failed: {}", mp.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "fusermount3 -u {} failed: {}",
+            mp.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -306,6 +364,10 @@ pub fn umount_and_wait(mp: &Path, lazy: bool, timeout: Duration) -> Result<()> {
 
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }

@@ -52,7 +52,11 @@ pub enum VolumeError {
 }
 
 fn fmt_slot_errors(errors: &[(u32, ProviderError)]) -> String {
-    errors.iter().map(|(id, e)| format!("keyslot {id}: {e}")).collect::<Vec<_>>().join("; ")
+    errors
+        .iter()
+        .map(|(id, e)| format!("keyslot {id}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl VolumeError {
@@ -79,7 +83,10 @@ pub struct Volume {
 
 impl std::fmt::Debug for Volume {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Volume").field("dir", &self.dir).field("volume_id", &self.header.volume_id).finish_non_exhaustive()
+        f.debug_struct("Volume")
+            .field("dir", &self.dir)
+            .field("volume_id", &self.header.volume_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,7 +96,10 @@ pub fn header_path(dir: &Path) -> PathBuf {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
-    move |source| VolumeError::Io { path: path.to_path_buf(), source }
+    move |source| VolumeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn make_slot(id: u32, role: SlotRole, uri: &str, w: provider::Wrapped) -> Keyslot {
@@ -119,12 +129,20 @@ pub fn init(dir: &Path, kek_uri: &str) -> Result<VolumeHeader, VolumeError> {
     let wrapped = provider.wrap(&volume_key)?;
     let check = provider.unwrap(&wrapped.key.version, &wrapped.ciphertext)?;
     if check.secret.expose() != volume_key.expose() {
-        return Err(ProviderError::new(provider::ErrorKind::UnwrapFailed, &wrapped.key.provider, &wrapped.key.key_id, "unwrap returned a different key than was wrapped").into());
+        return Err(ProviderError::new(
+            provider::ErrorKind::UnwrapFailed,
+            &wrapped.key.provider,
+            &wrapped.key.key_id,
+            "unwrap returned a different key than was wrapped",
+        )
+        .into());
     }
     let mut volume_id = [0u8; 16];
     crypto::fill_random(&mut volume_id);
     let mut header = VolumeHeader::new(volume_id, util::now_rfc3339());
-    header.keyslots.push(make_slot(0, SlotRole::Primary, provider.uri(), wrapped));
+    header
+        .keyslots
+        .push(make_slot(0, SlotRole::Primary, provider.uri(), wrapped));
     let keys = VolumeKeys::derive(&volume_key, volume_id);
     let path = header_path(dir);
     util::atomic_write(&path, &header.seal(&keys), 0o644).map_err(io(&path))?;
@@ -136,7 +154,9 @@ pub fn read_header(dir: &Path) -> Result<ParsedHeader, VolumeError> {
     let path = header_path(dir);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(VolumeError::NoVolume(dir.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(VolumeError::NoVolume(dir.to_path_buf()))
+        }
         Err(e) => return Err(io(&path)(e)),
     };
     VolumeHeader::parse(&bytes).map_err(|source| VolumeError::Header { path, source })
@@ -175,11 +195,17 @@ pub fn open(dir: &Path, kek_override: Option<&str>) -> Result<Volume, VolumeErro
             (Some(p), _) | (None, Some(p)) => p.as_ref(),
             _ => unreachable!(),
         };
-        let wrapped = slot.wrapped_bytes().map_err(|source| VolumeError::Header { path: header_path(dir), source })?;
+        let wrapped = slot.wrapped_bytes().map_err(|source| VolumeError::Header {
+            path: header_path(dir),
+            source,
+        })?;
         match p.unwrap(&slot.key_version, &wrapped) {
             Ok(u) => {
                 let keys = VolumeKeys::derive(&u.secret, parsed.header.volume_id_bytes());
-                parsed.verify(&keys).map_err(|source| VolumeError::Header { path: header_path(dir), source })?;
+                parsed.verify(&keys).map_err(|source| VolumeError::Header {
+                    path: header_path(dir),
+                    source,
+                })?;
                 tracing::info!(volume = %parsed.header.volume_id, slot = slot.id, key = %u.key.key_id, version = %u.key.version, "volume unlocked");
                 let provider = match provider {
                     Some(p) => p,
@@ -197,7 +223,10 @@ pub fn open(dir: &Path, kek_override: Option<&str>) -> Result<Volume, VolumeErro
             Err(e) => errors.push((slot.id, e)),
         }
     }
-    Err(VolumeError::Locked { path: dir.to_path_buf(), errors })
+    Err(VolumeError::Locked {
+        path: dir.to_path_buf(),
+        errors,
+    })
 }
 
 impl Volume {

@@ -21,7 +21,11 @@ fn read_block(v: &Vol, name: &str, b: u64) -> std::io::Result<Vec<u8>> {
 }
 
 fn flip(path: &std::path::Path, off: u64) {
-    let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, off).unwrap();
     b[0] ^= 0x10;
@@ -41,12 +45,19 @@ fn flipped_bit_is_eio_for_that_block_only_and_logged() {
     flip(&v.c("victim"), HDR + CB + 100);
     v.mount(&[]);
     assert_eq!(read_block(&v, "victim", 0).unwrap(), data[..4096]);
-    assert!(eio(read_block(&v, "victim", 1)), "tampered block must be EIO");
+    assert!(
+        eio(read_block(&v, "victim", 1)),
+        "tampered block must be EIO"
+    );
     assert_eq!(read_block(&v, "victim", 2).unwrap(), data[8192..]);
-    assert!(wait_until(std::time::Duration::from_secs(5), || {
-        let log = v.log_text();
-        log.contains("victim") && log.contains("block=1")
-    }), "log must name the file and block: {}", v.log_text());
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || {
+            let log = v.log_text();
+            log.contains("victim") && log.contains("block=1")
+        }),
+        "log must name the file and block: {}",
+        v.log_text()
+    );
     // The mount is still up and other files work.
     fs::write(v.p("other"), b"fine").unwrap();
     assert_eq!(fs::read(v.p("other")).unwrap(), b"fine");
@@ -73,9 +84,16 @@ fn swapped_reordered_and_moved_blocks_are_detected() {
     // Copy a's whole file header onto a third file.
     fs::write(v.c("c"), [&a[..HDR as usize], &blk(&b, 0)].concat()).unwrap();
     v.mount(&[]);
-    assert!(eio(read_block(&v, "a", 0)) && eio(read_block(&v, "a", 1)), "reordered blocks");
+    assert!(
+        eio(read_block(&v, "a", 0)) && eio(read_block(&v, "a", 1)),
+        "reordered blocks"
+    );
     assert!(eio(read_block(&v, "b", 0)), "block moved between files");
-    assert_eq!(read_block(&v, "b", 1).unwrap(), pattern(2, 8192)[4096..], "untouched block still reads");
+    assert_eq!(
+        read_block(&v, "b", 1).unwrap(),
+        pattern(2, 8192)[4096..],
+        "untouched block still reads"
+    );
     assert!(eio(read_block(&v, "c", 0)), "header swapped between files");
 }
 
@@ -91,7 +109,10 @@ fn truncated_or_garbled_file_header_is_eio_and_mount_stays_up() {
     flip(&v.c("garbled"), 10);
     v.mount(&[]);
     assert!(eio(fs::read(v.p("garbled"))), "garbled header must be EIO");
-    assert!(eio(fs::read(v.p("trunc"))), "truncated header must be EIO, not an empty file");
+    assert!(
+        eio(fs::read(v.p("trunc"))),
+        "truncated header must be EIO, not an empty file"
+    );
     assert_eq!(fs::read(v.p("good")).unwrap(), b"good");
     // Truncating the damaged file to zero makes it usable again (new DEK).
     fs::write(v.p("garbled"), b"rewritten").unwrap();
@@ -125,8 +146,14 @@ fn wrong_key_is_refused_with_message() {
     let out = v.mount_output(&["--kek", &other]);
     assert!(!out.status.success());
     let e = stderr(&out);
-    assert!(e.contains("cannot unlock") && e.contains("keyslot 0"), "{e}");
-    assert!(!is_mounted(&v), "nothing may be mounted after a refused mount");
+    assert!(
+        e.contains("cannot unlock") && e.contains("keyslot 0"),
+        "{e}"
+    );
+    assert!(
+        !is_mounted(&v),
+        "nothing may be mounted after a refused mount"
+    );
 }
 
 #[test]
@@ -136,10 +163,16 @@ fn missing_key_is_refused_with_message() {
     let out = v.mount_output(&[]);
     assert!(!out.status.success());
     let e = stderr(&out);
-    assert!(e.contains("kek") && e.contains("not found") && e.contains("access denied"), "{e}");
+    assert!(
+        e.contains("kek") && e.contains("not found") && e.contains("access denied"),
+        "{e}"
+    );
     fs::remove_dir_all(&v.store).unwrap();
     let e = stderr(&v.mount_output(&[]));
-    assert!(e.contains("unreachable") && e.contains("does not exist"), "{e}");
+    assert!(
+        e.contains("unreachable") && e.contains("does not exist"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -160,9 +193,20 @@ fn tampered_volume_header_is_refused() {
 #[test]
 fn unusable_mountpoints_and_missing_volume_have_clear_messages() {
     let mut v = Vol::unmounted();
-    let e = stderr(&cmkfs(["mount", v.tmp.path().join("nothing").to_str().unwrap(), v.mnt.to_str().unwrap()]));
-    assert!(e.contains("no cmkfs volume") && e.contains("cmkfs init"), "{e}");
-    let e = stderr(&cmkfs(["mount", v.cipher.to_str().unwrap(), v.tmp.path().join("nomnt").to_str().unwrap()]));
+    let e = stderr(&cmkfs([
+        "mount",
+        v.tmp.path().join("nothing").to_str().unwrap(),
+        v.mnt.to_str().unwrap(),
+    ]));
+    assert!(
+        e.contains("no cmkfs volume") && e.contains("cmkfs init"),
+        "{e}"
+    );
+    let e = stderr(&cmkfs([
+        "mount",
+        v.cipher.to_str().unwrap(),
+        v.tmp.path().join("nomnt").to_str().unwrap(),
+    ]));
     assert!(e.contains("does not exist") && e.contains("mkdir"), "{e}");
     v.mount(&[]);
     let e = stderr(&v.mount_output(&[]));
@@ -187,5 +231,8 @@ fn key_material_never_reaches_the_log() {
 
 fn is_mounted(v: &Vol) -> bool {
     let mp = v.mnt.to_str().unwrap().to_string();
-    fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == Some(mp.as_str()))
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(mp.as_str()))
 }

@@ -10,28 +10,82 @@ use common::*;
 fn key_create_prints_uri_last_and_list_shows_it() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("ks");
-    let out = ok(&cmkfs(["key", "create", "--store", store.to_str().unwrap(), "db-kek", "--bits", "2048"]));
+    let out = ok(&cmkfs([
+        "key",
+        "create",
+        "--store",
+        store.to_str().unwrap(),
+        "db-kek",
+        "--bits",
+        "2048",
+    ]));
     let last = out.lines().last().unwrap();
     assert_eq!(last, format!("local:{}/db-kek", store.display()));
     // CMKFS_KEYSTORE is honoured.
-    let out = std::process::Command::new(BIN).env("CMKFS_KEYSTORE", &store).args(["key", "list"]).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .env("CMKFS_KEYSTORE", &store)
+        .args(["key", "list"])
+        .output()
+        .unwrap();
     let list = ok(&out);
-    assert!(list.contains("db-kek") && list.contains("2048") && list.contains("enabled"), "{list}");
-    let json: serde_json::Value = serde_json::from_str(&ok(&cmkfs(["key", "list", "--json", "--store", store.to_str().unwrap()]))).unwrap();
+    assert!(
+        list.contains("db-kek") && list.contains("2048") && list.contains("enabled"),
+        "{list}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&cmkfs([
+        "key",
+        "list",
+        "--json",
+        "--store",
+        store.to_str().unwrap(),
+    ])))
+    .unwrap();
     assert_eq!(json[0]["name"], "db-kek");
     assert_eq!(json[0]["versions"][0]["version"], 1);
     // Refusals with reasons.
-    let e = stderr(&cmkfs(["key", "create", "--store", store.to_str().unwrap(), "small", "--bits", "1024"]));
+    let e = stderr(&cmkfs([
+        "key",
+        "create",
+        "--store",
+        store.to_str().unwrap(),
+        "small",
+        "--bits",
+        "1024",
+    ]));
     assert!(e.contains("RSA-1024 is not allowed"), "{e}");
-    let e = stderr(&cmkfs(["key", "create", "--store", store.to_str().unwrap(), "db-kek", "--bits", "2048"]));
+    let e = stderr(&cmkfs([
+        "key",
+        "create",
+        "--store",
+        store.to_str().unwrap(),
+        "db-kek",
+        "--bits",
+        "2048",
+    ]));
     assert!(e.contains("already exists"), "{e}");
-    let e = stderr(&cmkfs(["key", "create", "--store", store.to_str().unwrap(), "x", "--expiry", "tomorrow"]));
+    let e = stderr(&cmkfs([
+        "key",
+        "create",
+        "--store",
+        store.to_str().unwrap(),
+        "x",
+        "--expiry",
+        "tomorrow",
+    ]));
     assert!(e.contains("RFC 3339"), "{e}");
 }
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in [&["key", "create"][..], &["key", "list"], &["init"], &["mount"], &["umount"], &["status"], &["key"]] {
+    for sub in [
+        &["key", "create"][..],
+        &["key", "list"],
+        &["init"],
+        &["mount"],
+        &["umount"],
+        &["status"],
+        &["key"],
+    ] {
         let mut args: Vec<&str> = sub.to_vec();
         args.push("--help");
         let out = ok(&cmkfs(&args));
@@ -48,9 +102,19 @@ fn init_refuses_non_empty_dir_and_bad_uris() {
     fs::write(d.join("x"), b"x").unwrap();
     let e = stderr(&cmkfs(["init", "--kek", &uri, d.to_str().unwrap()]));
     assert!(e.contains("not empty"), "{e}");
-    let e = stderr(&cmkfs(["init", "--kek", "kms:nothing", tmp.path().join("n").to_str().unwrap()]));
+    let e = stderr(&cmkfs([
+        "init",
+        "--kek",
+        "kms:nothing",
+        tmp.path().join("n").to_str().unwrap(),
+    ]));
     assert!(e.contains("unknown key provider scheme"), "{e}");
-    let e = stderr(&cmkfs(["init", "--kek", "local:relative/k", tmp.path().join("n2").to_str().unwrap()]));
+    let e = stderr(&cmkfs([
+        "init",
+        "--kek",
+        "local:relative/k",
+        tmp.path().join("n2").to_str().unwrap(),
+    ]));
     assert!(e.contains("absolute"), "{e}");
 }
 
@@ -65,24 +129,44 @@ fn pem_key_file_as_kek_and_status() {
     let mnt = tmp.path().join("m");
     fs::create_dir(&mnt).unwrap();
     // A bare path to a PEM file is accepted as a KEK.
-    ok(&cmkfs(["init", "--kek", pem.to_str().unwrap(), cipher.to_str().unwrap()]));
-    ok(&cmkfs(["mount", "--log-file", tmp.path().join("log").to_str().unwrap(), cipher.to_str().unwrap(), mnt.to_str().unwrap()]));
+    ok(&cmkfs([
+        "init",
+        "--kek",
+        pem.to_str().unwrap(),
+        cipher.to_str().unwrap(),
+    ]));
+    ok(&cmkfs([
+        "mount",
+        "--log-file",
+        tmp.path().join("log").to_str().unwrap(),
+        cipher.to_str().unwrap(),
+        mnt.to_str().unwrap(),
+    ]));
     fs::write(mnt.join("f"), b"pem").unwrap();
     let human = ok(&cmkfs(["status", mnt.to_str().unwrap()]));
-    assert!(human.contains("Available") && human.contains("pem:"), "{human}");
-    let v: serde_json::Value = serde_json::from_str(&ok(&cmkfs(["status", "--json", mnt.to_str().unwrap()]))).unwrap();
+    assert!(
+        human.contains("Available") && human.contains("pem:"),
+        "{human}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&cmkfs(["status", "--json", mnt.to_str().unwrap()]))).unwrap();
     assert_eq!(v["state"], "Available");
     assert_eq!(v["provider"], "pem");
     assert_eq!(v["key_version"], "1");
     assert_eq!(v["kek_uri"], format!("pem:{}", pem.display()));
-    let hdr: serde_json::Value = serde_json::from_slice(&fs::read(cipher.join("cmkfs.volume")).unwrap()).unwrap();
+    let hdr: serde_json::Value =
+        serde_json::from_slice(&fs::read(cipher.join("cmkfs.volume")).unwrap()).unwrap();
     assert_eq!(v["volume_id"], hdr["body"]["volume_id"]);
     let pid = v["pid"].as_u64().unwrap();
     ok(&cmkfs(["umount", mnt.to_str().unwrap()]));
     assert!(!alive(pid), "daemon exited after umount");
     // Removing the key file is a refusal, not a hang.
     fs::remove_file(&pem).unwrap();
-    let e = stderr(&cmkfs(["mount", cipher.to_str().unwrap(), mnt.to_str().unwrap()]));
+    let e = stderr(&cmkfs([
+        "mount",
+        cipher.to_str().unwrap(),
+        mnt.to_str().unwrap(),
+    ]));
     assert!(e.contains("access denied") && e.contains("my.pem"), "{e}");
 }
 
@@ -98,7 +182,10 @@ fn foreground_mount_unmounts_on_sigterm() {
         .spawn()
         .unwrap();
     let mp = v.mnt.clone();
-    assert!(wait_until(std::time::Duration::from_secs(10), || ok_status(&mp)), "foreground mount came up");
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || ok_status(&mp)),
+        "foreground mount came up"
+    );
     fs::write(v.p("x"), b"y").unwrap();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let st = child.wait().unwrap();
@@ -113,5 +200,7 @@ fn ok_status(mp: &std::path::Path) -> bool {
 
 /// Running (a zombie has exited; its reaping is up to whoever adopted it).
 fn alive(pid: u64) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.rsplit(')').next().unwrap().trim_start().starts_with('Z')).unwrap_or(false)
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit(')').next().unwrap().trim_start().starts_with('Z'))
+        .unwrap_or(false)
 }

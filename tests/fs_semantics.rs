@@ -17,37 +17,76 @@ fn cipher_len(plain: u64) -> u64 {
     if plain == 0 {
         return 0;
     }
-    HDR + plain / 4096 * CB + if plain % 4096 > 0 { plain % 4096 + 28 } else { 0 }
+    HDR + plain / 4096 * CB
+        + if plain % 4096 > 0 {
+            plain % 4096 + 28
+        } else {
+            0
+        }
 }
 
 #[test]
 fn contents_sizes_and_ciphertext() {
     let v = Vol::new();
-    for (i, size) in [0usize, 1, 100, 4095, 4096, 4097, 8192, 10_000, 1 << 20, (1 << 20) + 7].into_iter().enumerate() {
+    for (i, size) in [
+        0usize,
+        1,
+        100,
+        4095,
+        4096,
+        4097,
+        8192,
+        10_000,
+        1 << 20,
+        (1 << 20) + 7,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let name = format!("f{i}");
         let data = pattern(i as u64, size);
         fs::write(v.p(&name), &data).unwrap();
-        assert_eq!(fs::metadata(v.p(&name)).unwrap().len(), size as u64, "plaintext size of {size}");
+        assert_eq!(
+            fs::metadata(v.p(&name)).unwrap().len(),
+            size as u64,
+            "plaintext size of {size}"
+        );
         assert_eq!(fs::read(v.p(&name)).unwrap(), data, "content of {size}");
         let raw = fs::read(v.c(&name)).unwrap();
-        assert_eq!(raw.len() as u64, cipher_len(size as u64), "backing size of {size}");
+        assert_eq!(
+            raw.len() as u64,
+            cipher_len(size as u64),
+            "backing size of {size}"
+        );
         if size >= 64 {
-            assert!(!raw.windows(32).any(|w| w == &data[..32]), "plaintext visible in ciphertext");
+            assert!(
+                !raw.windows(32).any(|w| w == &data[..32]),
+                "plaintext visible in ciphertext"
+            );
         }
     }
     // Same plaintext twice gives different ciphertext (random DEK and nonces).
     fs::write(v.p("same1"), b"identical").unwrap();
     fs::write(v.p("same2"), b"identical").unwrap();
-    assert_ne!(fs::read(v.c("same1")).unwrap(), fs::read(v.c("same2")).unwrap());
+    assert_ne!(
+        fs::read(v.c("same1")).unwrap(),
+        fs::read(v.c("same2")).unwrap()
+    );
     // Empty files stay empty on disk too.
     File::create(v.p("empty")).unwrap();
     assert_eq!(fs::metadata(v.c("empty")).unwrap().len(), 0);
     // The volume header is not visible or creatable through the mount.
-    assert!(!fs::read_dir(&v.mnt).unwrap().any(|e| e.unwrap().file_name() == "cmkfs.volume"));
+    assert!(!fs::read_dir(&v.mnt)
+        .unwrap()
+        .any(|e| e.unwrap().file_name() == "cmkfs.volume"));
     assert!(File::create(v.p("cmkfs.volume")).is_err());
     let mut v = v;
     v.remount();
-    assert_eq!(fs::read(v.p("f9")).unwrap(), pattern(9, (1 << 20) + 7), "content survives remount");
+    assert_eq!(
+        fs::read(v.p("f9")).unwrap(),
+        pattern(9, (1 << 20) + 7),
+        "content survives remount"
+    );
 }
 
 /// Random writes, truncates and reads compared byte for byte with an in-memory model.
@@ -55,9 +94,17 @@ fn contents_sizes_and_ciphertext() {
 fn random_operations_match_model() {
     let v = Vol::new();
     let mut model: Vec<u8> = vec![];
-    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(v.p("model")).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(v.p("model"))
+        .unwrap();
     let rnd = pattern(99, 40_000);
-    let mut r = rnd.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()));
+    let mut r = rnd
+        .chunks(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()));
     for step in 0..1500 {
         let op = r.next().unwrap() % 10;
         let off = r.next().unwrap() % 300_000;
@@ -79,11 +126,17 @@ fn random_operations_match_model() {
             _ => {
                 let mut buf = vec![0u8; len];
                 let n = f.read_at(&mut buf, off).unwrap();
-                let exp = model.get(off as usize..(off as usize + len).min(model.len())).unwrap_or(&[]);
+                let exp = model
+                    .get(off as usize..(off as usize + len).min(model.len()))
+                    .unwrap_or(&[]);
                 assert_eq!(&buf[..n], exp, "step {step}: read {len}@{off}");
             }
         }
-        assert_eq!(f.metadata().unwrap().len(), model.len() as u64, "step {step}: size");
+        assert_eq!(
+            f.metadata().unwrap().len(),
+            model.len() as u64,
+            "step {step}: size"
+        );
     }
     drop(f);
     let mut v = v;
@@ -94,13 +147,23 @@ fn random_operations_match_model() {
 #[test]
 fn sparse_files_stay_sparse_and_seek_data_hole() {
     let v = Vol::new();
-    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(v.p("sparse")).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(v.p("sparse"))
+        .unwrap();
     f.set_len(1 << 30).unwrap();
     assert_eq!(f.metadata().unwrap().len(), 1 << 30);
     let data = pattern(5, 8192);
     f.write_all_at(&data, 512 << 20).unwrap();
     let raw = fs::metadata(v.c("sparse")).unwrap();
-    assert!(raw.blocks() * 512 < 1 << 20, "backing file allocated {} bytes for a 1 GiB sparse file", raw.blocks() * 512);
+    assert!(
+        raw.blocks() * 512 < 1 << 20,
+        "backing file allocated {} bytes for a 1 GiB sparse file",
+        raw.blocks() * 512
+    );
     let mut buf = vec![1u8; 4096];
     f.read_exact_at(&mut buf, 100 << 20).unwrap();
     assert!(buf.iter().all(|&b| b == 0), "hole reads as zeros");
@@ -108,11 +171,23 @@ fn sparse_files_stay_sparse_and_seek_data_hole() {
     assert_eq!(buf, data[..4096]);
     let fd = f.as_raw_fd();
     let data_at = unsafe { libc::lseek(fd, 0, libc::SEEK_DATA) };
-    assert!(data_at >= 0 && data_at <= 512 << 20, "SEEK_DATA from 0 = {data_at}");
-    assert!(data_at > 1 << 20, "SEEK_DATA skipped the leading hole: {data_at}");
+    assert!(
+        (0..=512 << 20).contains(&data_at),
+        "SEEK_DATA from 0 = {data_at}"
+    );
+    assert!(
+        data_at > 1 << 20,
+        "SEEK_DATA skipped the leading hole: {data_at}"
+    );
     let hole_at = unsafe { libc::lseek(fd, 512 << 20, libc::SEEK_HOLE) };
-    assert!(hole_at >= (512 << 20) + 8192, "SEEK_HOLE inside data: {hole_at}");
-    assert!(hole_at < 1 << 30, "SEEK_HOLE found the trailing hole: {hole_at}");
+    assert!(
+        hole_at >= (512 << 20) + 8192,
+        "SEEK_HOLE inside data: {hole_at}"
+    );
+    assert!(
+        hole_at < 1 << 30,
+        "SEEK_HOLE found the trailing hole: {hole_at}"
+    );
     let past = unsafe { libc::lseek(fd, 1 << 31, libc::SEEK_DATA) };
     assert_eq!(past, -1, "SEEK_DATA past EOF is ENXIO");
 }
@@ -120,18 +195,35 @@ fn sparse_files_stay_sparse_and_seek_data_hole() {
 #[test]
 fn fallocate_and_punch_hole() {
     let v = Vol::new();
-    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(v.p("fa")).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(v.p("fa"))
+        .unwrap();
     let data = pattern(3, 5 * 4096 + 100);
     f.write_all_at(&data, 0).unwrap();
     // Punch [1000, 3*4096+50): partial first block, whole blocks 1-2, partial block 3.
-    let r = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, 1000, 3 * 4096 + 50 - 1000) };
+    let r = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            1000,
+            3 * 4096 + 50 - 1000,
+        )
+    };
     assert_eq!(r, 0, "punch hole: {}", std::io::Error::last_os_error());
     let mut exp = data.clone();
     exp[1000..3 * 4096 + 50].fill(0);
     let mut got = vec![0u8; exp.len()];
     f.read_exact_at(&mut got, 0).unwrap();
     assert_eq!(got, exp);
-    assert_eq!(f.metadata().unwrap().len(), data.len() as u64, "punch keeps size");
+    assert_eq!(
+        f.metadata().unwrap().len(),
+        data.len() as u64,
+        "punch keeps size"
+    );
     // posix_fallocate grows the file with zeros.
     let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, 100_000) };
     assert_eq!(r, 0);
@@ -142,7 +234,10 @@ fn fallocate_and_punch_hole() {
     // Unsupported modes answer EOPNOTSUPP rather than doing something else.
     let r = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_COLLAPSE_RANGE, 0, 4096) };
     assert_eq!(r, -1);
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EOPNOTSUPP));
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EOPNOTSUPP)
+    );
 }
 
 #[test]
@@ -182,7 +277,10 @@ fn concurrent_writers_and_readers(direct: bool) {
                 f.write_all_at(&d, (t * REGION) as u64).unwrap();
                 let mut back = vec![0u8; REGION];
                 f.read_exact_at(&mut back, (t * REGION) as u64).unwrap();
-                assert_eq!(back, d, "writer {t} round {round} read back another writer's bytes");
+                assert_eq!(
+                    back, d,
+                    "writer {t} round {round} read back another writer's bytes"
+                );
             }
         }));
     }
@@ -195,7 +293,8 @@ fn concurrent_writers_and_readers(direct: bool) {
                 let mut buf = vec![0u8; REGION];
                 f.read_exact_at(&mut buf, 0).unwrap();
                 if direct {
-                    let ok = buf.iter().all(|&b| b == 0) || (0..40).any(|r| buf == pattern(r, REGION));
+                    let ok =
+                        buf.iter().all(|&b| b == 0) || (0..40).any(|r| buf == pattern(r, REGION));
                     assert!(ok, "torn read of region 0");
                 }
             }
@@ -218,10 +317,19 @@ fn rename_noreplace_and_exchange() {
     fs::write(v.p("a"), b"A").unwrap();
     fs::write(v.p("b"), b"B").unwrap();
     let rn = |a: &str, b: &str, flags: u32| unsafe {
-        libc::renameat2(libc::AT_FDCWD, cpath(&v.p(a)).as_ptr(), libc::AT_FDCWD, cpath(&v.p(b)).as_ptr(), flags)
+        libc::renameat2(
+            libc::AT_FDCWD,
+            cpath(&v.p(a)).as_ptr(),
+            libc::AT_FDCWD,
+            cpath(&v.p(b)).as_ptr(),
+            flags,
+        )
     };
     assert_eq!(rn("a", "b", libc::RENAME_NOREPLACE), -1);
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EEXIST));
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EEXIST)
+    );
     assert_eq!(rn("a", "b", libc::RENAME_EXCHANGE), 0);
     assert_eq!(fs::read(v.p("a")).unwrap(), b"B");
     assert_eq!(fs::read(v.p("b")).unwrap(), b"A");
@@ -237,29 +345,54 @@ fn links_symlinks_dirs_and_metadata() {
     fs::write(v.p("orig"), b"shared content").unwrap();
     fs::hard_link(v.p("orig"), v.p("link")).unwrap();
     assert_eq!(fs::metadata(v.p("orig")).unwrap().nlink(), 2);
-    assert_eq!(fs::metadata(v.p("orig")).unwrap().ino(), fs::metadata(v.p("link")).unwrap().ino());
-    OpenOptions::new().append(true).open(v.p("link")).unwrap().write_all(b" + more").unwrap();
+    assert_eq!(
+        fs::metadata(v.p("orig")).unwrap().ino(),
+        fs::metadata(v.p("link")).unwrap().ino()
+    );
+    OpenOptions::new()
+        .append(true)
+        .open(v.p("link"))
+        .unwrap()
+        .write_all(b" + more")
+        .unwrap();
     assert_eq!(fs::read(v.p("orig")).unwrap(), b"shared content + more");
     std::os::unix::fs::symlink("orig", v.p("sym")).unwrap();
     assert_eq!(fs::read_link(v.p("sym")).unwrap().to_str().unwrap(), "orig");
     assert_eq!(fs::read(v.p("sym")).unwrap(), b"shared content + more");
     fs::create_dir_all(v.p("x/y/z")).unwrap();
     fs::write(v.p("x/y/z/f"), b"deep").unwrap();
-    assert!(fs::remove_dir(v.p("x/y")).is_err(), "rmdir of non-empty dir must fail");
+    assert!(
+        fs::remove_dir(v.p("x/y")).is_err(),
+        "rmdir of non-empty dir must fail"
+    );
     fs::set_permissions(v.p("orig"), fs::Permissions::from_mode(0o640)).unwrap();
     assert_eq!(fs::metadata(v.p("orig")).unwrap().mode() & 0o777, 0o640);
     std::os::unix::fs::chown(v.p("orig"), Some(1234), Some(5678)).unwrap();
     let md = fs::metadata(v.p("orig")).unwrap();
     assert_eq!((md.uid(), md.gid()), (1234, 5678));
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
-    File::options().write(true).open(v.p("orig")).unwrap().set_modified(t).unwrap();
+    File::options()
+        .write(true)
+        .open(v.p("orig"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
     assert_eq!(fs::metadata(v.p("orig")).unwrap().mtime(), 1_000_000_000);
-    let names: Vec<_> = fs::read_dir(&v.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<_> = fs::read_dir(&v.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     for n in ["orig", "link", "sym", "x"] {
-        assert!(names.contains(&n.to_string()), "{n} missing from readdir {names:?}");
+        assert!(
+            names.contains(&n.to_string()),
+            "{n} missing from readdir {names:?}"
+        );
     }
     // O_APPEND appends at the plaintext end.
-    let mut a = OpenOptions::new().append(true).open(v.p("x/y/z/f")).unwrap();
+    let mut a = OpenOptions::new()
+        .append(true)
+        .open(v.p("x/y/z/f"))
+        .unwrap();
     a.write_all(b"er").unwrap();
     assert_eq!(fs::read(v.p("x/y/z/f")).unwrap(), b"deeper");
     // statfs answers.
@@ -271,7 +404,13 @@ fn links_symlinks_dirs_and_metadata() {
 #[test]
 fn fsync_on_unlinked_open_file() {
     let v = Vol::new();
-    let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(v.p("gone")).unwrap();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(v.p("gone"))
+        .unwrap();
     f.write_all(b"still here").unwrap();
     fs::remove_file(v.p("gone")).unwrap();
     f.sync_all().unwrap();
@@ -287,12 +426,30 @@ fn fsync_on_unlinked_open_file() {
 fn shared_writable_mmap() {
     let mut v = Vol::new();
     let len = 3 * 4096 + 123;
-    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(v.p("mm")).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(v.p("mm"))
+        .unwrap();
     f.set_len(len as u64).unwrap();
     let data = pattern(11, len);
     unsafe {
-        let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, f.as_raw_fd(), 0);
-        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
         std::ptr::copy_nonoverlapping(data.as_ptr(), p as *mut u8, len);
         assert_eq!(libc::msync(p, len, libc::MS_SYNC), 0);
         libc::munmap(p, len);
@@ -300,14 +457,23 @@ fn shared_writable_mmap() {
     drop(f);
     assert_eq!(fs::read(v.p("mm")).unwrap(), data);
     v.remount();
-    assert_eq!(fs::read(v.p("mm")).unwrap(), data, "mmap writes reached the backing file");
+    assert_eq!(
+        fs::read(v.p("mm")).unwrap(),
+        data,
+        "mmap writes reached the backing file"
+    );
 }
 
 #[test]
 fn o_direct_is_honoured() {
     let v = Vol::new();
     fs::write(v.p("d"), pattern(1, 10_000)).unwrap();
-    let f = OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(v.p("d")).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(v.p("d"))
+        .unwrap();
     // Unaligned direct I/O works (FUSE direct I/O has no alignment rules).
     f.write_all_at(b"direct!", 4093).unwrap();
     let mut b = [0u8; 7];
@@ -326,22 +492,72 @@ fn xattrs_are_encrypted() {
     fs::write(v.p("x"), b"x").unwrap();
     let set = |name: &str, val: &[u8]| unsafe {
         let n = std::ffi::CString::new(name).unwrap();
-        libc::setxattr(cpath(&v.p("x")).as_ptr(), n.as_ptr(), val.as_ptr().cast(), val.len(), 0)
+        libc::setxattr(
+            cpath(&v.p("x")).as_ptr(),
+            n.as_ptr(),
+            val.as_ptr().cast(),
+            val.len(),
+            0,
+        )
     };
     assert_eq!(set("user.secret", b"attribute value"), 0);
     let mut buf = [0u8; 64];
-    let n = unsafe { libc::getxattr(cpath(&v.p("x")).as_ptr(), c"user.secret".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::getxattr(
+            cpath(&v.p("x")).as_ptr(),
+            c"user.secret".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     assert_eq!(&buf[..n as usize], b"attribute value");
-    let size_only = unsafe { libc::getxattr(cpath(&v.p("x")).as_ptr(), c"user.secret".as_ptr(), std::ptr::null_mut(), 0) };
+    let size_only = unsafe {
+        libc::getxattr(
+            cpath(&v.p("x")).as_ptr(),
+            c"user.secret".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
     assert_eq!(size_only, 15);
-    let rawn = unsafe { libc::getxattr(cpath(&v.c("x")).as_ptr(), c"user.secret".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    assert!(rawn > 15 && !buf[..rawn as usize].windows(9).any(|w| w == b"attribute"), "xattr value stored in clear");
+    let rawn = unsafe {
+        libc::getxattr(
+            cpath(&v.c("x")).as_ptr(),
+            c"user.secret".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert!(
+        rawn > 15 && !buf[..rawn as usize].windows(9).any(|w| w == b"attribute"),
+        "xattr value stored in clear"
+    );
     let mut list = [0u8; 256];
-    let ln = unsafe { libc::listxattr(cpath(&v.p("x")).as_ptr(), list.as_mut_ptr().cast(), list.len()) };
+    let ln = unsafe {
+        libc::listxattr(
+            cpath(&v.p("x")).as_ptr(),
+            list.as_mut_ptr().cast(),
+            list.len(),
+        )
+    };
     assert_eq!(&list[..ln as usize], b"user.secret\0");
-    assert_eq!(set("trusted.nope", b"v"), -1, "non-user namespaces are refused");
-    assert_eq!(unsafe { libc::removexattr(cpath(&v.p("x")).as_ptr(), c"user.secret".as_ptr()) }, 0);
-    let gone = unsafe { libc::getxattr(cpath(&v.p("x")).as_ptr(), c"user.secret".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert_eq!(
+        set("trusted.nope", b"v"),
+        -1,
+        "non-user namespaces are refused"
+    );
+    assert_eq!(
+        unsafe { libc::removexattr(cpath(&v.p("x")).as_ptr(), c"user.secret".as_ptr()) },
+        0
+    );
+    let gone = unsafe {
+        libc::getxattr(
+            cpath(&v.p("x")).as_ptr(),
+            c"user.secret".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     assert_eq!(gone, -1);
 }
 
@@ -354,7 +570,10 @@ fn mount_is_private_without_allow_other() {
         .arg(v.p("f"))
         .output()
         .unwrap();
-    assert!(!out.status.success(), "another user could stat a file on a private mount");
+    assert!(
+        !out.status.success(),
+        "another user could stat a file on a private mount"
+    );
     let mut v2 = Vol::unmounted();
     v2.mount(&["--allow-other"]);
     fs::write(v2.p("f"), b"x").unwrap();
@@ -363,5 +582,9 @@ fn mount_is_private_without_allow_other() {
         .arg(v2.p("f"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "--allow-other mount refused another user: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "--allow-other mount refused another user: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -16,7 +16,12 @@ fn golden_dir(v: u32) -> PathBuf {
 /// Copies a golden volume to a scratch directory (mounting must not touch the originals)
 /// and restores the backing xattrs that git does not keep.
 fn scratch_copy(src: &Path, dst: &Path) {
-    let st = Command::new("cp").arg("-a").arg(src.join("cipher")).arg(dst).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(src.join("cipher"))
+        .arg(dst)
+        .status()
+        .unwrap();
     assert!(st.success());
     let x = fs::read_to_string(src.join("xattrs.txt")).unwrap();
     let mut file = None;
@@ -24,7 +29,11 @@ fn scratch_copy(src: &Path, dst: &Path) {
         if let Some(f) = line.strip_prefix("# file: ") {
             file = Some(dst.join(f));
         } else if let (Some((name, val)), Some(f)) = (line.split_once('='), &file) {
-            let st = Command::new("setfattr").args(["-h", "-n", name, "-v", val]).arg(f).status().unwrap();
+            let st = Command::new("setfattr")
+                .args(["-h", "-n", name, "-v", val])
+                .arg(f)
+                .status()
+                .unwrap();
             assert!(st.success(), "restore xattr {name} on {}", f.display());
         }
     }
@@ -42,7 +51,15 @@ fn golden_v1_mounts_and_reads() {
     // The keyslot records the key's path at creation time; --kek finds the slot by the
     // key's fingerprint wherever the key now lives.
     let kek = format!("pem:{}", g.join("kek.pem").display());
-    ok(&cmkfs(["mount", "--log-file", tmp.path().join("log").to_str().unwrap(), "--kek", &kek, cipher.to_str().unwrap(), mnt.to_str().unwrap()]));
+    ok(&cmkfs([
+        "mount",
+        "--log-file",
+        tmp.path().join("log").to_str().unwrap(),
+        "--kek",
+        &kek,
+        cipher.to_str().unwrap(),
+        mnt.to_str().unwrap(),
+    ]));
     struct Unmount(PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -57,13 +74,30 @@ fn golden_v1_mounts_and_reads() {
         let (sum, size, name) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
         let data = fs::read(mnt.join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"));
         assert_eq!(data.len().to_string(), size, "{name} size");
-        let got = Command::new("sha256sum").arg(mnt.join(name)).output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&got.stdout).split(' ').next().unwrap(), sum, "{name} content");
+        let got = Command::new("sha256sum")
+            .arg(mnt.join(name))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout)
+                .split(' ')
+                .next()
+                .unwrap(),
+            sum,
+            "{name} content"
+        );
         n += 1;
     }
     assert_eq!(n, 5, "manifest lists every golden file");
-    assert_eq!(fs::read_link(mnt.join("link")).unwrap().to_str().unwrap(), "hello.txt");
-    let out = Command::new("getfattr").args(["--only-values", "-n", "user.note"]).arg(mnt.join("hello.txt")).output().unwrap();
+    assert_eq!(
+        fs::read_link(mnt.join("link")).unwrap().to_str().unwrap(),
+        "hello.txt"
+    );
+    let out = Command::new("getfattr")
+        .args(["--only-values", "-n", "user.note"])
+        .arg(mnt.join("hello.txt"))
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "golden");
     let st = cmkfs(["status", "--json", mnt.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();

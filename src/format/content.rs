@@ -69,7 +69,10 @@ pub struct ContentCipher {
 impl ContentCipher {
     /// Builds the cipher from a file's DEK and id.
     pub fn new(dek: &SecretKey, file_id: [u8; 16]) -> Self {
-        ContentCipher { aead: Aead::new(dek), file_id }
+        ContentCipher {
+            aead: Aead::new(dek),
+            file_id,
+        }
     }
 
     /// The random file id from the file header.
@@ -93,7 +96,9 @@ impl ContentCipher {
         out[..NONCE_LEN].copy_from_slice(&nonce);
         let body_end = NONCE_LEN + plain.len();
         out[NONCE_LEN..body_end].copy_from_slice(plain);
-        let tag = self.aead.seal_in_place(&nonce, &self.aad(index), &mut out[NONCE_LEN..body_end]);
+        let tag = self
+            .aead
+            .seal_in_place(&nonce, &self.aad(index), &mut out[NONCE_LEN..body_end]);
         out[body_end..].copy_from_slice(&tag);
     }
 
@@ -123,7 +128,9 @@ impl ContentCipher {
 /// True when every byte is zero. Word-at-a-time; this runs on every block read.
 pub fn is_zero(buf: &[u8]) -> bool {
     let (prefix, words, suffix) = unsafe { buf.align_to::<u64>() };
-    prefix.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && suffix.iter().all(|&b| b == 0)
+    prefix.iter().all(|&b| b == 0)
+        && words.iter().all(|&w| w == 0)
+        && suffix.iter().all(|&b| b == 0)
 }
 
 #[cfg(test)]
@@ -182,7 +189,8 @@ mod tests {
         // Moved to another file (other DEK and file id).
         assert_eq!(open(&cipher(2), 0, &s), Err(BlockError::Auth));
         // Same DEK but other file id: the id alone must also bind.
-        let same_key_other_id = ContentCipher::new(&SecretKey::from_slice(&[1; 32]).unwrap(), [3; 16]);
+        let same_key_other_id =
+            ContentCipher::new(&SecretKey::from_slice(&[1; 32]).unwrap(), [3; 16]);
         assert_eq!(open(&same_key_other_id, 0, &s), Err(BlockError::Auth));
         // Truncated block.
         assert_eq!(open(&c, 0, &s[..s.len() - 1]), Err(BlockError::Auth));
@@ -198,7 +206,7 @@ mod tests {
 
     #[test]
     fn is_zero_works_unaligned() {
-        let mut v = vec![0u8; 100];
+        let mut v = [0u8; 100];
         assert!(is_zero(&v[1..]));
         v[99] = 1;
         assert!(!is_zero(&v[1..]));

@@ -12,6 +12,6 @@ pub mod content;
 pub mod file;
 pub mod volume;
 
-pub use content::{ContentCipher, BLOCK_SIZE, CIPHER_BLOCK_SIZE, BLOCK_OVERHEAD};
+pub use content::{ContentCipher, BLOCK_OVERHEAD, BLOCK_SIZE, CIPHER_BLOCK_SIZE};
 pub use file::{FileHeader, FILE_HEADER_LEN};
 pub use volume::{Keyslot, VolumeHeader, VolumeKeys, VOLUME_HEADER_NAME};

@@ -102,7 +102,12 @@ impl Keyslot {
     pub fn wrapped_bytes(&self) -> Result<Vec<u8>, VolumeHeaderError> {
         base64::engine::general_purpose::STANDARD
             .decode(&self.wrapped_key)
-            .map_err(|_| VolumeHeaderError::BadField(format!("keyslot {} wrapped_key is not base64", self.id)))
+            .map_err(|_| {
+                VolumeHeaderError::BadField(format!(
+                    "keyslot {} wrapped_key is not base64",
+                    self.id
+                ))
+            })
     }
 }
 
@@ -209,34 +214,52 @@ impl VolumeHeader {
 
     /// Parses stored bytes and checks everything that can be checked without the key.
     pub fn parse(bytes: &[u8]) -> Result<ParsedHeader, VolumeHeaderError> {
-        let env: EnvelopeIn<'_> =
-            serde_json::from_slice(bytes).map_err(|e| VolumeHeaderError::Malformed(e.to_string()))?;
+        let env: EnvelopeIn<'_> = serde_json::from_slice(bytes)
+            .map_err(|e| VolumeHeaderError::Malformed(e.to_string()))?;
         let header: VolumeHeader = serde_json::from_str(env.body.get())
             .map_err(|e| VolumeHeaderError::Malformed(e.to_string()))?;
         if header.format != FORMAT_NAME {
-            return Err(VolumeHeaderError::Malformed(format!("format is '{}', not '{FORMAT_NAME}'", header.format)));
+            return Err(VolumeHeaderError::Malformed(format!(
+                "format is '{}', not '{FORMAT_NAME}'",
+                header.format
+            )));
         }
         if header.version > FORMAT_VERSION || header.version == 0 {
             return Err(VolumeHeaderError::UnsupportedVersion(header.version));
         }
-        if let Some(f) = header.features.iter().find(|f| !KNOWN_FEATURES.contains(&f.as_str())) {
+        if let Some(f) = header
+            .features
+            .iter()
+            .find(|f| !KNOWN_FEATURES.contains(&f.as_str()))
+        {
             return Err(VolumeHeaderError::UnsupportedFeature(f.clone()));
         }
         if header.block_size != super::BLOCK_SIZE as u32 {
-            return Err(VolumeHeaderError::BadField(format!("block_size {} (only 4096 is defined)", header.block_size)));
+            return Err(VolumeHeaderError::BadField(format!(
+                "block_size {} (only 4096 is defined)",
+                header.block_size
+            )));
         }
         if header.cipher != "AES-256-GCM" {
-            return Err(VolumeHeaderError::BadField(format!("cipher '{}' (only AES-256-GCM is defined)", header.cipher)));
+            return Err(VolumeHeaderError::BadField(format!(
+                "cipher '{}' (only AES-256-GCM is defined)",
+                header.cipher
+            )));
         }
         if crypto::unhex(&header.volume_id).map(|v| v.len()) != Some(16) {
-            return Err(VolumeHeaderError::BadField("volume_id must be 32 hex digits".into()));
+            return Err(VolumeHeaderError::BadField(
+                "volume_id must be 32 hex digits".into(),
+            ));
         }
         if header.keyslots.is_empty() {
             return Err(VolumeHeaderError::BadField("no keyslots".into()));
         }
         for s in &header.keyslots {
             if s.algorithm != SLOT_ALGORITHM {
-                return Err(VolumeHeaderError::BadField(format!("keyslot {} algorithm '{}'", s.id, s.algorithm)));
+                return Err(VolumeHeaderError::BadField(format!(
+                    "keyslot {} algorithm '{}'",
+                    s.id, s.algorithm
+                )));
             }
         }
         let mac = base64::engine::general_purpose::STANDARD
@@ -299,14 +322,24 @@ mod tests {
     fn tampering_any_field_is_detected() {
         let (h, k) = sample();
         let bytes = String::from_utf8(h.seal(&k)).unwrap();
-        for (from, to) in [("local:/k/a", "local:/k/b"), ("\"generation\": 1", "\"generation\": 2"), ("primary", "recovery")] {
+        for (from, to) in [
+            ("local:/k/a", "local:/k/b"),
+            ("\"generation\": 1", "\"generation\": 2"),
+            ("primary", "recovery"),
+        ] {
             let t = bytes.replacen(from, to, 1);
             assert_ne!(t, bytes);
             let p = VolumeHeader::parse(t.as_bytes()).unwrap();
-            assert!(matches!(p.verify(&k), Err(VolumeHeaderError::Tampered)), "{from} -> {to}");
+            assert!(
+                matches!(p.verify(&k), Err(VolumeHeaderError::Tampered)),
+                "{from} -> {to}"
+            );
         }
         let other = VolumeKeys::derive(&SecretKey::random(), [9; 16]);
-        assert!(VolumeHeader::parse(bytes.as_bytes()).unwrap().verify(&other).is_err());
+        assert!(VolumeHeader::parse(bytes.as_bytes())
+            .unwrap()
+            .verify(&other)
+            .is_err());
     }
 
     #[test]
@@ -317,7 +350,13 @@ mod tests {
         assert!(e.to_string().contains("filename-encryption-v9"), "{e}");
         let (mut h, k) = sample();
         h.version = 2;
-        assert!(matches!(VolumeHeader::parse(&h.seal(&k)), Err(VolumeHeaderError::UnsupportedVersion(2))));
-        assert!(matches!(VolumeHeader::parse(b"garbage"), Err(VolumeHeaderError::Malformed(_))));
+        assert!(matches!(
+            VolumeHeader::parse(&h.seal(&k)),
+            Err(VolumeHeaderError::UnsupportedVersion(2))
+        ));
+        assert!(matches!(
+            VolumeHeader::parse(b"garbage"),
+            Err(VolumeHeaderError::Malformed(_))
+        ));
     }
 }

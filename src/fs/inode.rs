@@ -79,7 +79,12 @@ impl InodeTable {
         let mut maps = Maps::default();
         maps.by_id.insert(ROOT_ID, root);
         maps.by_key.insert(key, ROOT_ID);
-        Ok(InodeTable { maps: Mutex::new(maps), root_dev: st.st_dev, root_ino: st.st_ino, next_synthetic: AtomicU64::new(SYNTHETIC_BASE) })
+        Ok(InodeTable {
+            maps: Mutex::new(maps),
+            root_dev: st.st_dev,
+            root_ino: st.st_ino,
+            next_synthetic: AtomicU64::new(SYNTHETIC_BASE),
+        })
     }
 
     /// The inode for a node id the kernel sent.
@@ -102,7 +107,11 @@ impl InodeTable {
             ino.lookups.fetch_add(1, Ordering::Relaxed);
             return ino;
         }
-        let id = if st.st_dev == self.root_dev && st.st_ino != ROOT_ID && st.st_ino != self.root_ino && st.st_ino < SYNTHETIC_BASE {
+        let id = if st.st_dev == self.root_dev
+            && st.st_ino != ROOT_ID
+            && st.st_ino != self.root_ino
+            && st.st_ino < SYNTHETIC_BASE
+        {
             st.st_ino
         } else {
             self.next_synthetic.fetch_add(1, Ordering::Relaxed)
@@ -126,8 +135,13 @@ impl InodeTable {
             return;
         }
         let mut maps = self.maps.lock();
-        let Some(ino) = maps.by_id.get(&id) else { return };
-        let prev = ino.lookups.fetch_sub(n.min(ino.lookups.load(Ordering::Relaxed)), Ordering::Relaxed);
+        let Some(ino) = maps.by_id.get(&id) else {
+            return;
+        };
+        let prev = ino.lookups.fetch_sub(
+            n.min(ino.lookups.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
         if prev <= n {
             let key = ino.key;
             maps.by_id.remove(&id);

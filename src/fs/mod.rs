@@ -23,9 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 
@@ -42,8 +43,15 @@ pub const MAX_WRITE: u32 = 1 << 20;
 const XATTR_AAD: &[u8] = b"cmkfs-xattr-v1\0";
 
 enum Handle {
-    File { inode: Arc<Inode>, flags: i32 },
-    Dir { inode: Arc<Inode>, fd: OwnedFd, entries: Mutex<Option<Arc<Vec<sys::DirEntry>>>> },
+    File {
+        inode: Arc<Inode>,
+        flags: i32,
+    },
+    Dir {
+        inode: Arc<Inode>,
+        fd: OwnedFd,
+        entries: Mutex<Option<Arc<Vec<sys::DirEntry>>>>,
+    },
 }
 
 /// The mounted filesystem.
@@ -95,10 +103,19 @@ fn ts(sec: i64, nsec: i64) -> SystemTime {
 
 fn to_timespec(t: Option<TimeOrNow>) -> libc::timespec {
     match t {
-        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        Some(TimeOrNow::Now) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
         Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => libc::timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 },
+            Ok(d) => libc::timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as i64,
+            },
             Err(e) => {
                 let d = e.duration();
                 let (mut s, mut n) = (-(d.as_secs() as i64), -(d.subsec_nanos() as i64));
@@ -106,7 +123,10 @@ fn to_timespec(t: Option<TimeOrNow>) -> libc::timespec {
                     s -= 1;
                     n += 1_000_000_000;
                 }
-                libc::timespec { tv_sec: s, tv_nsec: n }
+                libc::timespec {
+                    tv_sec: s,
+                    tv_nsec: n,
+                }
             }
         },
     }
@@ -114,7 +134,11 @@ fn to_timespec(t: Option<TimeOrNow>) -> libc::timespec {
 
 fn attr(id: u64, st: &sys::Stat) -> FileAttr {
     let kind = file_type(st.st_mode);
-    let size = if kind == FileType::RegularFile { plain_size(st.st_size as u64) } else { st.st_size as u64 };
+    let size = if kind == FileType::RegularFile {
+        plain_size(st.st_size as u64)
+    } else {
+        st.st_size as u64
+    };
     FileAttr {
         ino: INodeNo(id),
         size,
@@ -212,18 +236,31 @@ impl CmkFs {
             return Ok(());
         }
         let pst = sys::fstat(parent.fd()).map_err(io)?;
-        let gid = if pst.st_mode & libc::S_ISGID != 0 { pst.st_gid } else { req.gid() };
+        let gid = if pst.st_mode & libc::S_ISGID != 0 {
+            pst.st_gid
+        } else {
+            req.gid()
+        };
         sys::chown_fd(fd.as_fd(), req.uid(), gid).map_err(io)?;
         // chown clears set-id bits of non-directories; put back what the caller asked for.
         let fmt = mode & libc::S_IFMT;
-        if mode & (libc::S_ISUID | libc::S_ISGID) != 0 && fmt != libc::S_IFDIR && fmt != libc::S_IFLNK {
+        if mode & (libc::S_ISUID | libc::S_ISGID) != 0
+            && fmt != libc::S_IFDIR
+            && fmt != libc::S_IFLNK
+        {
             sys::chmod_fd(fd.as_fd(), mode & 0o7777).map_err(io)?;
         }
         Ok(())
     }
 
     fn open_child_path(parent: &Inode, name: &OsStr) -> R<OwnedFd> {
-        sys::openat(parent.fd(), &sys::cstr(name).map_err(io)?, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(io)
+        sys::openat(
+            parent.fd(),
+            &sys::cstr(name).map_err(io)?,
+            libc::O_PATH | libc::O_NOFOLLOW,
+            0,
+        )
+        .map_err(io)
     }
 
     fn do_lookup(&self, parent: INodeNo, name: &OsStr) -> R<FileAttr> {
@@ -272,7 +309,8 @@ impl CmkFs {
             if !i.is_file() {
                 return Err(Errno::EINVAL);
             }
-            let via_handle = fh.and_then(|fh| self.file_handle(fh).ok()).is_some() && i.data.is_open();
+            let via_handle =
+                fh.and_then(|fh| self.file_handle(fh).ok()).is_some() && i.data.is_open();
             if via_handle {
                 i.data.truncate(&self.keys, sz)?;
             } else {
@@ -285,7 +323,14 @@ impl CmkFs {
         Ok(attr(i.id, &sys::fstat(i.fd()).map_err(io)?))
     }
 
-    fn do_mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, rdev: u32) -> R<FileAttr> {
+    fn do_mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+    ) -> R<FileAttr> {
         let p = self.inode(parent)?;
         check_name(&p, name)?;
         let c = sys::cstr(name).map_err(io)?;
@@ -304,10 +349,21 @@ impl CmkFs {
         Ok(self.lookup_fd(fd)?.1)
     }
 
-    fn do_symlink(&self, req: &Request, parent: INodeNo, name: &OsStr, target: &Path) -> R<FileAttr> {
+    fn do_symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &Path,
+    ) -> R<FileAttr> {
         let p = self.inode(parent)?;
         check_name(&p, name)?;
-        sys::symlinkat(&sys::cstr(target.as_os_str()).map_err(io)?, p.fd(), &sys::cstr(name).map_err(io)?).map_err(io)?;
+        sys::symlinkat(
+            &sys::cstr(target.as_os_str()).map_err(io)?,
+            p.fd(),
+            &sys::cstr(name).map_err(io)?,
+        )
+        .map_err(io)?;
         let fd = Self::open_child_path(&p, name)?;
         self.set_owner(req, &p, &fd, libc::S_IFLNK)?;
         Ok(self.lookup_fd(fd)?.1)
@@ -319,7 +375,14 @@ impl CmkFs {
         sys::unlinkat(p.fd(), &sys::cstr(name).map_err(io)?, flags).map_err(io)
     }
 
-    fn do_rename(&self, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags) -> R<()> {
+    fn do_rename(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+    ) -> R<()> {
         let p = self.inode(parent)?;
         let np = self.inode(newparent)?;
         check_name(&p, name)?;
@@ -327,8 +390,14 @@ impl CmkFs {
         if flags.contains(RenameFlags::RENAME_WHITEOUT) {
             return Err(Errno::EINVAL);
         }
-        sys::renameat2(p.fd(), &sys::cstr(name).map_err(io)?, np.fd(), &sys::cstr(newname).map_err(io)?, flags.bits())
-            .map_err(io)
+        sys::renameat2(
+            p.fd(),
+            &sys::cstr(name).map_err(io)?,
+            np.fd(),
+            &sys::cstr(newname).map_err(io)?,
+            flags.bits(),
+        )
+        .map_err(io)
     }
 
     fn do_link(&self, ino: INodeNo, newparent: INodeNo, newname: &OsStr) -> R<FileAttr> {
@@ -353,7 +422,11 @@ impl CmkFs {
     fn do_open(&self, ino: INodeNo, flags: OpenFlags) -> R<(FileHandle, FopenFlags)> {
         let i = self.inode(ino)?;
         if !i.is_file() {
-            return Err(if i.is_dir() { Errno::EISDIR } else { Errno::EINVAL });
+            return Err(if i.is_dir() {
+                Errno::EISDIR
+            } else {
+                Errno::EINVAL
+            });
         }
         let want_write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         i.data.open(i.fd(), &self.keys, want_write)?;
@@ -369,15 +442,30 @@ impl CmkFs {
             i.data.release();
             return Err(Errno::EIO);
         }
-        let fh = self.add_handle(Handle::File { inode: i, flags: flags.0 });
+        let fh = self.add_handle(Handle::File {
+            inode: i,
+            flags: flags.0,
+        });
         Ok((fh, Self::open_flags(flags.0)))
     }
 
-    fn do_create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, flags: i32) -> R<(FileAttr, FileHandle, FopenFlags)> {
+    fn do_create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> R<(FileAttr, FileHandle, FopenFlags)> {
         let p = self.inode(parent)?;
         check_name(&p, name)?;
         let c = sys::cstr(name).map_err(io)?;
-        let created = sys::openat(p.fd(), &c, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_NOFOLLOW, mode & 0o7777);
+        let created = sys::openat(
+            p.fd(),
+            &c,
+            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_NOFOLLOW,
+            mode & 0o7777,
+        );
         let (fd, new) = match created {
             Ok(fd) => (fd, true),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
@@ -393,7 +481,11 @@ impl CmkFs {
         let (inode, _) = self.lookup_fd(path_fd)?;
         if !inode.is_file() {
             self.inodes.forget(inode.id, 1);
-            return Err(if inode.is_dir() { Errno::EISDIR } else { Errno::EEXIST });
+            return Err(if inode.is_dir() {
+                Errno::EISDIR
+            } else {
+                Errno::EEXIST
+            });
         }
         let want_write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if let Err(e) = inode.data.open(inode.fd(), &self.keys, want_write || new) {
@@ -417,7 +509,12 @@ impl CmkFs {
         let n = i.data.write(&self.keys, offset, data)?;
         if flags & (libc::O_SYNC | libc::O_DSYNC) != 0 {
             let f = i.data.backing().ok_or(Errno::EBADF)?;
-            if flags & libc::O_SYNC == libc::O_SYNC { f.sync_all() } else { f.sync_data() }.map_err(io)?;
+            if flags & libc::O_SYNC == libc::O_SYNC {
+                f.sync_all()
+            } else {
+                f.sync_data()
+            }
+            .map_err(io)?;
         }
         Ok(n as u32)
     }
@@ -434,7 +531,12 @@ impl CmkFs {
         match &*self.handle(fh)? {
             Handle::File { inode, .. } => {
                 let f = inode.data.backing().ok_or(Errno::EBADF)?;
-                if datasync { f.sync_data() } else { f.sync_all() }.map_err(io)
+                if datasync {
+                    f.sync_data()
+                } else {
+                    f.sync_all()
+                }
+                .map_err(io)
             }
             Handle::Dir { fd, .. } => {
                 if unsafe { libc::fsync(std::os::fd::AsRawFd::as_raw_fd(fd)) } != 0 {
@@ -448,15 +550,22 @@ impl CmkFs {
     fn do_opendir(&self, ino: INodeNo) -> R<FileHandle> {
         let i = self.inode(ino)?;
         let fd = sys::openat(i.fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(io)?;
-        Ok(self.add_handle(Handle::Dir { inode: i, fd, entries: Mutex::new(None) }))
+        Ok(self.add_handle(Handle::Dir {
+            inode: i,
+            fd,
+            entries: Mutex::new(None),
+        }))
     }
 
     fn dir_entries(&self, fh: FileHandle, offset: u64) -> R<(u64, Arc<Vec<sys::DirEntry>>)> {
         let h = self.handle(fh)?;
-        let Handle::Dir { inode, entries, .. } = &*h else { return Err(Errno::ENOTDIR) };
+        let Handle::Dir { inode, entries, .. } = &*h else {
+            return Err(Errno::ENOTDIR);
+        };
         let mut e = entries.lock();
         if offset == 0 || e.is_none() {
-            let fd = sys::openat(inode.fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(io)?;
+            let fd =
+                sys::openat(inode.fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(io)?;
             let mut list = sys::read_dir(fd).map_err(io)?;
             if inode.id == ROOT_ID {
                 list.retain(|d| !is_reserved_root_name(&d.name));
@@ -497,7 +606,10 @@ impl CmkFs {
         if !xattr_allowed(name) {
             return Err(Errno::EOPNOTSUPP);
         }
-        let sealed = self.keys.xattr().seal_message(&Self::xattr_aad(name), value);
+        let sealed = self
+            .keys
+            .xattr()
+            .seal_message(&Self::xattr_aad(name), value);
         sys::setxattr(i.fd(), &sys::cstr(name).map_err(io)?, &sealed, flags).map_err(io)
     }
 
@@ -593,27 +705,48 @@ impl Filesystem for CmkFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match guard("setattr", || self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh)) {
+        match guard("setattr", || {
+            self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh)
+        }) {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply.error(e),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match guard("readlink", || sys::readlink(self.inode(ino)?.fd()).map_err(io)) {
+        match guard("readlink", || {
+            sys::readlink(self.inode(ino)?.fd()).map_err(io)
+        }) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e),
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         match guard("mknod", || self.do_mknod(req, parent, name, mode, rdev)) {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
         match guard("mkdir", || self.do_mkdir(req, parent, name, mode)) {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
             Err(e) => reply.error(e),
@@ -634,21 +767,48 @@ impl Filesystem for CmkFs {
         }
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        match guard("symlink", || self.do_symlink(req, parent, link_name, target)) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        match guard("symlink", || {
+            self.do_symlink(req, parent, link_name, target)
+        }) {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
 
-    fn rename(&self, _req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
-        match guard("rename", || self.do_rename(parent, name, newparent, newname, flags)) {
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match guard("rename", || {
+            self.do_rename(parent, name, newparent, newname, flags)
+        }) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         match guard("link", || self.do_link(ino, newparent, newname)) {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
             Err(e) => reply.error(e),
@@ -662,26 +822,63 @@ impl Filesystem for CmkFs {
         }
     }
 
-    fn read(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
         match guard("read", || self.file_handle(fh)?.0.data.read(offset, size)) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),
         }
     }
 
-    fn write(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, data: &[u8], _wf: WriteFlags, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyWrite) {
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _wf: WriteFlags,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
         match guard("write", || self.do_write(fh, offset, data)) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         // Writes reach the backing file before they are acknowledged; nothing is buffered.
         reply.ok();
     }
 
-    fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
         let _ = guard("release", || {
             self.do_release(fh);
             Ok(())
@@ -689,7 +886,14 @@ impl Filesystem for CmkFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match guard("fsync", || self.do_fsync(fh, datasync)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -703,12 +907,24 @@ impl Filesystem for CmkFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         match guard("readdir", || self.dir_entries(fh, offset)) {
             Ok((dir_id, entries)) => {
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
                     let ino = if e.name == b"." { dir_id } else { e.ino };
-                    if reply.add(INodeNo(ino), (i + 1) as u64, dt_type(e.kind), OsStr::from_bytes(&e.name)) {
+                    if reply.add(
+                        INodeNo(ino),
+                        (i + 1) as u64,
+                        dt_type(e.kind),
+                        OsStr::from_bytes(&e.name),
+                    ) {
                         break;
                     }
                 }
@@ -718,12 +934,26 @@ impl Filesystem for CmkFs {
         }
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.handles.lock().remove(&fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match guard("fsyncdir", || self.do_fsync(fh, datasync)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -732,12 +962,30 @@ impl Filesystem for CmkFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match guard("statfs", || self.do_statfs()) {
-            Ok(s) => reply.statfs(s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_bsize as u32, s.f_namemax as u32, s.f_frsize as u32),
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                s.f_namemax as u32,
+                s.f_frsize as u32,
+            ),
             Err(e) => reply.error(e),
         }
     }
 
-    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
         match guard("setxattr", || self.do_setxattr(ino, name, value, flags)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -745,7 +993,11 @@ impl Filesystem for CmkFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        reply_xattr(reply, size, guard("getxattr", || self.do_getxattr(ino, name)));
+        reply_xattr(
+            reply,
+            size,
+            guard("getxattr", || self.do_getxattr(ino, name)),
+        );
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
@@ -764,21 +1016,52 @@ impl Filesystem for CmkFs {
         reply.ok();
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         match guard("create", || self.do_create(req, parent, name, mode, flags)) {
             Ok((a, fh, f)) => reply.created(&TTL, &a, Generation(0), fh, f),
             Err(e) => reply.error(e),
         }
     }
 
-    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
-        match guard("fallocate", || self.file_handle(fh)?.0.data.fallocate(&self.keys, mode, offset, length)) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match guard("fallocate", || {
+            self.file_handle(fh)?
+                .0
+                .data
+                .fallocate(&self.keys, mode, offset, length)
+        }) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
-    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
         match guard("lseek", || {
             if offset < 0 {
                 return Err(Errno::ENXIO);

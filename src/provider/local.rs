@@ -24,7 +24,8 @@ pub struct LocalProvider {
 impl LocalProvider {
     /// Parses `rest` (the part after `local:`).
     pub fn open(uri: &str, rest: &str) -> Result<Self, ProviderError> {
-        let bad = |m: &str| ProviderError::new(ErrorKind::Misconfigured, SCHEME, uri, m.to_string());
+        let bad =
+            |m: &str| ProviderError::new(ErrorKind::Misconfigured, SCHEME, uri, m.to_string());
         let (path, query) = match rest.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (rest, None),
@@ -40,13 +41,29 @@ impl LocalProvider {
         if !path.is_absolute() {
             return Err(bad("the key path must be absolute: local:/STORE/NAME"));
         }
-        let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| bad("no key name in URI"))?;
-        let store = KeyStore::open(path.parent().ok_or_else(|| bad("no store directory in URI"))?);
-        Ok(LocalProvider { uri: uri.into(), store, name: name.into(), pinned })
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| bad("no key name in URI"))?;
+        let store = KeyStore::open(
+            path.parent()
+                .ok_or_else(|| bad("no store directory in URI"))?,
+        );
+        Ok(LocalProvider {
+            uri: uri.into(),
+            store,
+            name: name.into(),
+            pinned,
+        })
     }
 
     fn err(&self, kind: ErrorKind, msg: impl Into<String>) -> ProviderError {
-        ProviderError::new(kind, SCHEME, format!("'{}' in {}", self.name, self.store.root().display()), msg)
+        ProviderError::new(
+            kind,
+            SCHEME,
+            format!("'{}' in {}", self.name, self.store.root().display()),
+            msg,
+        )
     }
 
     fn store_err(&self, e: StoreError) -> ProviderError {
@@ -54,7 +71,11 @@ impl LocalProvider {
             StoreError::NoStore(_) => ErrorKind::Unreachable,
             StoreError::NoKey { .. } | StoreError::NoVersion { .. } => ErrorKind::Denied,
             StoreError::BadName(_) | StoreError::Invalid(_) => ErrorKind::Misconfigured,
-            StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => ErrorKind::Denied,
+            StoreError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                ErrorKind::Denied
+            }
             StoreError::Io { .. } => ErrorKind::Unreachable,
             StoreError::Corrupt { .. } | StoreError::Exists(_) => ErrorKind::Misconfigured,
         };
@@ -75,18 +96,43 @@ impl LocalProvider {
     /// expired one (unwrapping with an expired key keeps working, with a warning).
     fn check_usable(&self, v: &VersionMeta, for_wrap: bool) -> Result<(), ProviderError> {
         if !v.enabled {
-            return Err(self.err(ErrorKind::Denied, format!("version {} is disabled", v.version)));
+            return Err(self.err(
+                ErrorKind::Denied,
+                format!("version {} is disabled", v.version),
+            ));
         }
         let now = SystemTime::now();
-        if let Some(a) = v.activation.as_deref().and_then(|s| humantime::parse_rfc3339_weak(s).ok()) {
+        if let Some(a) = v
+            .activation
+            .as_deref()
+            .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+        {
             if a > now {
-                return Err(self.err(ErrorKind::Denied, format!("version {} is not active until {}", v.version, v.activation.as_deref().unwrap_or(""))));
+                return Err(self.err(
+                    ErrorKind::Denied,
+                    format!(
+                        "version {} is not active until {}",
+                        v.version,
+                        v.activation.as_deref().unwrap_or("")
+                    ),
+                ));
             }
         }
-        if let Some(x) = v.expiry.as_deref().and_then(|s| humantime::parse_rfc3339_weak(s).ok()) {
+        if let Some(x) = v
+            .expiry
+            .as_deref()
+            .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+        {
             if x <= now {
                 if for_wrap {
-                    return Err(self.err(ErrorKind::Denied, format!("version {} expired at {}; create a new version before wrapping", v.version, v.expiry.as_deref().unwrap_or(""))));
+                    return Err(self.err(
+                        ErrorKind::Denied,
+                        format!(
+                            "version {} expired at {}; create a new version before wrapping",
+                            v.version,
+                            v.expiry.as_deref().unwrap_or("")
+                        ),
+                    ));
                 }
                 tracing::warn!(key = %self.name, version = v.version, "KEK version has expired; it still unwraps");
             }
@@ -97,11 +143,12 @@ impl LocalProvider {
     fn current_meta(&self) -> Result<VersionMeta, ProviderError> {
         let meta = self.store.meta(&self.name).map_err(|e| self.store_err(e))?;
         let v = match self.pinned {
-            Some(p) => meta.version(p).cloned().ok_or_else(|| self.err(ErrorKind::Denied, format!("version {p} does not exist")))?,
-            None => meta
-                .newest_enabled()
-                .cloned()
-                .ok_or_else(|| self.err(ErrorKind::Denied, "every version of the key is disabled"))?,
+            Some(p) => meta.version(p).cloned().ok_or_else(|| {
+                self.err(ErrorKind::Denied, format!("version {p} does not exist"))
+            })?,
+            None => meta.newest_enabled().cloned().ok_or_else(|| {
+                self.err(ErrorKind::Denied, "every version of the key is disabled")
+            })?,
         };
         Ok(v)
     }
@@ -121,26 +168,49 @@ impl KeyProvider for LocalProvider {
     fn wrap(&self, secret: &SecretKey) -> Result<Wrapped, ProviderError> {
         let v = self.current_meta()?;
         self.check_usable(&v, true)?;
-        let key = self.store.private_key(&self.name, v.version).map_err(|e| self.store_err(e))?;
+        let key = self
+            .store
+            .private_key(&self.name, v.version)
+            .map_err(|e| self.store_err(e))?;
         let public = key.to_public_key();
-        rsa_kek::check_bits(rsa_kek::bits(&public)).map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
-        Ok(Wrapped { key: self.info(&v), ciphertext: rsa_kek::wrap(&public, secret) })
+        rsa_kek::check_bits(rsa_kek::bits(&public))
+            .map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
+        Ok(Wrapped {
+            key: self.info(&v),
+            ciphertext: rsa_kek::wrap(&public, secret),
+        })
     }
 
     fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<Unwrapped, ProviderError> {
-        let vn: u32 = version
-            .parse()
-            .map_err(|_| self.err(ErrorKind::Misconfigured, format!("'{version}' is not a local key version")))?;
-        let meta = self.store.meta(&self.name).map_err(|e| self.store_err(e))?;
-        let v = meta
-            .version(vn)
-            .cloned()
-            .ok_or_else(|| self.err(ErrorKind::Denied, format!("version {vn} does not exist (deleted?)")))?;
-        self.check_usable(&v, false)?;
-        let key = self.store.private_key(&self.name, vn).map_err(|e| self.store_err(e))?;
-        let secret = rsa_kek::unwrap(&key, wrapped).ok_or_else(|| {
-            self.err(ErrorKind::UnwrapFailed, format!("version {vn} cannot decrypt this keyslot (made by another key, or corrupted)"))
+        let vn: u32 = version.parse().map_err(|_| {
+            self.err(
+                ErrorKind::Misconfigured,
+                format!("'{version}' is not a local key version"),
+            )
         })?;
-        Ok(Unwrapped { secret, key: self.info(&v) })
+        let meta = self.store.meta(&self.name).map_err(|e| self.store_err(e))?;
+        let v = meta.version(vn).cloned().ok_or_else(|| {
+            self.err(
+                ErrorKind::Denied,
+                format!("version {vn} does not exist (deleted?)"),
+            )
+        })?;
+        self.check_usable(&v, false)?;
+        let key = self
+            .store
+            .private_key(&self.name, vn)
+            .map_err(|e| self.store_err(e))?;
+        let secret = rsa_kek::unwrap(&key, wrapped).ok_or_else(|| {
+            self.err(
+                ErrorKind::UnwrapFailed,
+                format!(
+                    "version {vn} cannot decrypt this keyslot (made by another key, or corrupted)"
+                ),
+            )
+        })?;
+        Ok(Unwrapped {
+            secret,
+            key: self.info(&v),
+        })
     }
 }

@@ -59,8 +59,18 @@ pub struct ProviderError {
 
 impl ProviderError {
     /// Shorthand constructor.
-    pub fn new(kind: ErrorKind, provider: &str, key: impl Into<String>, message: impl Into<String>) -> Self {
-        ProviderError { kind, provider: provider.into(), key: key.into(), message: message.into() }
+    pub fn new(
+        kind: ErrorKind,
+        provider: &str,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ProviderError {
+            kind,
+            provider: provider.into(),
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -20,9 +20,13 @@ pub struct PemProvider {
 impl PemProvider {
     /// `path` is the file (relative paths are made absolute).
     pub fn open(path: &str) -> Result<Self, ProviderError> {
-        let p = std::path::absolute(path)
-            .map_err(|e| ProviderError::new(ErrorKind::Misconfigured, SCHEME, path, e.to_string()))?;
-        Ok(PemProvider { uri: format!("pem:{}", p.display()), path: p })
+        let p = std::path::absolute(path).map_err(|e| {
+            ProviderError::new(ErrorKind::Misconfigured, SCHEME, path, e.to_string())
+        })?;
+        Ok(PemProvider {
+            uri: format!("pem:{}", p.display()),
+            path: p,
+        })
     }
 
     fn err(&self, kind: ErrorKind, msg: impl Into<String>) -> ProviderError {
@@ -34,13 +38,16 @@ impl PemProvider {
             Ok(s) => zeroize::Zeroizing::new(s),
             Err(e) => {
                 let kind = match e.kind() {
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => ErrorKind::Denied,
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                        ErrorKind::Denied
+                    }
                     _ => ErrorKind::Unreachable,
                 };
                 return Err(self.err(kind, format!("cannot read key file: {e}")));
             }
         };
-        let key = rsa_kek::parse_private_pem(&pem).map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
+        let key =
+            rsa_kek::parse_private_pem(&pem).map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
         let public = key.to_public_key();
         let bits = rsa_kek::bits(&public);
         rsa_kek::check_bits(bits).map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
@@ -66,13 +73,20 @@ impl KeyProvider for PemProvider {
 
     fn wrap(&self, secret: &SecretKey) -> Result<Wrapped, ProviderError> {
         let (key, info) = self.load()?;
-        Ok(Wrapped { key: info, ciphertext: rsa_kek::wrap(&key.to_public_key(), secret) })
+        Ok(Wrapped {
+            key: info,
+            ciphertext: rsa_kek::wrap(&key.to_public_key(), secret),
+        })
     }
 
     fn unwrap(&self, _version: &str, wrapped: &[u8]) -> Result<Unwrapped, ProviderError> {
         let (key, info) = self.load()?;
-        let secret = rsa_kek::unwrap(&key, wrapped)
-            .ok_or_else(|| self.err(ErrorKind::UnwrapFailed, "this key cannot decrypt the keyslot (made by another key, or corrupted)"))?;
+        let secret = rsa_kek::unwrap(&key, wrapped).ok_or_else(|| {
+            self.err(
+                ErrorKind::UnwrapFailed,
+                "this key cannot decrypt the keyslot (made by another key, or corrupted)",
+            )
+        })?;
         Ok(Unwrapped { secret, key: info })
     }
 }

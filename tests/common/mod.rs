@@ -15,11 +15,20 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    Command::new(BIN).args(args).env_remove("CMKFS_KEYSTORE").output().expect("run cmkfs")
+    Command::new(BIN)
+        .args(args)
+        .env_remove("CMKFS_KEYSTORE")
+        .output()
+        .expect("run cmkfs")
 }
 
 pub fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "cmkfs failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cmkfs failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -29,13 +38,28 @@ pub fn stderr(out: &Output) -> String {
 
 /// Fails loudly (rather than skipping) where FUSE cannot run: these tests are the point.
 pub fn require_fuse() {
-    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: the integration tests need FUSE (run scripts/test.sh as root)");
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the integration tests mount filesystems and must run as root (scripts/test.sh)");
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: the integration tests need FUSE (run scripts/test.sh as root)"
+    );
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the integration tests mount filesystems and must run as root (scripts/test.sh)"
+    );
 }
 
 /// Creates a key in a store and returns its URI.
 pub fn create_key(store: &Path, name: &str) -> String {
-    let out = ok(&cmkfs([OsStr::new("key"), OsStr::new("create"), OsStr::new("--store"), store.as_os_str(), OsStr::new("--bits"), OsStr::new("2048"), OsStr::new(name)]));
+    let out = ok(&cmkfs([
+        OsStr::new("key"),
+        OsStr::new("create"),
+        OsStr::new("--store"),
+        store.as_os_str(),
+        OsStr::new("--bits"),
+        OsStr::new("2048"),
+        OsStr::new(name),
+    ]));
     out.lines().last().unwrap().to_string()
 }
 
@@ -61,7 +85,10 @@ impl Vol {
     /// Key and volume, not mounted.
     pub fn unmounted() -> Vol {
         require_fuse();
-        let tmp = tempfile::Builder::new().prefix("cmkfs-test-").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("cmkfs-test-")
+            .tempdir()
+            .unwrap();
         let store = tmp.path().join("keys");
         let cipher = tmp.path().join("cipher");
         let mnt = tmp.path().join("mnt");
@@ -69,11 +96,23 @@ impl Vol {
         std::fs::create_dir(&mnt).unwrap();
         let uri = create_key(&store, "kek");
         ok(&cmkfs(["init", "--kek", &uri, cipher.to_str().unwrap()]));
-        Vol { tmp, store, cipher, mnt, log, uri, mounted: false }
+        Vol {
+            tmp,
+            store,
+            cipher,
+            mnt,
+            log,
+            uri,
+            mounted: false,
+        }
     }
 
     pub fn mount_output(&self, extra: &[&str]) -> Output {
-        let mut args: Vec<&OsStr> = vec![OsStr::new("mount"), OsStr::new("--log-file"), self.log.as_os_str()];
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("mount"),
+            OsStr::new("--log-file"),
+            self.log.as_os_str(),
+        ];
         args.extend(extra.iter().map(OsStr::new));
         args.push(self.cipher.as_os_str());
         args.push(self.mnt.as_os_str());
@@ -113,7 +152,11 @@ impl Vol {
 impl Drop for Vol {
     fn drop(&mut self) {
         if self.mounted {
-            let _ = cmkfs([OsStr::new("umount"), OsStr::new("--lazy"), self.mnt.as_os_str()]);
+            let _ = cmkfs([
+                OsStr::new("umount"),
+                OsStr::new("--lazy"),
+                self.mnt.as_os_str(),
+            ]);
         }
     }
 }
