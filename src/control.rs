@@ -55,8 +55,6 @@ pub struct Status {
     pub mounted_at: String,
     /// Daemon log file, if any.
     pub log_file: Option<String>,
-    /// Inodes the kernel references.
-    pub inodes: usize,
 }
 
 /// Directory holding control sockets.

@@ -63,16 +63,7 @@ pub fn default_log_file(mountpoint: &Path) -> PathBuf {
 /// Checks that can be made before unlocking, each with what to do about it.
 pub fn preflight(o: &MountOptions) -> Result<()> {
     volume::read_header(&o.cipher_dir)?;
-    let md = std::fs::metadata(&o.mountpoint).with_context(|| {
-        format!(
-            "mountpoint {} does not exist; create it with 'mkdir -p {}'",
-            o.mountpoint.display(),
-            o.mountpoint.display()
-        )
-    })?;
-    if !md.is_dir() {
-        bail!("mountpoint {} is not a directory", o.mountpoint.display());
-    }
+    // Checked before touching the mountpoint: a dead FUSE mount there fails every stat.
     if let Some(t) = control::mount_type(&o.mountpoint) {
         bail!(
             "mountpoint {} is busy: a {t} filesystem is already mounted there (unmount it first{})",
@@ -83,6 +74,16 @@ pub fn preflight(o: &MountOptions) -> Result<()> {
                 String::new()
             }
         );
+    }
+    let md = std::fs::metadata(&o.mountpoint).with_context(|| {
+        format!(
+            "mountpoint {} does not exist; create it with 'mkdir -p {}'",
+            o.mountpoint.display(),
+            o.mountpoint.display()
+        )
+    })?;
+    if !md.is_dir() {
+        bail!("mountpoint {} is not a directory", o.mountpoint.display());
     }
     if let Err(e) = std::fs::OpenOptions::new()
         .read(true)
@@ -275,7 +276,6 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
         pid: std::process::id(),
         mounted_at: mounted_at.clone(),
         log_file: log.as_ref().map(|l| l.display().to_string()),
-        inodes: 0,
     });
     let sock = control::serve(&o.mountpoint, status).context("cannot start the control socket")?;
     let mp = o.mountpoint.clone();

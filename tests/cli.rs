@@ -204,3 +204,35 @@ fn alive(pid: u64) -> bool {
         .map(|s| !s.rsplit(')').next().unwrap().trim_start().starts_with('Z'))
         .unwrap_or(false)
 }
+
+#[test]
+fn killed_daemon_mount_can_be_unmounted_and_remounted() {
+    require_fuse();
+    let mut v = Vol::new();
+    let data = pattern(77, 100_000);
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(v.p("durable")).unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+    }
+    let st: serde_json::Value =
+        serde_json::from_str(&ok(&cmkfs(["status", "--json", v.mnt.to_str().unwrap()]))).unwrap();
+    let pid = st["pid"].as_i64().unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert!(wait_until(std::time::Duration::from_secs(5), || !alive(
+        pid as u64
+    )));
+    // The dead mount answers ENOTCONN; mounting over it names the problem.
+    let e = stderr(&v.mount_output(&[]));
+    assert!(e.contains("busy") && e.contains("cmkfs umount"), "{e}");
+    let e = stderr(&cmkfs(["status", v.mnt.to_str().unwrap()]));
+    assert!(e.contains("does not answer"), "{e}");
+    ok(&cmkfs(["umount", v.mnt.to_str().unwrap()]));
+    v.mount(&[]);
+    assert_eq!(
+        fs::read(v.p("durable")).unwrap(),
+        data,
+        "fsynced data survives a killed daemon"
+    );
+}
