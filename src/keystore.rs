@@ -40,6 +40,19 @@ pub struct VersionMeta {
     pub fingerprint: String,
 }
 
+fn yes() -> bool {
+    true
+}
+
+/// A soft deletion: the key refuses to unwrap, and can be recovered until `purge_after`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Deletion {
+    /// When it was deleted (RFC 3339).
+    pub at: String,
+    /// When the retention period ends (RFC 3339).
+    pub purge_after: String,
+}
+
 /// A key's metadata file.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct KeyMeta {
@@ -49,11 +62,31 @@ pub struct KeyMeta {
     pub name: String,
     /// Creation time (RFC 3339).
     pub created: String,
+    /// Whole-key switch: a disabled key refuses every version.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Set while the key is soft-deleted.
+    #[serde(default)]
+    pub deleted: Option<Deletion>,
+    /// While set, a deleted key cannot be purged before its retention period ends.
+    #[serde(default = "yes")]
+    pub purge_protection: bool,
     /// Versions, oldest first.
     pub versions: Vec<VersionMeta>,
 }
 
 impl KeyMeta {
+    /// `enabled`, `disabled` or `deleted`.
+    pub fn state(&self) -> &'static str {
+        if self.deleted.is_some() {
+            "deleted"
+        } else if !self.enabled {
+            "disabled"
+        } else {
+            "enabled"
+        }
+    }
+
     /// The newest enabled version.
     pub fn newest_enabled(&self) -> Option<&VersionMeta> {
         self.versions.iter().rev().find(|v| v.enabled)
@@ -99,6 +132,14 @@ pub enum StoreError {
     /// Bad parameters.
     #[error("{0}")]
     Invalid(String),
+    /// Operation not allowed in the key's state.
+    #[error("key '{name}': {reason}")]
+    Refused {
+        /// Key name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// Damaged file.
     #[error("key store file {path} is damaged: {reason}")]
     Corrupt {
@@ -228,6 +269,9 @@ impl KeyStore {
             schema: 1,
             name: name.into(),
             created: now.clone(),
+            enabled: true,
+            deleted: None,
+            purge_protection: true,
             versions: vec![VersionMeta {
                 version: 1,
                 bits,
@@ -293,6 +337,187 @@ impl KeyStore {
         Ok(out)
     }
 
+    /// Applies `f` to a key's metadata under the store lock and writes it back atomically.
+    fn update(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut KeyMeta) -> Result<(), StoreError>,
+    ) -> Result<KeyMeta, StoreError> {
+        let _lock = self.lock()?;
+        let mut meta = self.meta(name)?;
+        f(&mut meta)?;
+        self.write_meta_in(&self.key_dir(name), &meta)?;
+        Ok(meta)
+    }
+
+    fn refuse(name: &str, reason: impl Into<String>) -> StoreError {
+        StoreError::Refused {
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Adds a new version (the same size as the newest unless `bits` is given). Versionless
+    /// URIs follow it from now on.
+    pub fn rotate(
+        &self,
+        name: &str,
+        bits: Option<usize>,
+        activation: Option<String>,
+        expiry: Option<String>,
+    ) -> Result<KeyMeta, StoreError> {
+        let meta = self.meta(name)?;
+        if meta.deleted.is_some() {
+            return Err(Self::refuse(name, "is deleted; recover it before rotating"));
+        }
+        let bits = bits.unwrap_or_else(|| meta.versions.last().map(|v| v.bits).unwrap_or(3072));
+        rsa_kek::check_bits(bits).map_err(StoreError::Invalid)?;
+        let key = rsa_kek::generate(bits).map_err(StoreError::Invalid)?;
+        let fingerprint = rsa_kek::fingerprint(&key.to_public_key());
+        self.update(name, |m| {
+            let version = m.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+            let pem_path = self.key_dir(name).join(format!("v{version}.pem"));
+            util::atomic_write(&pem_path, rsa_kek::private_pem(&key).as_bytes(), 0o600)
+                .map_err(io_err(&pem_path))?;
+            m.versions.push(VersionMeta {
+                version,
+                bits,
+                created: util::now_rfc3339(),
+                enabled: true,
+                activation,
+                expiry,
+                fingerprint,
+            });
+            Ok(())
+        })
+    }
+
+    /// Enables or disables a whole key (`version` None) or one version.
+    pub fn set_enabled(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        enabled: bool,
+    ) -> Result<KeyMeta, StoreError> {
+        self.update(name, |m| {
+            match version {
+                None => m.enabled = enabled,
+                Some(v) => {
+                    let vm = m.versions.iter_mut().find(|x| x.version == v).ok_or(
+                        StoreError::NoVersion {
+                            name: name.into(),
+                            version: v,
+                        },
+                    )?;
+                    vm.enabled = enabled;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Sets or clears activation and expiry dates of a version.
+    pub fn set_dates(
+        &self,
+        name: &str,
+        version: u32,
+        activation: Option<Option<String>>,
+        expiry: Option<Option<String>>,
+    ) -> Result<KeyMeta, StoreError> {
+        self.update(name, |m| {
+            let vm = m.versions.iter_mut().find(|x| x.version == version).ok_or(
+                StoreError::NoVersion {
+                    name: name.into(),
+                    version,
+                },
+            )?;
+            if let Some(a) = activation {
+                vm.activation = a;
+            }
+            if let Some(x) = expiry {
+                vm.expiry = x;
+            }
+            Ok(())
+        })
+    }
+
+    /// Soft-deletes a key: it refuses to unwrap until recovered; purgeable after `retention`.
+    pub fn delete(
+        &self,
+        name: &str,
+        retention: std::time::Duration,
+    ) -> Result<KeyMeta, StoreError> {
+        self.update(name, |m| {
+            if m.deleted.is_some() {
+                return Err(Self::refuse(name, "is already deleted"));
+            }
+            let now = std::time::SystemTime::now();
+            m.deleted = Some(Deletion {
+                at: humantime::format_rfc3339_seconds(now).to_string(),
+                purge_after: humantime::format_rfc3339_seconds(now + retention).to_string(),
+            });
+            Ok(())
+        })
+    }
+
+    /// Undoes a soft delete.
+    pub fn recover(&self, name: &str) -> Result<KeyMeta, StoreError> {
+        self.update(name, |m| {
+            if m.deleted.take().is_none() {
+                return Err(Self::refuse(name, "is not deleted"));
+            }
+            Ok(())
+        })
+    }
+
+    /// Turns purge protection on or off (off lets a deleted key be purged at once).
+    pub fn set_purge_protection(&self, name: &str, on: bool) -> Result<KeyMeta, StoreError> {
+        self.update(name, |m| {
+            if !on && m.deleted.is_some() {
+                return Err(Self::refuse(
+                    name,
+                    "purge protection cannot be removed from a deleted key",
+                ));
+            }
+            m.purge_protection = on;
+            Ok(())
+        })
+    }
+
+    /// Destroys a soft-deleted key for good. Refused while purge protection holds (the
+    /// retention period has not ended).
+    pub fn purge(&self, name: &str) -> Result<KeyMeta, StoreError> {
+        let _lock = self.lock()?;
+        let meta = self.meta(name)?;
+        let Some(d) = &meta.deleted else {
+            return Err(Self::refuse(
+                name,
+                "is not deleted; delete it first ('cmkfs key delete')",
+            ));
+        };
+        if meta.purge_protection {
+            let until =
+                humantime::parse_rfc3339_weak(&d.purge_after).map_err(|e| StoreError::Corrupt {
+                    path: self.key_dir(name),
+                    reason: e.to_string(),
+                })?;
+            if std::time::SystemTime::now() < until {
+                return Err(Self::refuse(
+                    name,
+                    format!("purge protection holds until {}", d.purge_after),
+                ));
+            }
+        }
+        let dir = self.key_dir(name);
+        let tomb = self
+            .root
+            .join(format!(".{name}.purging.{}", std::process::id()));
+        fs::rename(&dir, &tomb).map_err(io_err(&dir))?;
+        util::fsync_dir(&self.root).map_err(io_err(&self.root))?;
+        fs::remove_dir_all(&tomb).map_err(io_err(&tomb))?;
+        Ok(meta)
+    }
+
     /// Loads a version's private key.
     pub fn private_key(&self, name: &str, version: u32) -> Result<rsa::RsaPrivateKey, StoreError> {
         let p = self.key_dir(name).join(format!("v{version}.pem"));
@@ -349,6 +574,34 @@ mod tests {
             m.versions[0].fingerprint
         );
         assert!(s.uri("db-kek").starts_with("local:/"));
+        // Lifecycle.
+        let m = s.rotate("db-kek", None, None, None).unwrap();
+        assert_eq!(m.versions.len(), 2);
+        assert_eq!(m.newest_enabled().unwrap().version, 2);
+        assert_eq!(m.versions[1].bits, 2048);
+        let m = s.set_enabled("db-kek", Some(2), false).unwrap();
+        assert_eq!(m.newest_enabled().unwrap().version, 1);
+        let m = s.set_enabled("db-kek", None, false).unwrap();
+        assert_eq!(m.state(), "disabled");
+        s.set_enabled("db-kek", None, true).unwrap();
+        let m = s
+            .delete("db-kek", std::time::Duration::from_secs(3600))
+            .unwrap();
+        assert_eq!(m.state(), "deleted");
+        assert!(
+            matches!(s.purge("db-kek"), Err(StoreError::Refused { .. })),
+            "purge protection"
+        );
+        s.recover("db-kek").unwrap();
+        assert!(
+            matches!(s.purge("db-kek"), Err(StoreError::Refused { .. })),
+            "purge needs delete first"
+        );
+        s.set_purge_protection("db-kek", false).unwrap();
+        s.delete("db-kek", std::time::Duration::from_secs(3600))
+            .unwrap();
+        s.purge("db-kek").unwrap();
+        assert!(matches!(s.meta("db-kek"), Err(StoreError::NoKey { .. })));
         // No temporary directory left behind.
         assert!(fs::read_dir(s.root()).unwrap().all(|e| !e
             .unwrap()

@@ -2,6 +2,7 @@
 //!
 //! Where to find things (one concern per module, the data path readable top to bottom):
 //!
+//! - [`audit`]: the hash-chained audit log of key operations and state changes.
 //! - [`crypto`]: AES-256-GCM, HKDF-SHA256, HMAC, randomness, zeroizing key type.
 //! - [`format`]: the on-disk format (volume header, file header, block layout); the code
 //!   version of docs/FORMAT.md.
@@ -15,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod cli;
 pub mod control;
 pub mod crypto;

@@ -53,6 +53,11 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// Now, as RFC 3339 with milliseconds.
+pub fn now_rfc3339_millis() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
 /// True when the effective uid is root.
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }

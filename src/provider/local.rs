@@ -78,6 +78,7 @@ impl LocalProvider {
             }
             StoreError::Io { .. } => ErrorKind::Unreachable,
             StoreError::Corrupt { .. } | StoreError::Exists(_) => ErrorKind::Misconfigured,
+            StoreError::Refused { .. } => ErrorKind::Denied,
         };
         self.err(kind, e.to_string())
     }
@@ -140,8 +141,29 @@ impl LocalProvider {
         Ok(())
     }
 
-    fn current_meta(&self) -> Result<VersionMeta, ProviderError> {
+    /// Reads the key's metadata and refuses a deleted or disabled key.
+    fn usable_meta(&self) -> Result<crate::keystore::KeyMeta, ProviderError> {
         let meta = self.store.meta(&self.name).map_err(|e| self.store_err(e))?;
+        if let Some(d) = &meta.deleted {
+            return Err(self.err(
+                ErrorKind::Denied,
+                format!(
+                    "key was deleted at {}; 'cmkfs key recover {}' restores it until {}",
+                    d.at, self.name, d.purge_after
+                ),
+            ));
+        }
+        if !meta.enabled {
+            return Err(self.err(
+                ErrorKind::Denied,
+                "key is disabled ('cmkfs key enable' restores access)",
+            ));
+        }
+        Ok(meta)
+    }
+
+    fn current_meta(&self) -> Result<VersionMeta, ProviderError> {
+        let meta = self.usable_meta()?;
         let v = match self.pinned {
             Some(p) => meta.version(p).cloned().ok_or_else(|| {
                 self.err(ErrorKind::Denied, format!("version {p} does not exist"))
