@@ -1,20 +1,26 @@
 //! Command-line interface: every flag is defined here, and each subcommand is a short
 //! function that calls into the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use serde_json::json;
 
+use crate::audit::{self, AuditLog, ENV_AUDIT};
 use crate::keystore::{KeyStore, ENV_STORE};
 use crate::mount::{self, MountOptions};
-use crate::{control, volume};
+use crate::volume::{self, SlotRole};
+use crate::{control, revalidation};
 
 /// cmkfs: an encrypted filesystem whose keys you hold.
 #[derive(Parser, Debug)]
 #[command(name = "cmkfs", version, about, long_about = None)]
 pub struct Cli {
+    /// Audit log (JSON Lines) [default: /var/log/cmkfs/audit.jsonl as root, ~/.local/state/cmkfs/audit.jsonl otherwise]
+    #[arg(long, global = true, env = ENV_AUDIT)]
+    audit_log: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,6 +57,33 @@ enum Command {
         /// Mountpoint.
         mountpoint: PathBuf,
     },
+    /// Make a mounted volume Inaccessible now (the kill switch); root or the mounting user.
+    Lock {
+        /// Mountpoint.
+        mountpoint: PathBuf,
+    },
+    /// Revalidate with the key provider and make the volume Available again.
+    Unlock {
+        /// Mountpoint.
+        mountpoint: PathBuf,
+    },
+    /// Rewrap the volume key under a new KEK or key version (online or offline; O(1)).
+    Rotate {
+        /// The new KEK URI.
+        #[arg(long)]
+        kek: String,
+        /// Keyslot to rewrap [default: the primary slot].
+        #[arg(long)]
+        slot: Option<u32>,
+        /// Mountpoint of a mounted volume, or a cipher directory.
+        target: PathBuf,
+    },
+    /// Manage keyslots (escrow and recovery KEKs beside the primary).
+    #[command(subcommand)]
+    Keyslot(KeyslotCommand),
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +114,9 @@ enum KeyCommand {
         /// Expiry time (RFC 3339). Expired keys still unwrap, with a warning.
         #[arg(long)]
         expiry: Option<String>,
+        /// Allow purging right after deletion (default: purge protection on).
+        #[arg(long)]
+        no_purge_protection: bool,
         /// Key name (letters, digits, '.', '_', '-').
         name: String,
     },
@@ -91,6 +127,126 @@ enum KeyCommand {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Show a key's versions, states and dates.
+    Show {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Key name.
+        name: String,
+    },
+    /// Create a new version; versionless URIs follow it (mounted volumes rewrap automatically).
+    Rotate {
+        #[command(flatten)]
+        store: StoreArg,
+        /// RSA size of the new version [default: as the newest version].
+        #[arg(long)]
+        bits: Option<usize>,
+        /// Activation time of the new version (RFC 3339).
+        #[arg(long)]
+        activation: Option<String>,
+        /// Expiry time of the new version (RFC 3339).
+        #[arg(long)]
+        expiry: Option<String>,
+        /// Key name.
+        name: String,
+    },
+    /// Disable a key (NAME) or one version (NAME@VERSION): unwraps are refused.
+    Disable {
+        #[command(flatten)]
+        store: StoreArg,
+        /// NAME or NAME@VERSION.
+        key: String,
+    },
+    /// Enable a key or version again.
+    Enable {
+        #[command(flatten)]
+        store: StoreArg,
+        /// NAME or NAME@VERSION.
+        key: String,
+    },
+    /// Set or clear a version's activation and expiry dates.
+    SetDates {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Activation time (RFC 3339), or "none".
+        #[arg(long)]
+        activation: Option<String>,
+        /// Expiry time (RFC 3339), or "none".
+        #[arg(long)]
+        expiry: Option<String>,
+        /// NAME@VERSION.
+        key: String,
+    },
+    /// Soft-delete a key: refused at once, recoverable during the retention period.
+    Delete {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Retention period (e.g. 90d, 12h).
+        #[arg(long, default_value = "90d")]
+        retention: String,
+        /// Key name.
+        name: String,
+    },
+    /// Undo a soft delete.
+    Recover {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Key name.
+        name: String,
+    },
+    /// Destroy a deleted key for good (refused while purge protection holds).
+    Purge {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Key name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyslotCommand {
+    /// Add a keyslot wrapping the volume key under another KEK.
+    Add {
+        /// KEK URI of the new slot.
+        #[arg(long)]
+        kek: String,
+        /// Role: recovery (escrow, used only with an explicit 'mount --kek') or primary.
+        #[arg(long, default_value = "recovery")]
+        role: String,
+        /// Mountpoint or cipher directory.
+        target: PathBuf,
+    },
+    /// List keyslots.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Mountpoint or cipher directory.
+        target: PathBuf,
+    },
+    /// Remove a keyslot (the last one cannot be removed).
+    Remove {
+        /// Slot id.
+        #[arg(long)]
+        slot: u32,
+        /// Mountpoint or cipher directory.
+        target: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check the hash chain of an audit log: detects edited, removed or reordered records.
+    Verify {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Audit log [default: the configured audit log].
+        log: Option<PathBuf>,
     },
 }
 
@@ -108,6 +264,12 @@ struct MountArgs {
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     threads: usize,
+    /// How often the key is revalidated with its provider (e.g. 500ms, 1s, 10m).
+    #[arg(long, default_value = "5s")]
+    check_interval: String,
+    /// How long an unreachable key provider is tolerated before the volume becomes Inaccessible.
+    #[arg(long, default_value = "10m")]
+    unreachable_grace: String,
     /// Log file of the background daemon [default: /var/log/cmkfs/mount-<id>.log as root].
     #[arg(long)]
     log_file: Option<PathBuf>,
@@ -128,6 +290,15 @@ fn check_time(s: &Option<String>, what: &str) -> Result<()> {
     Ok(())
 }
 
+fn duration(s: &str, what: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(s)
+        .with_context(|| format!("--{what} '{s}' is not a duration such as 500ms, 1s or 10m"))?;
+    if d.is_zero() && what == "check-interval" {
+        bail!("--check-interval must be more than zero");
+    }
+    Ok(d)
+}
+
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CMKFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -138,79 +309,115 @@ fn init_logging(default: &str) {
         .try_init();
 }
 
+/// Splits NAME@VERSION.
+fn name_version(s: &str) -> Result<(&str, Option<u32>)> {
+    match s.split_once('@') {
+        None => Ok((s, None)),
+        Some((n, v)) => Ok((
+            n,
+            Some(
+                v.parse()
+                    .with_context(|| format!("'{v}' is not a version number"))?,
+            ),
+        )),
+    }
+}
+
+/// A target that is either a mounted volume (its cipher directory, and the mountpoint to
+/// notify) or a cipher directory.
+fn resolve_target(target: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
+    let mp = control::normalize_mountpoint(target);
+    if control::is_cmkfs_mount(&mp) {
+        let st = control::status(&mp).with_context(|| {
+            format!("{} is mounted but its daemon does not answer", mp.display())
+        })?;
+        return Ok((PathBuf::from(st.cipher_dir), Some(mp)));
+    }
+    if volume::header_path(target).exists() {
+        return Ok((std::path::absolute(target)?, None));
+    }
+    bail!(
+        "{} is neither a mounted cmkfs volume nor a cipher directory",
+        target.display()
+    )
+}
+
+fn print_status(st: &control::Status) {
+    println!("mountpoint:      {}", st.mountpoint);
+    println!("state:           {} since {}", st.state, st.state_since);
+    if let Some(r) = &st.reason {
+        println!("reason:          {r}");
+    }
+    if st.state != "Available" || st.refused_ops > 0 {
+        println!("refused ops:     {}", st.refused_ops);
+    }
+    if let Some(u) = st.locked_by_uid {
+        println!("locked by uid:   {u}");
+    }
+    println!("KEK URI:         {}", st.kek_uri);
+    println!(
+        "key:             {} {} version {} (keyslot {}, header generation {})",
+        st.provider, st.key_id, st.key_version, st.keyslot, st.header_generation
+    );
+    println!(
+        "last check ok:   {}",
+        st.last_check_ok.as_deref().unwrap_or("never")
+    );
+    println!(
+        "next check:      {} (every {})",
+        st.next_check.as_deref().unwrap_or("-"),
+        st.check_interval
+    );
+    if let Some(e) = &st.last_check_error {
+        println!("last check err:  {e}");
+    }
+    if let Some(g) = st.grace_remaining_secs {
+        println!("grace remaining: {g}s of {}", st.unreachable_grace);
+    }
+    println!("volume id:       {}", st.volume_id);
+    println!("cipher dir:      {}", st.cipher_dir);
+    println!("format:          {}", st.format_version);
+    println!("mounted at:      {}", st.mounted_at);
+    println!("daemon pid:      {}", st.pid);
+    if let Some(l) = &st.log_file {
+        println!("log file:        {l}");
+    }
+    println!("audit log:       {}", st.audit_log);
+}
+
+fn key_fields(store: &KeyStore, name: &str) -> serde_json::Value {
+    json!({"store": store.root().display().to_string(), "key": name})
+}
+
 /// Parses arguments and runs the command.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
+    let audit_path = cli.audit_log.clone().unwrap_or_else(audit::default_path);
+    let audit = AuditLog::new(&audit_path);
     match cli.command {
-        Command::Key(KeyCommand::Create {
-            store,
-            bits,
-            activation,
-            expiry,
-            name,
-        }) => {
-            init_logging("warn");
-            check_time(&activation, "activation")?;
-            check_time(&expiry, "expiry")?;
-            let ks = store.open();
-            let meta = ks.create(&name, bits, activation, expiry)?;
-            let v = &meta.versions[0];
-            println!(
-                "created key '{}' version {} (RSA-{}) in {}",
-                meta.name,
-                v.version,
-                v.bits,
-                ks.root().display()
-            );
-            println!("fingerprint {}", v.fingerprint);
-            println!("{}", ks.uri(&name));
-        }
-        Command::Key(KeyCommand::List { store, json }) => {
-            init_logging("warn");
-            let ks = store.open();
-            let keys = ks.list()?;
-            if json {
-                let v: Vec<_> = keys.iter().map(|k| serde_json::json!({"name": k.name, "uri": ks.uri(&k.name), "created": k.created, "versions": k.versions})).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else if keys.is_empty() {
-                println!("no keys in {}", ks.root().display());
-            } else {
-                println!(
-                    "{:<24} {:>4} {:>6} {:<9} {:<21} URI",
-                    "NAME", "VER", "BITS", "STATE", "CREATED"
-                );
-                for k in &keys {
-                    let v = k.versions.last().unwrap();
-                    let state = if k.newest_enabled().is_some() {
-                        "enabled"
-                    } else {
-                        "disabled"
-                    };
-                    println!(
-                        "{:<24} {:>4} {:>6} {:<9} {:<21} {}",
-                        k.name,
-                        v.version,
-                        v.bits,
-                        state,
-                        k.created,
-                        ks.uri(&k.name)
-                    );
-                }
-            }
-        }
+        Command::Key(k) => run_key(k, &audit),
         Command::Init { kek, dir } => {
             init_logging("warn");
-            let h = volume::init(&dir, &kek)?;
+            let r = volume::init(&dir, &kek);
+            match &r {
+                Ok(h) => audit.record("init", json!({"cipher_dir": dir.display().to_string(), "volume_id": h.volume_id, "kek_uri": h.keyslots[0].kek_uri, "key_id": h.keyslots[0].key_id, "key_version": h.keyslots[0].key_version, "outcome": "ok"})),
+                Err(e) => audit.record("init", json!({"cipher_dir": dir.display().to_string(), "kek_uri": kek, "outcome": "failed", "error": e.to_string()})),
+            }
+            let h = r?;
             let s = &h.keyslots[0];
             println!("created volume {} in {}", h.volume_id, dir.display());
             println!(
                 "keyslot 0: {} (key {} version {})",
                 s.kek_uri, s.key_id, s.key_version
             );
+            Ok(())
         }
         Command::Mount(a) => {
             init_logging("info");
             mount::mount(MountOptions {
+                check_interval: duration(&a.check_interval, "check-interval")?,
+                unreachable_grace: duration(&a.unreachable_grace, "unreachable-grace")?,
+                audit_log: std::path::absolute(&audit_path)?,
                 cipher_dir: a.cipher_dir,
                 mountpoint: a.mountpoint,
                 kek: a.kek,
@@ -219,11 +426,11 @@ pub fn run() -> Result<()> {
                 threads: a.threads,
                 log_file: a.log_file,
                 daemon_child: a.daemon_child,
-            })?;
+            })
         }
         Command::Umount { lazy, mountpoint } => {
             init_logging("warn");
-            mount::umount_and_wait(&mountpoint, lazy, Duration::from_secs(30))?;
+            mount::umount_and_wait(&mountpoint, lazy, Duration::from_secs(30))
         }
         Command::Status { json, mountpoint } => {
             init_logging("warn");
@@ -238,27 +445,408 @@ pub fn run() -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
-                println!("mountpoint:  {}", st.mountpoint);
-                println!(
-                    "state:       {}{}",
-                    st.state,
-                    st.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                print_status(&st);
+            }
+            Ok(())
+        }
+        Command::Lock { mountpoint } => lock_unlock(&mountpoint, true),
+        Command::Unlock { mountpoint } => lock_unlock(&mountpoint, false),
+        Command::Rotate { kek, slot, target } => {
+            init_logging("warn");
+            let (dir, mp) = resolve_target(&target)?;
+            let vol = volume::open(&dir, None)
+                .context("rotation needs the current key to unwrap the volume key")?;
+            let slot_id = slot.unwrap_or(vol.slot().id);
+            let old = vol
+                .header()
+                .keyslots
+                .iter()
+                .find(|s| s.id == slot_id)
+                .cloned()
+                .with_context(|| format!("no keyslot {slot_id}"))?;
+            let t0 = std::time::Instant::now();
+            let r = revalidation::rewrap_slot(&dir, vol.volume_key(), slot_id, &kek);
+            let mut rec = json!({"cipher_dir": dir.display().to_string(), "keyslot": slot_id, "old_kek_uri": old.kek_uri, "old_key_id": old.key_id, "old_version": old.key_version, "new_kek_uri": kek, "online": mp.is_some()});
+            match &r {
+                Ok((s, g)) => {
+                    rec["outcome"] = "ok".into();
+                    rec["new_key_id"] = s.key_id.clone().into();
+                    rec["new_version"] = s.key_version.clone().into();
+                    rec["generation"] = (*g).into();
+                }
+                Err(e) => {
+                    rec["outcome"] = "failed".into();
+                    rec["error"] = e.to_string().into();
+                }
+            }
+            audit.record("rotate", rec);
+            let (s, g) = r?;
+            if let Some(mp) = &mp {
+                let _ = control::command(mp, &control::Request::Reload);
+            }
+            println!("keyslot {slot_id} rewrapped: {} {} version {} -> {} version {} (header generation {g}, {:.1} ms)", old.provider, old.key_id, old.key_version, s.key_id, s.key_version, t0.elapsed().as_secs_f64() * 1000.0);
+            Ok(())
+        }
+        Command::Keyslot(k) => run_keyslot(k, &audit),
+        Command::Audit(AuditCommand::Verify { json, log }) => {
+            let path = log.unwrap_or(audit_path);
+            let v =
+                audit::verify(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for p in &v.problems {
+                    println!("{}: {p}", path.display());
+                }
+                println!("{} records, head {}", v.records, v.head);
+            }
+            if !v.problems.is_empty() {
+                bail!(
+                    "audit log {} fails verification ({} problems)",
+                    path.display(),
+                    v.problems.len()
                 );
-                println!("volume id:   {}", st.volume_id);
-                println!("cipher dir:  {}", st.cipher_dir);
-                println!("format:      {}", st.format_version);
-                println!("KEK URI:     {}", st.kek_uri);
+            }
+            println!("chain intact");
+            Ok(())
+        }
+    }
+}
+
+fn lock_unlock(mountpoint: &Path, lock: bool) -> Result<()> {
+    init_logging("warn");
+    let mp = control::normalize_mountpoint(mountpoint);
+    if !control::is_cmkfs_mount(&mp) {
+        bail!("{} is not a mounted cmkfs volume", mp.display());
+    }
+    let req = if lock {
+        control::Request::Lock
+    } else {
+        control::Request::Unlock
+    };
+    match control::command(&mp, &req)
+        .with_context(|| format!("cannot reach the daemon of {}", mp.display()))?
+    {
+        Ok(st) => {
+            println!(
+                "{}: {}{}",
+                mp.display(),
+                st.state,
+                st.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+            );
+            Ok(())
+        }
+        Err((e, _)) => bail!("{}: {e}", mp.display()),
+    }
+}
+
+fn run_key(k: KeyCommand, audit: &AuditLog) -> Result<()> {
+    init_logging("warn");
+    match k {
+        KeyCommand::Create {
+            store,
+            bits,
+            activation,
+            expiry,
+            no_purge_protection,
+            name,
+        } => {
+            check_time(&activation, "activation")?;
+            check_time(&expiry, "expiry")?;
+            let ks = store.open();
+            let mut meta = ks.create(&name, bits, activation, expiry)?;
+            if no_purge_protection {
+                meta = ks.set_purge_protection(&name, false)?;
+            }
+            let v = &meta.versions[0];
+            let mut rec = key_fields(&ks, &name);
+            rec["version"] = v.version.into();
+            rec["bits"] = v.bits.into();
+            rec["fingerprint"] = v.fingerprint.clone().into();
+            audit.record("key_create", rec);
+            println!(
+                "created key '{}' version {} (RSA-{}) in {}",
+                meta.name,
+                v.version,
+                v.bits,
+                ks.root().display()
+            );
+            println!("fingerprint {}", v.fingerprint);
+            println!("{}", ks.uri(&name));
+        }
+        KeyCommand::List { store, json } => {
+            let ks = store.open();
+            let keys = ks.list()?;
+            if json {
+                let v: Vec<_> = keys.iter().map(|k| json!({"name": k.name, "uri": ks.uri(&k.name), "state": k.state(), "created": k.created, "deleted": k.deleted, "versions": k.versions})).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if keys.is_empty() {
+                println!("no keys in {}", ks.root().display());
+            } else {
                 println!(
-                    "key:         {} {} version {} (keyslot {})",
-                    st.provider, st.key_id, st.key_version, st.keyslot
+                    "{:<24} {:>4} {:>6} {:<9} {:<21} URI",
+                    "NAME", "VER", "BITS", "STATE", "CREATED"
                 );
-                println!("mounted at:  {}", st.mounted_at);
-                println!("daemon pid:  {}", st.pid);
-                if let Some(l) = st.log_file {
-                    println!("log file:    {l}");
+                for k in &keys {
+                    let v = k.versions.last().unwrap();
+                    println!(
+                        "{:<24} {:>4} {:>6} {:<9} {:<21} {}",
+                        k.name,
+                        v.version,
+                        v.bits,
+                        k.state(),
+                        k.created,
+                        ks.uri(&k.name)
+                    );
                 }
             }
         }
+        KeyCommand::Show { store, json, name } => {
+            let ks = store.open();
+            let m = ks.meta(&name)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"uri": ks.uri(&name), "state": m.state(), "meta": m})
+                    )?
+                );
+            } else {
+                println!("key:              {}", m.name);
+                println!("uri:              {}", ks.uri(&name));
+                println!("state:            {}", m.state());
+                println!("created:          {}", m.created);
+                println!(
+                    "purge protection: {}",
+                    if m.purge_protection { "on" } else { "off" }
+                );
+                if let Some(d) = &m.deleted {
+                    println!(
+                        "deleted:          {} (recoverable until {})",
+                        d.at, d.purge_after
+                    );
+                }
+                println!(
+                    "{:>4} {:>6} {:<9} {:<21} {:<21} {:<21} FINGERPRINT",
+                    "VER", "BITS", "STATE", "CREATED", "ACTIVATION", "EXPIRY"
+                );
+                for v in &m.versions {
+                    println!(
+                        "{:>4} {:>6} {:<9} {:<21} {:<21} {:<21} {}",
+                        v.version,
+                        v.bits,
+                        if v.enabled { "enabled" } else { "disabled" },
+                        v.created,
+                        v.activation.as_deref().unwrap_or("-"),
+                        v.expiry.as_deref().unwrap_or("-"),
+                        &v.fingerprint[..16]
+                    );
+                }
+            }
+        }
+        KeyCommand::Rotate {
+            store,
+            bits,
+            activation,
+            expiry,
+            name,
+        } => {
+            check_time(&activation, "activation")?;
+            check_time(&expiry, "expiry")?;
+            let ks = store.open();
+            let m = ks.rotate(&name, bits, activation, expiry)?;
+            let v = m.versions.last().unwrap();
+            let mut rec = key_fields(&ks, &name);
+            rec["new_version"] = v.version.into();
+            rec["bits"] = v.bits.into();
+            rec["fingerprint"] = v.fingerprint.clone().into();
+            audit.record("key_rotate", rec);
+            println!(
+                "key '{}' now has version {} (RSA-{}); volumes using {} rewrap to it automatically",
+                name,
+                v.version,
+                v.bits,
+                ks.uri(&name)
+            );
+        }
+        KeyCommand::Disable { store, key } => set_enabled(&store, &key, false, audit)?,
+        KeyCommand::Enable { store, key } => set_enabled(&store, &key, true, audit)?,
+        KeyCommand::SetDates {
+            store,
+            activation,
+            expiry,
+            key,
+        } => {
+            let (name, version) = name_version(&key)?;
+            let version = version.context("set-dates needs NAME@VERSION")?;
+            let opt = |s: Option<String>, what: &str| -> Result<Option<Option<String>>> {
+                match s.as_deref() {
+                    None => Ok(None),
+                    Some("none") => Ok(Some(None)),
+                    Some(t) => {
+                        check_time(&Some(t.to_string()), what)?;
+                        Ok(Some(Some(t.to_string())))
+                    }
+                }
+            };
+            let ks = store.open();
+            ks.set_dates(
+                name,
+                version,
+                opt(activation.clone(), "activation")?,
+                opt(expiry.clone(), "expiry")?,
+            )?;
+            let mut rec = key_fields(&ks, name);
+            rec["version"] = version.into();
+            rec["activation"] = activation.into();
+            rec["expiry"] = expiry.into();
+            audit.record("key_set_dates", rec);
+            println!("key '{name}' version {version}: dates updated");
+        }
+        KeyCommand::Delete {
+            store,
+            retention,
+            name,
+        } => {
+            let r = humantime::parse_duration(&retention).with_context(|| {
+                format!("--retention '{retention}' is not a duration such as 90d")
+            })?;
+            let ks = store.open();
+            let m = ks.delete(&name, r)?;
+            let d = m.deleted.unwrap();
+            let mut rec = key_fields(&ks, &name);
+            rec["purge_after"] = d.purge_after.clone().into();
+            audit.record("key_delete", rec);
+            println!("key '{name}' deleted: unwraps are refused now; 'cmkfs key recover {name}' restores it until {}", d.purge_after);
+        }
+        KeyCommand::Recover { store, name } => {
+            let ks = store.open();
+            ks.recover(&name)?;
+            audit.record("key_recover", key_fields(&ks, &name));
+            println!("key '{name}' recovered");
+        }
+        KeyCommand::Purge { store, name } => {
+            let ks = store.open();
+            ks.purge(&name)?;
+            audit.record("key_purge", key_fields(&ks, &name));
+            println!("key '{name}' purged; volumes wrapped only by it cannot be opened again");
+        }
     }
     Ok(())
+}
+
+fn set_enabled(store: &StoreArg, key: &str, enabled: bool, audit: &AuditLog) -> Result<()> {
+    let (name, version) = name_version(key)?;
+    let ks = store.open();
+    ks.set_enabled(name, version, enabled)?;
+    let mut rec = key_fields(&ks, name);
+    rec["version"] = version.into();
+    audit.record(if enabled { "key_enable" } else { "key_disable" }, rec);
+    let what = version
+        .map(|v| format!("key '{name}' version {v}"))
+        .unwrap_or(format!("key '{name}'"));
+    println!(
+        "{what} {}",
+        if enabled {
+            "enabled"
+        } else {
+            "disabled: unwraps are refused; mounted volumes using it become Inaccessible at their next check"
+        }
+    );
+    Ok(())
+}
+
+fn run_keyslot(k: KeyslotCommand, audit: &AuditLog) -> Result<()> {
+    init_logging("warn");
+    match k {
+        KeyslotCommand::List { json, target } => {
+            let (dir, _) = resolve_target(&target)?;
+            let parsed = volume::read_header(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&parsed.header.keyslots)?);
+            } else {
+                println!("(not yet authenticated: listing does not need the key)");
+                println!(
+                    "{:>4} {:<9} {:<8} {:<8} KEK URI",
+                    "SLOT", "ROLE", "PROVIDER", "VERSION"
+                );
+                for s in &parsed.header.keyslots {
+                    println!(
+                        "{:>4} {:<9} {:<8} {:<8} {}",
+                        s.id,
+                        format!("{:?}", s.role).to_lowercase(),
+                        s.provider,
+                        s.key_version,
+                        s.kek_uri
+                    );
+                }
+            }
+        }
+        KeyslotCommand::Add { kek, role, target } => {
+            let role = match role.as_str() {
+                "recovery" => SlotRole::Recovery,
+                "primary" => SlotRole::Primary,
+                r => bail!("--role '{r}': use recovery or primary"),
+            };
+            let (dir, mp) = resolve_target(&target)?;
+            let vol = volume::open(&dir, None)
+                .context("adding a keyslot needs the current key to unwrap the volume key")?;
+            let mut added = None;
+            let h = volume::update_header(&dir, vol.volume_key(), |h| {
+                let id = h.keyslots.iter().map(|s| s.id).max().unwrap_or(0) + 1;
+                let slot = volume::wrap_slot(&kek, vol.volume_key(), id, role)?;
+                h.keyslots.push(slot.clone());
+                added = Some(slot);
+                Ok(())
+            })?;
+            let s = added.unwrap();
+            audit.record("keyslot_add", json!({"cipher_dir": dir.display().to_string(), "keyslot": s.id, "role": s.role, "kek_uri": s.kek_uri, "key_id": s.key_id, "key_version": s.key_version, "generation": h.generation}));
+            if let Some(mp) = mp {
+                let _ = control::command(&mp, &control::Request::Reload);
+            }
+            println!(
+                "added keyslot {} ({:?}) for {} version {}",
+                s.id, s.role, s.key_id, s.key_version
+            );
+        }
+        KeyslotCommand::Remove { slot, target } => {
+            let (dir, mp) = resolve_target(&target)?;
+            let vol =
+                volume::open(&dir, None).context("removing a keyslot needs the current key")?;
+            let h = volume::update_header(&dir, vol.volume_key(), |h| {
+                let pos = h
+                    .keyslots
+                    .iter()
+                    .position(|s| s.id == slot)
+                    .ok_or_else(|| anyhow_to_volume(format!("no keyslot {slot}")))?;
+                if h.keyslots.len() == 1 {
+                    return Err(anyhow_to_volume("refusing to remove the last keyslot: the volume could never be opened again".into()));
+                }
+                let removing = &h.keyslots[pos];
+                if removing.role == SlotRole::Primary
+                    && !h
+                        .keyslots
+                        .iter()
+                        .any(|s| s.id != slot && s.role == SlotRole::Primary)
+                {
+                    return Err(anyhow_to_volume("refusing to remove the only primary keyslot: add another primary slot first".into()));
+                }
+                h.keyslots.remove(pos);
+                Ok(())
+            })?;
+            audit.record("keyslot_remove", json!({"cipher_dir": dir.display().to_string(), "keyslot": slot, "generation": h.generation}));
+            if let Some(mp) = mp {
+                let _ = control::command(&mp, &control::Request::Reload);
+            }
+            println!("removed keyslot {slot}");
+        }
+    }
+    Ok(())
+}
+
+fn anyhow_to_volume(msg: String) -> volume::VolumeError {
+    volume::VolumeError::Header {
+        path: PathBuf::from(crate::format::VOLUME_HEADER_NAME),
+        source: crate::format::volume::VolumeHeaderError::BadField(msg),
+    }
 }

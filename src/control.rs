@@ -22,6 +22,12 @@ use crate::util;
 pub enum Request {
     /// Report state.
     Status,
+    /// Make the volume Inaccessible now (root or the mounting user only).
+    Lock,
+    /// Revalidate with the key provider now and clear a lock (root or the mounting user).
+    Unlock,
+    /// Re-read the volume header after a rotation or keyslot change.
+    Reload,
 }
 
 /// What `cmkfs status` shows.
@@ -29,12 +35,34 @@ pub enum Request {
 pub struct Status {
     /// `Available` or `Inaccessible`.
     pub state: String,
-    /// Why the volume is in that state.
+    /// Why the volume is in that state (or a warning, such as an unreachable provider).
     pub reason: Option<String>,
+    /// When the state last changed (RFC 3339).
+    pub state_since: String,
+    /// Operations refused with EACCES since the state changed.
+    pub refused_ops: u64,
+    /// The uid that locked the volume.
+    pub locked_by_uid: Option<u32>,
+    /// Last successful revalidation (RFC 3339).
+    pub last_check_ok: Option<String>,
+    /// Next revalidation (RFC 3339).
+    pub next_check: Option<String>,
+    /// Latency of the last provider unwrap, in milliseconds.
+    pub last_check_latency_ms: Option<f64>,
+    /// The last revalidation error.
+    pub last_check_error: Option<String>,
+    /// Seconds of unreachable-provider grace left, while the provider is unreachable.
+    pub grace_remaining_secs: Option<u64>,
+    /// Revalidation interval.
+    pub check_interval: String,
+    /// Grace period for an unreachable provider.
+    pub unreachable_grace: String,
     /// Volume id.
     pub volume_id: String,
     /// On-disk format version.
     pub format_version: u32,
+    /// Header generation in use.
+    pub header_generation: u64,
     /// Cipher directory.
     pub cipher_dir: String,
     /// Mountpoint.
@@ -55,6 +83,20 @@ pub struct Status {
     pub mounted_at: String,
     /// Daemon log file, if any.
     pub log_file: Option<String>,
+    /// Audit log.
+    pub audit_log: String,
+}
+
+/// What the daemon does for each request.
+pub trait Handler: Send + Sync {
+    /// Current status.
+    fn status(&self) -> Status;
+    /// Lock, requested by `uid`.
+    fn lock(&self, uid: u32) -> Result<(), String>;
+    /// Unlock, requested by `uid`.
+    fn unlock(&self, uid: u32) -> Result<(), String>;
+    /// Re-read the header.
+    fn reload(&self) -> Result<(), String>;
 }
 
 /// Directory holding control sockets.
@@ -86,10 +128,7 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
 }
 
 /// Serves requests on a background thread until the process exits.
-pub fn serve(
-    mountpoint: &Path,
-    status: Arc<dyn Fn() -> Status + Send + Sync>,
-) -> std::io::Result<PathBuf> {
+pub fn serve(mountpoint: &Path, handler: Arc<dyn Handler>) -> std::io::Result<PathBuf> {
     let dir = runtime_dir();
     util::create_private_dir(&dir, 0o700)?;
     let path = socket_path(mountpoint);
@@ -104,24 +143,60 @@ pub fn serve(
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let status = status.clone();
+                let handler = handler.clone();
                 let _ = std::thread::Builder::new()
                     .name("cmkfs-control-conn".into())
                     .spawn(move || {
-                        let _ = handle(conn, status.as_ref());
+                        let _ = handle(conn, handler.as_ref());
                     });
             }
         })?;
     Ok(path)
 }
 
-fn handle(conn: UnixStream, status: &(dyn Fn() -> Status + Send + Sync)) -> std::io::Result<()> {
+/// The uid of the process at the other end of a Unix socket (SO_PEERCRED).
+fn peer_uid(conn: &UnixStream) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+fn handle(conn: UnixStream, handler: &dyn Handler) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let uid = peer_uid(&conn)?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
+    // Only root or the user the daemon runs as (the mounting user) may change the state.
+    let authorized = uid == 0 || uid == unsafe { libc::geteuid() };
+    let denied = || serde_json::json!({"error": format!("permission denied: only root or the mounting user may do this (you are uid {uid})")});
+    let done = |r: Result<(), String>| match r {
+        Ok(()) => serde_json::to_value(handler.status()).unwrap(),
+        Err(e) => {
+            let mut v = serde_json::to_value(handler.status()).unwrap();
+            v["error"] = serde_json::Value::from(e);
+            v
+        }
+    };
     let resp = match serde_json::from_str::<Request>(&line) {
-        Ok(Request::Status) => serde_json::to_value(status()).unwrap(),
+        Ok(Request::Status) => serde_json::to_value(handler.status()).unwrap(),
+        Ok(_) if !authorized => denied(),
+        Ok(Request::Lock) => done(handler.lock(uid)),
+        Ok(Request::Unlock) => done(handler.unlock(uid)),
+        Ok(Request::Reload) => done(handler.reload()),
         Err(e) => serde_json::json!({"error": format!("bad request: {e}")}),
     };
     let mut w = conn;
@@ -146,6 +221,20 @@ pub fn request(mountpoint: &Path, req: &Request) -> std::io::Result<serde_json::
 pub fn status(mountpoint: &Path) -> std::io::Result<Status> {
     let v = request(mountpoint, &Request::Status)?;
     serde_json::from_value(v).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Sends a state-changing request; returns the status after it, or the daemon's error
+/// (with the status, when there is one).
+pub fn command(
+    mountpoint: &Path,
+    req: &Request,
+) -> std::io::Result<Result<Status, (String, Option<Status>)>> {
+    let v = request(mountpoint, req)?;
+    let st: Option<Status> = serde_json::from_value(v.clone()).ok();
+    Ok(match v.get("error").and_then(|e| e.as_str()) {
+        Some(e) => Err((e.to_string(), st)),
+        None => st.ok_or_else(|| ("malformed answer from the daemon".to_string(), None)),
+    })
 }
 
 /// True when `mp` is a mountpoint of a cmkfs FUSE filesystem: a FUSE mount whose source

@@ -2,6 +2,7 @@
 //!
 //! Where to find things (one concern per module, the data path readable top to bottom):
 //!
+//! - [`access`]: the Available/Inaccessible gate every filesystem operation passes.
 //! - [`audit`]: the hash-chained audit log of key operations and state changes.
 //! - [`crypto`]: AES-256-GCM, HKDF-SHA256, HMAC, randomness, zeroizing key type.
 //! - [`format`]: the on-disk format (volume header, file header, block layout); the code
@@ -10,12 +11,14 @@
 //! - [`keystore`]: the local key store behind the `local:` provider.
 //! - [`volume`]: creating a volume and unlocking it with a KEK.
 //! - [`fs`]: the FUSE filesystem (inodes, handles, the encrypted data path).
+//! - [`revalidation`]: checks the KEK every interval; revokes and restores access.
 //! - [`control`]: the control socket a mounted volume answers `status` on.
 //! - [`mount`]: mounting, daemonizing, unmounting.
 //! - [`cli`]: command-line flags, defined in one place.
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod audit;
 pub mod cli;
 pub mod control;
@@ -25,5 +28,6 @@ pub mod fs;
 pub mod keystore;
 pub mod mount;
 pub mod provider;
+pub mod revalidation;
 pub mod util;
 pub mod volume;

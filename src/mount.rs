@@ -11,12 +11,15 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 
+use crate::access::Access;
+use crate::audit::AuditLog;
 use crate::control;
 use crate::fs::CmkFs;
+use crate::revalidation::{self, Checker};
 use crate::util;
 use crate::volume;
 
@@ -39,6 +42,12 @@ pub struct MountOptions {
     pub log_file: Option<PathBuf>,
     /// Set by the parent when it started this process as the background daemon.
     pub daemon_child: bool,
+    /// Key revalidation interval.
+    pub check_interval: Duration,
+    /// How long an unreachable key provider is tolerated.
+    pub unreachable_grace: Duration,
+    /// Audit log.
+    pub audit_log: PathBuf,
 }
 
 /// Default log file of a background mount.
@@ -134,6 +143,11 @@ fn spawn_daemon(o: MountOptions) -> Result<()> {
         .arg("--threads")
         .arg(o.threads.to_string());
     cmd.arg("--log-file").arg(&log);
+    cmd.arg("--check-interval")
+        .arg(humantime::format_duration(o.check_interval).to_string());
+    cmd.arg("--unreachable-grace")
+        .arg(humantime::format_duration(o.unreachable_grace).to_string());
+    cmd.arg("--audit-log").arg(&o.audit_log);
     if let Some(k) = &o.kek {
         cmd.arg("--kek").arg(k);
     }
@@ -226,11 +240,109 @@ fn run_foreground(o: MountOptions) -> Result<()> {
     }
 }
 
+struct DaemonHandler {
+    checker: Arc<Checker>,
+    access: Arc<Access>,
+    volume_id: String,
+    format_version: u32,
+    cipher_dir: String,
+    mountpoint: String,
+    mounted_at: String,
+    log_file: Option<String>,
+    audit_log: String,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl control::Handler for DaemonHandler {
+    fn status(&self) -> control::Status {
+        let snap = self.access.snapshot();
+        let cs = self.checker.status();
+        let cfg = self.checker.config();
+        let (slot, key, generation) = self.checker.in_use();
+        let grace_remaining_secs = cs.unreachable_since.map(|since| {
+            cfg.grace
+                .saturating_sub(since.elapsed().unwrap_or_default())
+                .as_secs()
+        });
+        control::Status {
+            state: format!("{:?}", snap.state),
+            reason: snap.reason,
+            state_since: rfc3339(snap.since),
+            refused_ops: snap.refused,
+            locked_by_uid: snap.locked_by,
+            last_check_ok: cs.last_ok.map(rfc3339),
+            next_check: cs.next.map(rfc3339),
+            last_check_latency_ms: cs
+                .last_latency
+                .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
+            last_check_error: cs.last_error,
+            grace_remaining_secs,
+            check_interval: humantime::format_duration(cfg.interval).to_string(),
+            unreachable_grace: humantime::format_duration(cfg.grace).to_string(),
+            volume_id: self.volume_id.clone(),
+            format_version: self.format_version,
+            header_generation: generation,
+            cipher_dir: self.cipher_dir.clone(),
+            mountpoint: self.mountpoint.clone(),
+            kek_uri: slot.kek_uri.clone(),
+            provider: key.provider.clone(),
+            key_id: key.key_id.clone(),
+            key_version: key.version.clone(),
+            keyslot: slot.id,
+            pid: std::process::id(),
+            mounted_at: self.mounted_at.clone(),
+            log_file: self.log_file.clone(),
+            audit_log: self.audit_log.clone(),
+        }
+    }
+
+    fn lock(&self, uid: u32) -> Result<(), String> {
+        self.checker.lock(uid);
+        Ok(())
+    }
+
+    fn unlock(&self, uid: u32) -> Result<(), String> {
+        self.checker.unlock(uid)
+    }
+
+    fn reload(&self) -> Result<(), String> {
+        self.checker.reload_header_if_changed();
+        Ok(())
+    }
+}
+
 fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
     harden_process();
-    let vol = volume::open(&o.cipher_dir, o.kek.as_deref())?;
-    let fs = CmkFs::new(&o.cipher_dir, vol.keys().clone())
+    let audit = AuditLog::new(&o.audit_log);
+    let base = serde_json::json!({"cipher_dir": o.cipher_dir.display().to_string(), "mountpoint": o.mountpoint.display().to_string()});
+    let t0 = Instant::now();
+    let vol = match volume::open(&o.cipher_dir, o.kek.as_deref()) {
+        Ok(v) => v,
+        Err(e) => {
+            let mut rec = base.clone();
+            rec["outcome"] = "failed".into();
+            rec["error"] = e.to_string().into();
+            rec["kind"] = serde_json::to_value(e.provider_kind()).unwrap();
+            audit.record("mount", rec);
+            return Err(e.into());
+        }
+    };
+    {
+        let mut rec = base.clone();
+        rec["outcome"] = "ok".into();
+        rec["key_id"] = vol.key().key_id.clone().into();
+        rec["key_version"] = vol.key().version.clone().into();
+        rec["keyslot"] = vol.slot().id.into();
+        rec["latency_ms"] = (t0.elapsed().as_secs_f64() * 1000.0).into();
+        audit.record("unwrap", rec);
+    }
+    let access = Arc::new(Access::new(vol.keys().clone(), vol.volume_key().clone()));
+    let fs = CmkFs::new(&o.cipher_dir, access.clone())
         .with_context(|| format!("cannot open cipher directory {}", o.cipher_dir.display()))?;
+    let caches = fs.cache_control();
     use fuser::MountOption as M;
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -252,32 +364,37 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigs, std::ptr::null_mut()) };
     let session = fuser::Session::new(fs, &o.mountpoint, &config)
         .with_context(|| format!("FUSE mount of {} failed", o.mountpoint.display()))?;
-    let mounted_at = util::now_rfc3339();
-    let (dir, mp, log) = (
-        o.cipher_dir.clone(),
+    let cfg = revalidation::Config {
+        interval: o.check_interval,
+        grace: o.unreachable_grace,
+        timeout: o
+            .check_interval
+            .clamp(Duration::from_secs(2), Duration::from_secs(30)),
+    };
+    let checker = Checker::new(
+        access.clone(),
+        &vol,
+        cfg,
+        caches,
+        session.notifier(),
+        audit.clone(),
         o.mountpoint.clone(),
-        o.log_file.clone(),
     );
-    let hdr = vol.header().clone();
-    let slot = vol.slot().clone();
-    let key = vol.key().clone();
-    let status = Arc::new(move || control::Status {
-        state: "Available".into(),
-        reason: None,
-        volume_id: hdr.volume_id.clone(),
-        format_version: hdr.version,
-        cipher_dir: dir.display().to_string(),
-        mountpoint: mp.display().to_string(),
-        kek_uri: slot.kek_uri.clone(),
-        provider: key.provider.clone(),
-        key_id: key.key_id.clone(),
-        key_version: key.version.clone(),
-        keyslot: slot.id,
-        pid: std::process::id(),
-        mounted_at: mounted_at.clone(),
-        log_file: log.as_ref().map(|l| l.display().to_string()),
+    let handler = Arc::new(DaemonHandler {
+        checker: checker.clone(),
+        access,
+        volume_id: vol.header().volume_id.clone(),
+        format_version: vol.header().version,
+        cipher_dir: o.cipher_dir.display().to_string(),
+        mountpoint: o.mountpoint.display().to_string(),
+        mounted_at: util::now_rfc3339(),
+        log_file: o.log_file.as_ref().map(|l| l.display().to_string()),
+        audit_log: o.audit_log.display().to_string(),
     });
-    let sock = control::serve(&o.mountpoint, status).context("cannot start the control socket")?;
+    let sock = control::serve(&o.mountpoint, handler).context("cannot start the control socket")?;
+    checker
+        .spawn()
+        .context("cannot start the revalidation thread")?;
     let mp = o.mountpoint.clone();
     std::thread::Builder::new()
         .name("cmkfs-signals".into())
@@ -289,11 +406,19 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
                 tracing::error!(error = %e, "unmount on signal failed");
             }
         })?;
-    tracing::info!(cipher = %o.cipher_dir.display(), mountpoint = %o.mountpoint.display(), volume = %vol.header().volume_id, "mounted");
+    tracing::info!(cipher = %o.cipher_dir.display(), mountpoint = %o.mountpoint.display(), volume = %vol.header().volume_id, interval = ?o.check_interval, "mounted");
+    let mut rec = base.clone();
+    rec["volume_id"] = vol.header().volume_id.clone().into();
+    rec["check_interval"] = humantime::format_duration(o.check_interval)
+        .to_string()
+        .into();
+    audit.record("mount", rec);
+    drop(vol);
     ready.send("READY");
     let r = session.run();
     let _ = std::fs::remove_file(&sock);
     tracing::info!(mountpoint = %o.mountpoint.display(), "unmounted; daemon exiting");
+    audit.record("unmount", base);
     r.context("FUSE session ended with an error")
 }
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use base64::Engine;
 
 use crate::crypto::{self, SecretKey};
-use crate::format::volume::{ParsedHeader, SlotRole, VolumeHeaderError, SLOT_ALGORITHM};
+pub use crate::format::volume::SlotRole;
+use crate::format::volume::{ParsedHeader, VolumeHeaderError, SLOT_ALGORITHM};
 use crate::format::{Keyslot, VolumeHeader, VolumeKeys, VOLUME_HEADER_NAME};
 use crate::provider::{self, KeyInfo, KeyProvider, ProviderError};
 use crate::util;
@@ -76,9 +77,10 @@ pub struct Volume {
     dir: PathBuf,
     header: VolumeHeader,
     keys: Arc<VolumeKeys>,
+    volume_key: SecretKey,
     slot: Keyslot,
     key: KeyInfo,
-    provider: Box<dyn KeyProvider>,
+    provider: Arc<dyn KeyProvider>,
 }
 
 impl std::fmt::Debug for Volume {
@@ -215,9 +217,10 @@ pub fn open(dir: &Path, kek_override: Option<&str>) -> Result<Volume, VolumeErro
                     dir: dir.to_path_buf(),
                     header: parsed.header,
                     keys: Arc::new(keys),
+                    volume_key: u.secret,
                     slot,
                     key: u.key,
-                    provider,
+                    provider: Arc::from(provider),
                 });
             }
             Err(e) => errors.push((slot.id, e)),
@@ -251,7 +254,79 @@ impl Volume {
         &self.key
     }
     /// The provider of that KEK.
-    pub fn provider(&self) -> &dyn KeyProvider {
-        self.provider.as_ref()
+    pub fn provider(&self) -> &Arc<dyn KeyProvider> {
+        &self.provider
     }
+    /// The volume key itself (for rewrapping).
+    pub fn volume_key(&self) -> &SecretKey {
+        &self.volume_key
+    }
+}
+
+/// Reads the header and authenticates it with `volume_key`.
+pub fn read_verified(
+    dir: &Path,
+    volume_key: &SecretKey,
+) -> Result<(VolumeHeader, VolumeKeys), VolumeError> {
+    let parsed = read_header(dir)?;
+    let keys = VolumeKeys::derive(volume_key, parsed.header.volume_id_bytes());
+    parsed.verify(&keys).map_err(|source| VolumeError::Header {
+        path: header_path(dir),
+        source,
+    })?;
+    Ok((parsed.header, keys))
+}
+
+/// Rewrites the volume header under an exclusive lock: re-reads and authenticates it, lets
+/// `f` change it, bumps the generation and writes it atomically (temporary file, fsync,
+/// rename, fsync directory). At every instant a complete, valid header is in place.
+pub fn update_header(
+    dir: &Path,
+    volume_key: &SecretKey,
+    f: impl FnOnce(&mut VolumeHeader) -> Result<(), VolumeError>,
+) -> Result<VolumeHeader, VolumeError> {
+    use std::os::fd::AsRawFd;
+    let lock_path = dir.join(format!("{VOLUME_HEADER_NAME}.lock"));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io(&lock_path)(std::io::Error::last_os_error()));
+    }
+    let (mut header, keys) = read_verified(dir, volume_key)?;
+    f(&mut header)?;
+    header.generation += 1;
+    let path = header_path(dir);
+    util::atomic_write(&path, &header.seal(&keys), 0o644).map_err(io(&path))?;
+    Ok(header)
+}
+
+/// Wraps `volume_key` with the KEK at `uri` into a keyslot (checked by unwrapping once).
+pub fn wrap_slot(
+    uri: &str,
+    volume_key: &SecretKey,
+    id: u32,
+    role: SlotRole,
+) -> Result<Keyslot, VolumeError> {
+    let provider = provider::open(uri)?;
+    let wrapped = provider.wrap(volume_key)?;
+    let check = provider.unwrap(&wrapped.key.version, &wrapped.ciphertext)?;
+    if check.secret.expose() != volume_key.expose() {
+        return Err(ProviderError::new(
+            provider::ErrorKind::UnwrapFailed,
+            &wrapped.key.provider,
+            &wrapped.key.key_id,
+            "unwrap returned a different key than was wrapped",
+        )
+        .into());
+    }
+    Ok(make_slot(id, role, provider.uri(), wrapped))
+}
+
+/// True when a KEK URI names no version, so the volume follows the key's newest version.
+pub fn uri_is_versionless(uri: &str) -> bool {
+    !uri.contains("?version=")
 }

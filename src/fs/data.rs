@@ -158,8 +158,30 @@ impl FileData {
         self.inner.read().backing.clone()
     }
 
+    /// Drops the file's DEK (revocation). Open handles keep their backing descriptor; the
+    /// DEK is unwrapped again from the file header on the next use after access returns.
+    pub fn drop_keys(&self) {
+        let mut st = self.inner.write();
+        if matches!(st.cipher, CipherState::Ready(_) | CipherState::Bad(_)) {
+            st.cipher = CipherState::Unknown;
+        }
+    }
+
+    /// Loads the header again if the DEK was dropped while the file stayed open.
+    fn reload_if_dropped(&self, keys: &VolumeKeys) -> Result<(), Errno> {
+        let mut st = self.inner.write();
+        if matches!(st.cipher, CipherState::Unknown) {
+            let f = st.backing.clone().ok_or(Errno::EBADF)?;
+            st.cipher = load_cipher(&f, keys).map_err(errno)?;
+        }
+        Ok(())
+    }
+
     /// Reads up to `len` plaintext bytes at `off`.
-    pub fn read(&self, off: u64, len: u32) -> Result<Vec<u8>, Errno> {
+    pub fn read(&self, keys: &VolumeKeys, off: u64, len: u32) -> Result<Vec<u8>, Errno> {
+        if matches!(self.inner.read().cipher, CipherState::Unknown) {
+            self.reload_if_dropped(keys)?;
+        }
         let st = self.inner.read();
         let f = st.backing.as_ref().ok_or(Errno::EBADF)?;
         let cipher = match &st.cipher {
@@ -246,6 +268,10 @@ impl FileData {
     /// Makes sure the file has a header, creating one (new file id and DEK) for an empty
     /// file. Caller holds the write lock.
     fn ensure_cipher(st: &mut State, keys: &VolumeKeys) -> Result<Arc<ContentCipher>, Errno> {
+        if matches!(st.cipher, CipherState::Unknown) {
+            let f = st.backing.clone().ok_or(Errno::EBADF)?;
+            st.cipher = load_cipher(&f, keys).map_err(errno)?;
+        }
         match &st.cipher {
             CipherState::Ready(c) => Ok(c.clone()),
             CipherState::Bad(_) | CipherState::Unknown => Err(Errno::EIO),

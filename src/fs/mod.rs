@@ -30,9 +30,9 @@ use fuser::{
 };
 use parking_lot::Mutex;
 
+use crate::access::Access;
 use crate::format::content::plain_size;
 use crate::format::volume::is_reserved_root_name;
-use crate::format::VolumeKeys;
 use inode::{Inode, InodeTable, ROOT_ID};
 
 /// How long the kernel may cache attributes and entries. Everything changes only through
@@ -56,10 +56,10 @@ enum Handle {
 
 /// The mounted filesystem.
 pub struct CmkFs {
-    inodes: InodeTable,
+    inodes: Arc<InodeTable>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
-    keys: Arc<VolumeKeys>,
+    access: Arc<Access>,
     as_root: bool,
 }
 
@@ -172,7 +172,7 @@ fn xattr_allowed(name: &OsStr) -> bool {
 
 impl CmkFs {
     /// A filesystem over `cipher_dir` with an unlocked volume's keys.
-    pub fn new(cipher_dir: &Path, keys: Arc<VolumeKeys>) -> std::io::Result<Self> {
+    pub fn new(cipher_dir: &Path, access: Arc<Access>) -> std::io::Result<Self> {
         let root = sys::openat(
             rustix_cwd(),
             &sys::cstr(cipher_dir.as_os_str())?,
@@ -180,17 +180,19 @@ impl CmkFs {
             0,
         )?;
         Ok(CmkFs {
-            inodes: InodeTable::new(root)?,
+            inodes: Arc::new(InodeTable::new(root)?),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            keys,
+            access,
             as_root: crate::util::is_root(),
         })
     }
 
-    /// Number of inodes the kernel currently references.
-    pub fn inode_count(&self) -> usize {
-        self.inodes.len()
+    /// A handle for dropping cached keys from outside the FUSE session (revocation).
+    pub fn cache_control(&self) -> CacheControl {
+        CacheControl {
+            inodes: self.inodes.clone(),
+        }
     }
 
     fn inode(&self, ino: INodeNo) -> R<Arc<Inode>> {
@@ -216,7 +218,7 @@ impl CmkFs {
 
     /// Runs `f` with the file open for writing (for truncate without a handle).
     fn with_open<T>(&self, inode: &Inode, f: impl FnOnce(&data::FileData) -> R<T>) -> R<T> {
-        inode.data.open(inode.fd(), &self.keys, true)?;
+        inode.data.open(inode.fd(), &*self.access.keys()?, true)?;
         let r = f(&inode.data);
         inode.data.release();
         r
@@ -264,6 +266,7 @@ impl CmkFs {
     }
 
     fn do_lookup(&self, parent: INodeNo, name: &OsStr) -> R<FileAttr> {
+        self.access.check()?;
         // Test hook, debug builds only: proves that a panicking handler answers EIO and the
         // mount stays up (tests/bad_input.rs).
         #[cfg(debug_assertions)]
@@ -279,6 +282,11 @@ impl CmkFs {
     }
 
     fn do_getattr(&self, ino: INodeNo) -> R<FileAttr> {
+        // The root stays visible (unmounting needs it); everything else is refused while
+        // the volume is Inaccessible.
+        if ino.0 != ROOT_ID {
+            self.access.check()?;
+        }
         let i = self.inode(ino)?;
         Ok(attr(i.id, &sys::fstat(i.fd()).map_err(io)?))
     }
@@ -295,6 +303,7 @@ impl CmkFs {
         mtime: Option<TimeOrNow>,
         fh: Option<FileHandle>,
     ) -> R<FileAttr> {
+        self.access.check()?;
         let i = self.inode(ino)?;
         if uid.is_some() || gid.is_some() {
             sys::chown_fd(i.fd(), uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX)).map_err(io)?;
@@ -311,10 +320,11 @@ impl CmkFs {
             }
             let via_handle =
                 fh.and_then(|fh| self.file_handle(fh).ok()).is_some() && i.data.is_open();
+            let keys = self.access.keys()?;
             if via_handle {
-                i.data.truncate(&self.keys, sz)?;
+                i.data.truncate(&keys, sz)?;
             } else {
-                self.with_open(&i, |d| d.truncate(&self.keys, sz))?;
+                self.with_open(&i, |d| d.truncate(&keys, sz))?;
             }
         }
         if atime.is_some() || mtime.is_some() {
@@ -331,6 +341,7 @@ impl CmkFs {
         mode: u32,
         rdev: u32,
     ) -> R<FileAttr> {
+        self.access.check()?;
         let p = self.inode(parent)?;
         check_name(&p, name)?;
         let c = sys::cstr(name).map_err(io)?;
@@ -341,6 +352,7 @@ impl CmkFs {
     }
 
     fn do_mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32) -> R<FileAttr> {
+        self.access.check()?;
         let p = self.inode(parent)?;
         check_name(&p, name)?;
         sys::mkdirat(p.fd(), &sys::cstr(name).map_err(io)?, mode & 0o7777).map_err(io)?;
@@ -356,6 +368,7 @@ impl CmkFs {
         name: &OsStr,
         target: &Path,
     ) -> R<FileAttr> {
+        self.access.check()?;
         let p = self.inode(parent)?;
         check_name(&p, name)?;
         sys::symlinkat(
@@ -370,6 +383,7 @@ impl CmkFs {
     }
 
     fn do_remove(&self, parent: INodeNo, name: &OsStr, flags: i32) -> R<()> {
+        self.access.check()?;
         let p = self.inode(parent)?;
         check_name(&p, name)?;
         sys::unlinkat(p.fd(), &sys::cstr(name).map_err(io)?, flags).map_err(io)
@@ -383,6 +397,7 @@ impl CmkFs {
         newname: &OsStr,
         flags: RenameFlags,
     ) -> R<()> {
+        self.access.check()?;
         let p = self.inode(parent)?;
         let np = self.inode(newparent)?;
         check_name(&p, name)?;
@@ -401,6 +416,7 @@ impl CmkFs {
     }
 
     fn do_link(&self, ino: INodeNo, newparent: INodeNo, newname: &OsStr) -> R<FileAttr> {
+        self.access.check()?;
         let i = self.inode(ino)?;
         let np = self.inode(newparent)?;
         check_name(&np, newname)?;
@@ -429,12 +445,13 @@ impl CmkFs {
             });
         }
         let want_write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
-        i.data.open(i.fd(), &self.keys, want_write)?;
+        let keys = self.access.keys()?;
+        i.data.open(i.fd(), &keys, want_write)?;
         // A file whose header cannot be used is EIO at open: its size may show as 0, so the
         // kernel would never ask us for a read. O_TRUNC rewrites it with a fresh header.
         if want_write && flags.0 & libc::O_TRUNC != 0 {
             // FUSE_ATOMIC_O_TRUNC: the kernel leaves truncation to the open.
-            if let Err(e) = i.data.truncate(&self.keys, 0) {
+            if let Err(e) = i.data.truncate(&keys, 0) {
                 i.data.release();
                 return Err(e);
             }
@@ -457,6 +474,7 @@ impl CmkFs {
         mode: u32,
         flags: i32,
     ) -> R<(FileAttr, FileHandle, FopenFlags)> {
+        let keys = self.access.keys()?;
         let p = self.inode(parent)?;
         check_name(&p, name)?;
         let c = sys::cstr(name).map_err(io)?;
@@ -488,12 +506,12 @@ impl CmkFs {
             });
         }
         let want_write = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        if let Err(e) = inode.data.open(inode.fd(), &self.keys, want_write || new) {
+        if let Err(e) = inode.data.open(inode.fd(), &keys, want_write || new) {
             self.inodes.forget(inode.id, 1);
             return Err(e);
         }
         if !new && flags & libc::O_TRUNC != 0 {
-            inode.data.truncate(&self.keys, 0)?;
+            inode.data.truncate(&keys, 0)?;
         } else if inode.data.is_damaged() {
             inode.data.release();
             self.inodes.forget(inode.id, 1);
@@ -506,7 +524,9 @@ impl CmkFs {
 
     fn do_write(&self, fh: FileHandle, offset: u64, data: &[u8]) -> R<u32> {
         let (i, flags) = self.file_handle(fh)?;
-        let n = i.data.write(&self.keys, offset, data)?;
+        let n = i
+            .data
+            .write(&*self.access.keys_for_write()?, offset, data)?;
         if flags & (libc::O_SYNC | libc::O_DSYNC) != 0 {
             let f = i.data.backing().ok_or(Errno::EBADF)?;
             if flags & libc::O_SYNC == libc::O_SYNC {
@@ -528,6 +548,7 @@ impl CmkFs {
     }
 
     fn do_fsync(&self, fh: FileHandle, datasync: bool) -> R<()> {
+        self.access.check()?;
         match &*self.handle(fh)? {
             Handle::File { inode, .. } => {
                 let f = inode.data.backing().ok_or(Errno::EBADF)?;
@@ -548,6 +569,7 @@ impl CmkFs {
     }
 
     fn do_opendir(&self, ino: INodeNo) -> R<FileHandle> {
+        self.access.check()?;
         let i = self.inode(ino)?;
         let fd = sys::openat(i.fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(io)?;
         Ok(self.add_handle(Handle::Dir {
@@ -558,6 +580,7 @@ impl CmkFs {
     }
 
     fn dir_entries(&self, fh: FileHandle, offset: u64) -> R<(u64, Arc<Vec<sys::DirEntry>>)> {
+        self.access.check()?;
         let h = self.handle(fh)?;
         let Handle::Dir { inode, entries, .. } = &*h else {
             return Err(Errno::ENOTDIR);
@@ -586,6 +609,7 @@ impl CmkFs {
     }
 
     fn do_getxattr(&self, ino: INodeNo, name: &OsStr) -> R<Vec<u8>> {
+        let keys = self.access.keys()?;
         let i = self.inode(ino)?;
         if !xattr_allowed(name) {
             return Err(Errno::NO_XATTR);
@@ -594,7 +618,7 @@ impl CmkFs {
         let mut buf = vec![0u8; 65536];
         let n = sys::getxattr(i.fd(), &c, &mut buf).map_err(io)?;
         buf.truncate(n);
-        let plain = self.keys.xattr().open_message(&Self::xattr_aad(name), &buf).map_err(|_| {
+        let plain = keys.xattr().open_message(&Self::xattr_aad(name), &buf).map_err(|_| {
             tracing::error!(file = %data::describe(i.fd()), xattr = %name.to_string_lossy(), "extended attribute failed authentication; returning EIO");
             Errno::EIO
         })?;
@@ -602,18 +626,21 @@ impl CmkFs {
     }
 
     fn do_setxattr(&self, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32) -> R<()> {
+        self.access.check()?;
         let i = self.inode(ino)?;
         if !xattr_allowed(name) {
             return Err(Errno::EOPNOTSUPP);
         }
         let sealed = self
-            .keys
+            .access
+            .keys()?
             .xattr()
             .seal_message(&Self::xattr_aad(name), value);
         sys::setxattr(i.fd(), &sys::cstr(name).map_err(io)?, &sealed, flags).map_err(io)
     }
 
     fn do_listxattr(&self, ino: INodeNo) -> R<Vec<u8>> {
+        self.access.check()?;
         let i = self.inode(ino)?;
         let list = sys::listxattr(i.fd()).map_err(io)?;
         let mut out = vec![];
@@ -627,11 +654,32 @@ impl CmkFs {
     }
 
     fn do_removexattr(&self, ino: INodeNo, name: &OsStr) -> R<()> {
+        self.access.check()?;
         let i = self.inode(ino)?;
         if !xattr_allowed(name) {
             return Err(Errno::NO_XATTR);
         }
         sys::removexattr(i.fd(), &sys::cstr(name).map_err(io)?).map_err(io)
+    }
+}
+
+/// Lets the revalidation thread reach the filesystem's caches without its internals.
+#[derive(Clone)]
+pub struct CacheControl {
+    inodes: Arc<InodeTable>,
+}
+
+impl CacheControl {
+    /// Node ids the kernel currently references (whose page cache may hold plaintext).
+    pub fn inode_ids(&self) -> Vec<u64> {
+        self.inodes.all().iter().map(|i| i.id).collect()
+    }
+
+    /// Drops every cached file DEK. Waits for operations in flight on each file.
+    pub fn drop_keys(&self) {
+        for i in self.inodes.all() {
+            i.data.drop_keys();
+        }
     }
 }
 
@@ -833,7 +881,10 @@ impl Filesystem for CmkFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match guard("read", || self.file_handle(fh)?.0.data.read(offset, size)) {
+        match guard("read", || {
+            let keys = self.access.keys()?;
+            self.file_handle(fh)?.0.data.read(&keys, offset, size)
+        }) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),
         }
@@ -1013,7 +1064,10 @@ impl Filesystem for CmkFs {
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // Permissions are checked by the kernel (default_permissions).
-        reply.ok();
+        match self.access.check() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn create(
@@ -1046,7 +1100,7 @@ impl Filesystem for CmkFs {
             self.file_handle(fh)?
                 .0
                 .data
-                .fallocate(&self.keys, mode, offset, length)
+                .fallocate(&*self.access.keys()?, mode, offset, length)
         }) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -1066,6 +1120,7 @@ impl Filesystem for CmkFs {
             if offset < 0 {
                 return Err(Errno::ENXIO);
             }
+            self.access.check()?;
             self.file_handle(fh)?.0.data.seek(offset as u64, whence)
         }) {
             Ok(o) => reply.offset(o as i64),

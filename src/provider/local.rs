@@ -210,7 +210,7 @@ impl KeyProvider for LocalProvider {
                 format!("'{version}' is not a local key version"),
             )
         })?;
-        let meta = self.store.meta(&self.name).map_err(|e| self.store_err(e))?;
+        let meta = self.usable_meta()?;
         let v = meta.version(vn).cloned().ok_or_else(|| {
             self.err(
                 ErrorKind::Denied,

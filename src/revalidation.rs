@@ -1,0 +1,504 @@
+//! Revalidation: the customer's key decides, continuously, whether the volume is usable.
+//!
+//! A thread of the mount daemon really unwraps the volume's keyslot through the provider every
+//! `check_interval` (not a metadata read: a disabled or deleted key, or a removed permission,
+//! shows up as a refusal of the unwrap itself).
+//!
+//! - *Denied* (and any other refusal): the volume becomes Inaccessible at once.
+//! - *Unreachable*: it keeps serving for `unreachable_grace`, then becomes Inaccessible.
+//! - A successful unwrap on an Inaccessible volume makes it Available again, with no remount.
+//! - `cmkfs lock` makes it Inaccessible at once and keeps it so until `cmkfs unlock`.
+//!
+//! Making it Inaccessible ([`Checker::revoke`]): the gate first refuses reads and name
+//! operations while still letting writes through; every inode's kernel page cache is
+//! invalidated, which makes the kernel write back dirty (mmap) pages first; then everything is
+//! refused, every cached DEK and the volume key are dropped (zeroized), and the page caches are
+//! invalidated once more. Plaintext is then neither in our memory nor in the kernel's page
+//! cache, and mapped pages fault (SIGBUS) instead of showing plaintext.
+//!
+//! The thread also picks up header changes (rotation, keyslots) and, for a versionless KEK
+//! URI, rewraps the volume key when the key gets a newer version.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::{Condvar, Mutex};
+use serde_json::json;
+
+use crate::access::Access;
+use crate::audit::AuditLog;
+use crate::crypto::SecretKey;
+use crate::format::{Keyslot, VolumeKeys};
+use crate::fs::CacheControl;
+use crate::provider::{self, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped};
+use crate::volume::{self, SlotRole};
+
+/// Timing of revalidation.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Time between checks.
+    pub interval: Duration,
+    /// How long an unreachable provider is tolerated.
+    pub grace: Duration,
+    /// Longest a single provider call may take before it counts as unreachable.
+    pub timeout: Duration,
+}
+
+/// What status shows about checks.
+#[derive(Debug, Clone, Default)]
+pub struct CheckStatus {
+    /// Last successful unwrap.
+    pub last_ok: Option<SystemTime>,
+    /// When the next check is due.
+    pub next: Option<SystemTime>,
+    /// Since when the provider has been unreachable.
+    pub unreachable_since: Option<SystemTime>,
+    /// The last check failure.
+    pub last_error: Option<String>,
+    /// Latency of the last unwrap.
+    pub last_latency: Option<Duration>,
+}
+
+struct SlotInUse {
+    slot: Keyslot,
+    provider: Arc<dyn KeyProvider>,
+    key: KeyInfo,
+    generation: u64,
+}
+
+/// The revalidation thread's state, shared with the control socket.
+pub struct Checker {
+    access: Arc<Access>,
+    dir: PathBuf,
+    cfg: Config,
+    caches: CacheControl,
+    notifier: fuser::Notifier,
+    audit: AuditLog,
+    mountpoint: PathBuf,
+    slot: Mutex<SlotInUse>,
+    status: Mutex<CheckStatus>,
+    wake: (Mutex<bool>, Condvar),
+    call_in_flight: Arc<AtomicBool>,
+    check_lock: Mutex<()>,
+}
+
+/// Outcome of one check, for `unlock`.
+pub type CheckResult = Result<(), String>;
+
+impl Checker {
+    /// Builds the checker for an unlocked volume.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        access: Arc<Access>,
+        vol: &volume::Volume,
+        cfg: Config,
+        caches: CacheControl,
+        notifier: fuser::Notifier,
+        audit: AuditLog,
+        mountpoint: PathBuf,
+    ) -> Arc<Self> {
+        Arc::new(Checker {
+            access,
+            dir: vol.dir().to_path_buf(),
+            cfg,
+            caches,
+            notifier,
+            audit,
+            mountpoint,
+            slot: Mutex::new(SlotInUse {
+                slot: vol.slot().clone(),
+                provider: vol.provider().clone(),
+                key: vol.key().clone(),
+                generation: vol.header().generation,
+            }),
+            status: Mutex::new(CheckStatus {
+                last_ok: Some(SystemTime::now()),
+                ..Default::default()
+            }),
+            wake: (Mutex::new(false), Condvar::new()),
+            call_in_flight: Arc::new(AtomicBool::new(false)),
+            check_lock: Mutex::new(()),
+        })
+    }
+
+    /// Timing configuration.
+    pub fn config(&self) -> Config {
+        self.cfg
+    }
+
+    /// Check status for `status`.
+    pub fn status(&self) -> CheckStatus {
+        self.status.lock().clone()
+    }
+
+    /// The keyslot, key and generation in use.
+    pub fn in_use(&self) -> (Keyslot, KeyInfo, u64) {
+        let s = self.slot.lock();
+        (s.slot.clone(), s.key.clone(), s.generation)
+    }
+
+    fn audit_base(&self) -> serde_json::Value {
+        json!({"mountpoint": self.mountpoint.display().to_string(), "cipher_dir": self.dir.display().to_string()})
+    }
+
+    fn audit(&self, event: &str, extra: serde_json::Value) {
+        let mut v = self.audit_base();
+        if let (Some(m), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+            m.extend(e);
+        }
+        self.audit.record(event, v);
+    }
+
+    /// Starts the revalidation thread.
+    pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("cmkfs-revalidate".into())
+            .spawn(move || me.run())?;
+        Ok(())
+    }
+
+    /// Wakes the thread for an immediate check.
+    pub fn wake(&self) {
+        let (m, c) = &self.wake;
+        *m.lock() = true;
+        c.notify_all();
+    }
+
+    fn run(self: Arc<Self>) {
+        let mut last_summary = Instant::now();
+        let (mut ok_count, mut fail_count) = (0u64, 0u64);
+        loop {
+            let next = Instant::now() + self.cfg.interval;
+            self.status.lock().next = Some(SystemTime::now() + self.cfg.interval);
+            {
+                let (m, c) = &self.wake;
+                let mut woken = m.lock();
+                while !*woken && Instant::now() < next {
+                    c.wait_until(&mut woken, next);
+                }
+                *woken = false;
+            }
+            if self.access.is_locked() {
+                continue;
+            }
+            match self.check_once() {
+                Ok(()) => ok_count += 1,
+                Err(_) => fail_count += 1,
+            }
+            // Checks are summarised in the audit log, not written one per interval.
+            if last_summary.elapsed() >= Duration::from_secs(600) {
+                let snap = self.access.snapshot();
+                self.audit("check_summary", json!({"checks_ok": ok_count, "checks_failed": fail_count, "state": snap.state, "refused_ops_since_state_change": snap.refused}));
+                last_summary = Instant::now();
+                ok_count = 0;
+                fail_count = 0;
+            }
+        }
+    }
+
+    /// Unwraps the keyslot through the provider, with a timeout; a call still hanging from
+    /// an earlier check counts as unreachable rather than piling up threads.
+    fn unwrap_with_timeout(
+        &self,
+        provider: Arc<dyn KeyProvider>,
+        slot: &Keyslot,
+    ) -> Result<Unwrapped, ProviderError> {
+        let unreachable =
+            |m: String| ProviderError::new(ErrorKind::Unreachable, &slot.provider, &slot.key_id, m);
+        if self.call_in_flight.swap(true, Ordering::SeqCst) {
+            return Err(unreachable(
+                "the previous call to the provider has not returned yet".into(),
+            ));
+        }
+        let wrapped = match slot.wrapped_bytes() {
+            Ok(w) => w,
+            Err(e) => {
+                self.call_in_flight.store(false, Ordering::SeqCst);
+                return Err(ProviderError::new(
+                    ErrorKind::Misconfigured,
+                    &slot.provider,
+                    &slot.key_id,
+                    e.to_string(),
+                ));
+            }
+        };
+        let version = slot.key_version.clone();
+        let (tx, rx) = mpsc::channel();
+        let flag = self.call_in_flight.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cmkfs-provider-call".into())
+            .spawn(move || {
+                let r = provider.unwrap(&version, &wrapped);
+                flag.store(false, Ordering::SeqCst);
+                let _ = tx.send(r);
+            });
+        if let Err(e) = spawned {
+            self.call_in_flight.store(false, Ordering::SeqCst);
+            return Err(unreachable(format!("cannot start provider call: {e}")));
+        }
+        match rx.recv_timeout(self.cfg.timeout) {
+            Ok(r) => r,
+            Err(_) => Err(unreachable(format!(
+                "no answer within {:?}",
+                self.cfg.timeout
+            ))),
+        }
+    }
+
+    /// One revalidation. Serialised: the thread, `unlock` and `reload` may all call it.
+    pub fn check_once(&self) -> CheckResult {
+        let _g = self.check_lock.lock();
+        self.reload_header_if_changed();
+        let (provider, slot) = {
+            let s = self.slot.lock();
+            (s.provider.clone(), s.slot.clone())
+        };
+        let t0 = Instant::now();
+        let r = self.unwrap_with_timeout(provider, &slot);
+        let latency = t0.elapsed();
+        self.status.lock().last_latency = Some(latency);
+        match r {
+            Ok(u) => {
+                let was_failing = self.status.lock().last_error.take().is_some();
+                {
+                    let mut st = self.status.lock();
+                    st.last_ok = Some(SystemTime::now());
+                    st.unreachable_since = None;
+                }
+                if was_failing {
+                    self.audit("check_ok", json!({"key_id": u.key.key_id, "key_version": u.key.version, "latency_ms": latency.as_secs_f64() * 1000.0}));
+                }
+                if self.access.is_available() {
+                    let same = self
+                        .access
+                        .with_volume_key(|vk, _| vk.expose() == u.secret.expose())
+                        .unwrap_or(false);
+                    if !same {
+                        let reason =
+                            "the KEK unwrapped a different volume key than the mounted one"
+                                .to_string();
+                        self.revoke(&reason);
+                        return Err(reason);
+                    }
+                    self.access.set_note(None);
+                    self.slot.lock().key = u.key.clone();
+                    self.rewrap_if_newer_version();
+                    Ok(())
+                } else {
+                    self.restore(u)
+                }
+            }
+            Err(e) => {
+                let first = {
+                    let mut st = self.status.lock();
+                    let first = st.last_error.is_none();
+                    st.last_error = Some(e.to_string());
+                    first
+                };
+                if first {
+                    self.audit("check_failed", json!({"provider": e.provider, "key": e.key, "kind": e.kind, "error": e.message, "latency_ms": latency.as_secs_f64() * 1000.0}));
+                }
+                tracing::warn!(error = %e, "key revalidation failed");
+                if e.kind == ErrorKind::Unreachable {
+                    let since = *self
+                        .status
+                        .lock()
+                        .unreachable_since
+                        .get_or_insert_with(SystemTime::now);
+                    let elapsed = since.elapsed().unwrap_or_default();
+                    if elapsed >= self.cfg.grace {
+                        self.revoke(&format!(
+                            "key provider unreachable for more than {}: {e}",
+                            humantime::format_duration(self.cfg.grace)
+                        ));
+                    } else if self.access.is_available() {
+                        let left = self.cfg.grace - elapsed;
+                        self.access.set_note(Some(format!(
+                            "key provider unreachable ({e}); still serving for {}",
+                            humantime::format_duration(Duration::from_secs(left.as_secs()))
+                        )));
+                    }
+                } else {
+                    self.revoke(&e.to_string());
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Makes the volume Inaccessible (see the module documentation for the order of steps).
+    pub fn revoke(&self, reason: &str) {
+        if !self.access.begin_drain(reason) {
+            return;
+        }
+        let t0 = Instant::now();
+        let ids = self.caches.inode_ids();
+        for &id in &ids {
+            // Dirty pages are written back (writes still pass) and cached pages dropped.
+            let _ = self.notifier.inval_inode(fuser::INodeNo(id), 0, 0);
+        }
+        self.access.finish_revoke();
+        self.caches.drop_keys();
+        for &id in &ids {
+            let _ = self.notifier.inval_inode(fuser::INodeNo(id), 0, 0);
+        }
+        tracing::warn!(
+            reason,
+            inodes = ids.len(),
+            took_ms = t0.elapsed().as_millis() as u64,
+            "volume is Inaccessible; keys dropped"
+        );
+        self.audit(
+            "state_change",
+            json!({"state": "Inaccessible", "reason": reason, "inodes_invalidated": ids.len()}),
+        );
+    }
+
+    fn restore(&self, u: Unwrapped) -> CheckResult {
+        match volume::read_verified(&self.dir, &u.secret) {
+            Ok((header, keys)) => {
+                let refused = self.access.restore(Arc::new(keys), u.secret);
+                self.slot.lock().generation = header.generation;
+                tracing::info!(refused, "key access restored; volume is Available");
+                self.audit("state_change", json!({"state": "Available", "reason": "revalidation succeeded", "key_id": u.key.key_id, "key_version": u.key.version, "refused_ops_while_inaccessible": refused}));
+                self.slot.lock().key = u.key;
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!(
+                    "key unwrapped but the volume header does not authenticate with it: {e}"
+                );
+                tracing::error!(%reason);
+                Err(reason)
+            }
+        }
+    }
+
+    /// `cmkfs lock`: Inaccessible now, and until `unlock`.
+    pub fn lock(&self, uid: u32) {
+        self.access.set_locked(Some(uid));
+        self.audit("lock", json!({"requested_by_uid": uid}));
+        self.revoke(&format!(
+            "locked by uid {uid} ('cmkfs unlock' revalidates with the key provider)"
+        ));
+        // set_locked is kept through revoke; restore clears it only after unlock.
+        self.access.set_locked(Some(uid));
+    }
+
+    /// `cmkfs unlock`: revalidates with the provider now.
+    pub fn unlock(&self, uid: u32) -> CheckResult {
+        self.access.set_locked(None);
+        let r = self.check_once();
+        self.audit("unlock", json!({"requested_by_uid": uid, "outcome": match &r { Ok(()) => "Available".to_string(), Err(e) => format!("still Inaccessible: {e}") }}));
+        r
+    }
+
+    /// Re-reads the header if another process rewrote it (rotation, keyslot changes) and
+    /// switches to the slot now in use. Needs the volume key, so only while Available.
+    pub fn reload_header_if_changed(&self) {
+        let Ok(parsed) = volume::read_header(&self.dir) else {
+            return;
+        };
+        let known = self.slot.lock().generation;
+        if parsed.header.generation == known {
+            return;
+        }
+        let verified = self.access.with_volume_key(|vk, _| {
+            let keys = VolumeKeys::derive(vk, parsed.header.volume_id_bytes());
+            parsed.verify(&keys).is_ok()
+        });
+        if verified != Some(true) {
+            return;
+        }
+        let current_id = self.slot.lock().slot.id;
+        let slot = parsed
+            .header
+            .keyslots
+            .iter()
+            .find(|s| s.id == current_id && s.role == SlotRole::Primary)
+            .or_else(|| {
+                parsed
+                    .header
+                    .keyslots
+                    .iter()
+                    .find(|s| s.role == SlotRole::Primary)
+            })
+            .cloned();
+        let Some(slot) = slot else { return };
+        match provider::open(&slot.kek_uri) {
+            Ok(p) => {
+                let mut s = self.slot.lock();
+                let old = (s.slot.key_id.clone(), s.slot.key_version.clone());
+                s.provider = Arc::from(p);
+                s.generation = parsed.header.generation;
+                s.slot = slot.clone();
+                drop(s);
+                tracing::info!(generation = parsed.header.generation, key = %slot.key_id, version = %slot.key_version, "volume header changed; now checking keyslot {}", slot.id);
+                self.audit("header_reloaded", json!({"generation": parsed.header.generation, "old_key": old.0, "old_version": old.1, "key_id": slot.key_id, "key_version": slot.key_version, "keyslot": slot.id}));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "new keyslot's provider cannot be opened; keeping the old one")
+            }
+        }
+    }
+
+    /// For a versionless URI: rewrap to the key's newest version when one appears.
+    fn rewrap_if_newer_version(&self) {
+        let (slot, provider) = {
+            let s = self.slot.lock();
+            (s.slot.clone(), s.provider.clone())
+        };
+        if !volume::uri_is_versionless(&slot.kek_uri) {
+            return;
+        }
+        let Ok(cur) = provider.current() else { return };
+        if cur.version == slot.key_version {
+            return;
+        }
+        let Some(vk) = self.access.with_volume_key(|vk, _| vk.clone()) else {
+            return;
+        };
+        match rewrap_slot(&self.dir, &vk, slot.id, &slot.kek_uri) {
+            Ok((new_slot, generation)) => {
+                tracing::info!(old = %slot.key_version, new = %new_slot.key_version, "KEK has a newer version; volume key rewrapped");
+                self.audit("rotate", json!({"auto": true, "key_id": new_slot.key_id, "old_version": slot.key_version, "new_version": new_slot.key_version, "generation": generation}));
+                let mut s = self.slot.lock();
+                s.slot = new_slot;
+                s.generation = generation;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "automatic rewrap to the newer key version failed")
+            }
+        }
+    }
+}
+
+/// Rewraps keyslot `id` with the KEK at `uri` (rotation). Returns the new slot and header
+/// generation.
+pub fn rewrap_slot(
+    dir: &std::path::Path,
+    vk: &SecretKey,
+    id: u32,
+    uri: &str,
+) -> Result<(Keyslot, u64), volume::VolumeError> {
+    let mut out = None;
+    let h = volume::update_header(dir, vk, |h| {
+        let pos = h.keyslots.iter().position(|s| s.id == id).ok_or_else(|| {
+            volume::VolumeError::Header {
+                path: volume::header_path(dir),
+                source: crate::format::volume::VolumeHeaderError::BadField(format!(
+                    "no keyslot {id}"
+                )),
+            }
+        })?;
+        let role = h.keyslots[pos].role;
+        let slot = volume::wrap_slot(uri, vk, id, role)?;
+        h.keyslots[pos] = slot.clone();
+        out = Some(slot);
+        Ok(())
+    })?;
+    Ok((out.expect("set by update"), h.generation))
+}
