@@ -127,15 +127,11 @@ fn last_record(f: &mut std::fs::File) -> io::Result<(u64, String)> {
 }
 
 fn parse_tail(line: &[u8]) -> io::Result<(u64, String)> {
-    let v: Value = serde_json::from_slice(line).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("last audit record is damaged: {e}"),
-        )
-    })?;
-    let seq = v["seq"].as_u64().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, "last audit record has no seq")
-    })?;
+    let v: Value = serde_json::from_slice(line)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("last audit record is damaged: {e}")))?;
+    let seq = v["seq"]
+        .as_u64()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "last audit record has no seq"))?;
     Ok((seq, crypto::hex(&crypto::sha256(line))))
 }
 
@@ -164,11 +160,15 @@ pub fn verify(path: &Path) -> io::Result<Verification> {
         match serde_json::from_slice::<Value>(&line) {
             Ok(v) => {
                 if v["prev"].as_str() != Some(prev.as_str()) {
-                    problems.push(format!("line {lineno}: chain broken (the record before it was edited, removed or reordered)"));
+                    problems.push(format!(
+                        "line {lineno}: chain broken (the record before it was edited, removed or reordered)"
+                    ));
                 }
                 match v["seq"].as_u64() {
                     Some(s) if s == expect_seq => {}
-                    Some(s) => problems.push(format!("line {lineno}: seq {s}, expected {expect_seq} (records removed or reordered)")),
+                    Some(s) => problems.push(format!(
+                        "line {lineno}: seq {s}, expected {expect_seq} (records removed or reordered)"
+                    )),
                     None => problems.push(format!("line {lineno}: no seq")),
                 }
                 expect_seq = v["seq"].as_u64().unwrap_or(expect_seq) + 1;

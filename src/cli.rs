@@ -283,9 +283,8 @@ struct MountArgs {
 
 fn check_time(s: &Option<String>, what: &str) -> Result<()> {
     if let Some(t) = s {
-        humantime::parse_rfc3339_weak(t).with_context(|| {
-            format!("--{what} '{t}' is not an RFC 3339 time such as 2027-01-01T00:00:00Z")
-        })?;
+        humantime::parse_rfc3339_weak(t)
+            .with_context(|| format!("--{what} '{t}' is not an RFC 3339 time such as 2027-01-01T00:00:00Z"))?;
     }
     Ok(())
 }
@@ -315,10 +314,7 @@ fn name_version(s: &str) -> Result<(&str, Option<u32>)> {
         None => Ok((s, None)),
         Some((n, v)) => Ok((
             n,
-            Some(
-                v.parse()
-                    .with_context(|| format!("'{v}' is not a version number"))?,
-            ),
+            Some(v.parse().with_context(|| format!("'{v}' is not a version number"))?),
         )),
     }
 }
@@ -328,9 +324,8 @@ fn name_version(s: &str) -> Result<(&str, Option<u32>)> {
 fn resolve_target(target: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
     let mp = control::normalize_mountpoint(target);
     if control::is_cmkfs_mount(&mp) {
-        let st = control::status(&mp).with_context(|| {
-            format!("{} is mounted but its daemon does not answer", mp.display())
-        })?;
+        let st = control::status(&mp)
+            .with_context(|| format!("{} is mounted but its daemon does not answer", mp.display()))?;
         return Ok((PathBuf::from(st.cipher_dir), Some(mp)));
     }
     if volume::header_path(target).exists() {
@@ -359,10 +354,7 @@ fn print_status(st: &control::Status) {
         "key:             {} {} version {} (keyslot {}, header generation {})",
         st.provider, st.key_id, st.key_version, st.keyslot, st.header_generation
     );
-    println!(
-        "last check ok:   {}",
-        st.last_check_ok.as_deref().unwrap_or("never")
-    );
+    println!("last check ok:   {}", st.last_check_ok.as_deref().unwrap_or("never"));
     println!(
         "next check:      {} (every {})",
         st.next_check.as_deref().unwrap_or("-"),
@@ -406,10 +398,7 @@ pub fn run() -> Result<()> {
             let h = r?;
             let s = &h.keyslots[0];
             println!("created volume {} in {}", h.volume_id, dir.display());
-            println!(
-                "keyslot 0: {} (key {} version {})",
-                s.kek_uri, s.key_id, s.key_version
-            );
+            println!("keyslot 0: {} (key {} version {})", s.kek_uri, s.key_id, s.key_version);
             Ok(())
         }
         Command::Mount(a) => {
@@ -454,8 +443,7 @@ pub fn run() -> Result<()> {
         Command::Rotate { kek, slot, target } => {
             init_logging("warn");
             let (dir, mp) = resolve_target(&target)?;
-            let vol = volume::open(&dir, None)
-                .context("rotation needs the current key to unwrap the volume key")?;
+            let vol = volume::open(&dir, None).context("rotation needs the current key to unwrap the volume key")?;
             let slot_id = slot.unwrap_or(vol.slot().id);
             let old = vol
                 .header()
@@ -484,14 +472,21 @@ pub fn run() -> Result<()> {
             if let Some(mp) = &mp {
                 let _ = control::command(mp, &control::Request::Reload);
             }
-            println!("keyslot {slot_id} rewrapped: {} {} version {} -> {} version {} (header generation {g}, {:.1} ms)", old.provider, old.key_id, old.key_version, s.key_id, s.key_version, t0.elapsed().as_secs_f64() * 1000.0);
+            println!(
+                "keyslot {slot_id} rewrapped: {} {} version {} -> {} version {} (header generation {g}, {:.1} ms)",
+                old.provider,
+                old.key_id,
+                old.key_version,
+                s.key_id,
+                s.key_version,
+                t0.elapsed().as_secs_f64() * 1000.0
+            );
             Ok(())
         }
         Command::Keyslot(k) => run_keyslot(k, &audit),
         Command::Audit(AuditCommand::Verify { json, log }) => {
             let path = log.unwrap_or(audit_path);
-            let v =
-                audit::verify(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let v = audit::verify(&path).with_context(|| format!("cannot read {}", path.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -524,9 +519,7 @@ fn lock_unlock(mountpoint: &Path, lock: bool) -> Result<()> {
     } else {
         control::Request::Unlock
     };
-    match control::command(&mp, &req)
-        .with_context(|| format!("cannot reach the daemon of {}", mp.display()))?
-    {
+    match control::command(&mp, &req).with_context(|| format!("cannot reach the daemon of {}", mp.display()))? {
         Ok(st) => {
             println!(
                 "{}: {}{}",
@@ -607,24 +600,16 @@ fn run_key(k: KeyCommand, audit: &AuditLog) -> Result<()> {
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(
-                        &json!({"uri": ks.uri(&name), "state": m.state(), "meta": m})
-                    )?
+                    serde_json::to_string_pretty(&json!({"uri": ks.uri(&name), "state": m.state(), "meta": m}))?
                 );
             } else {
                 println!("key:              {}", m.name);
                 println!("uri:              {}", ks.uri(&name));
                 println!("state:            {}", m.state());
                 println!("created:          {}", m.created);
-                println!(
-                    "purge protection: {}",
-                    if m.purge_protection { "on" } else { "off" }
-                );
+                println!("purge protection: {}", if m.purge_protection { "on" } else { "off" });
                 if let Some(d) = &m.deleted {
-                    println!(
-                        "deleted:          {} (recoverable until {})",
-                        d.at, d.purge_after
-                    );
+                    println!("deleted:          {} (recoverable until {})", d.at, d.purge_after);
                 }
                 println!(
                     "{:>4} {:>6} {:<9} {:<21} {:<21} {:<21} FINGERPRINT",
@@ -703,21 +688,19 @@ fn run_key(k: KeyCommand, audit: &AuditLog) -> Result<()> {
             audit.record("key_set_dates", rec);
             println!("key '{name}' version {version}: dates updated");
         }
-        KeyCommand::Delete {
-            store,
-            retention,
-            name,
-        } => {
-            let r = humantime::parse_duration(&retention).with_context(|| {
-                format!("--retention '{retention}' is not a duration such as 90d")
-            })?;
+        KeyCommand::Delete { store, retention, name } => {
+            let r = humantime::parse_duration(&retention)
+                .with_context(|| format!("--retention '{retention}' is not a duration such as 90d"))?;
             let ks = store.open();
             let m = ks.delete(&name, r)?;
             let d = m.deleted.unwrap();
             let mut rec = key_fields(&ks, &name);
             rec["purge_after"] = d.purge_after.clone().into();
             audit.record("key_delete", rec);
-            println!("key '{name}' deleted: unwraps are refused now; 'cmkfs key recover {name}' restores it until {}", d.purge_after);
+            println!(
+                "key '{name}' deleted: unwraps are refused now; 'cmkfs key recover {name}' restores it until {}",
+                d.purge_after
+            );
         }
         KeyCommand::Recover { store, name } => {
             let ks = store.open();
@@ -766,10 +749,7 @@ fn run_keyslot(k: KeyslotCommand, audit: &AuditLog) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&parsed.header.keyslots)?);
             } else {
                 println!("(not yet authenticated: listing does not need the key)");
-                println!(
-                    "{:>4} {:<9} {:<8} {:<8} KEK URI",
-                    "SLOT", "ROLE", "PROVIDER", "VERSION"
-                );
+                println!("{:>4} {:<9} {:<8} {:<8} KEK URI", "SLOT", "ROLE", "PROVIDER", "VERSION");
                 for s in &parsed.header.keyslots {
                     println!(
                         "{:>4} {:<9} {:<8} {:<8} {}",
@@ -789,8 +769,8 @@ fn run_keyslot(k: KeyslotCommand, audit: &AuditLog) -> Result<()> {
                 r => bail!("--role '{r}': use recovery or primary"),
             };
             let (dir, mp) = resolve_target(&target)?;
-            let vol = volume::open(&dir, None)
-                .context("adding a keyslot needs the current key to unwrap the volume key")?;
+            let vol =
+                volume::open(&dir, None).context("adding a keyslot needs the current key to unwrap the volume key")?;
             let mut added = None;
             let h = volume::update_header(&dir, vol.volume_key(), |h| {
                 let id = h.keyslots.iter().map(|s| s.id).max().unwrap_or(0) + 1;
@@ -811,8 +791,7 @@ fn run_keyslot(k: KeyslotCommand, audit: &AuditLog) -> Result<()> {
         }
         KeyslotCommand::Remove { slot, target } => {
             let (dir, mp) = resolve_target(&target)?;
-            let vol =
-                volume::open(&dir, None).context("removing a keyslot needs the current key")?;
+            let vol = volume::open(&dir, None).context("removing a keyslot needs the current key")?;
             let h = volume::update_header(&dir, vol.volume_key(), |h| {
                 let pos = h
                     .keyslots
@@ -820,21 +799,25 @@ fn run_keyslot(k: KeyslotCommand, audit: &AuditLog) -> Result<()> {
                     .position(|s| s.id == slot)
                     .ok_or_else(|| anyhow_to_volume(format!("no keyslot {slot}")))?;
                 if h.keyslots.len() == 1 {
-                    return Err(anyhow_to_volume("refusing to remove the last keyslot: the volume could never be opened again".into()));
+                    return Err(anyhow_to_volume(
+                        "refusing to remove the last keyslot: the volume could never be opened again".into(),
+                    ));
                 }
                 let removing = &h.keyslots[pos];
                 if removing.role == SlotRole::Primary
-                    && !h
-                        .keyslots
-                        .iter()
-                        .any(|s| s.id != slot && s.role == SlotRole::Primary)
+                    && !h.keyslots.iter().any(|s| s.id != slot && s.role == SlotRole::Primary)
                 {
-                    return Err(anyhow_to_volume("refusing to remove the only primary keyslot: add another primary slot first".into()));
+                    return Err(anyhow_to_volume(
+                        "refusing to remove the only primary keyslot: add another primary slot first".into(),
+                    ));
                 }
                 h.keyslots.remove(pos);
                 Ok(())
             })?;
-            audit.record("keyslot_remove", json!({"cipher_dir": dir.display().to_string(), "keyslot": slot, "generation": h.generation}));
+            audit.record(
+                "keyslot_remove",
+                json!({"cipher_dir": dir.display().to_string(), "keyslot": slot, "generation": h.generation}),
+            );
             if let Some(mp) = mp {
                 let _ = control::command(&mp, &control::Request::Reload);
             }

@@ -225,10 +225,7 @@ pub fn status(mountpoint: &Path) -> std::io::Result<Status> {
 
 /// Sends a state-changing request; returns the status after it, or the daemon's error
 /// (with the status, when there is one).
-pub fn command(
-    mountpoint: &Path,
-    req: &Request,
-) -> std::io::Result<Result<Status, (String, Option<Status>)>> {
+pub fn command(mountpoint: &Path, req: &Request) -> std::io::Result<Result<Status, (String, Option<Status>)>> {
     let v = request(mountpoint, req)?;
     let st: Option<Status> = serde_json::from_value(v.clone()).ok();
     Ok(match v.get("error").and_then(|e| e.as_str()) {
@@ -244,10 +241,7 @@ pub fn is_cmkfs_mount(mp: &Path) -> bool {
     match mount_entry(mp) {
         Some((t, source)) => {
             (t == "fuse" || t == "fuse.cmkfs")
-                && (Path::new(&source)
-                    .join(crate::format::VOLUME_HEADER_NAME)
-                    .exists()
-                    || socket_path(mp).exists())
+                && (Path::new(&source).join(crate::format::VOLUME_HEADER_NAME).exists() || socket_path(mp).exists())
         }
         None => false,
     }

@@ -101,9 +101,7 @@ impl KeyMeta {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store directory does not exist.
-    #[error(
-        "key store {0} does not exist (create a key with 'cmkfs key create --store {0} NAME')"
-    )]
+    #[error("key store {0} does not exist (create a key with 'cmkfs key create --store {0} NAME')")]
     NoStore(PathBuf),
     /// No such key.
     #[error("key '{name}' not found in key store {store}")]
@@ -125,9 +123,7 @@ pub enum StoreError {
     #[error("key '{0}' already exists")]
     Exists(String),
     /// Name not acceptable.
-    #[error(
-        "invalid key name '{0}': use 1-64 characters from A-Z a-z 0-9 . _ -, not starting with '.'"
-    )]
+    #[error("invalid key name '{0}': use 1-64 characters from A-Z a-z 0-9 . _ -, not starting with '.'")]
     BadName(String),
     /// Bad parameters.
     #[error("{0}")]
@@ -256,14 +252,11 @@ impl KeyStore {
         let fingerprint = rsa_kek::fingerprint(&key.to_public_key());
         // Build in a temporary directory and rename it into place, so that a crash never
         // leaves a half-made key under its real name.
-        let tmp = self
-            .root
-            .join(format!(".{name}.creating.{}", std::process::id()));
+        let tmp = self.root.join(format!(".{name}.creating.{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         util::create_private_dir(&tmp, 0o700).map_err(io_err(&tmp))?;
         let pem_path = tmp.join("v1.pem");
-        util::atomic_write(&pem_path, rsa_kek::private_pem(&key).as_bytes(), 0o600)
-            .map_err(io_err(&pem_path))?;
+        util::atomic_write(&pem_path, rsa_kek::private_pem(&key).as_bytes(), 0o600).map_err(io_err(&pem_path))?;
         let now = util::now_rfc3339();
         let meta = KeyMeta {
             schema: 1,
@@ -377,8 +370,7 @@ impl KeyStore {
         self.update(name, |m| {
             let version = m.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
             let pem_path = self.key_dir(name).join(format!("v{version}.pem"));
-            util::atomic_write(&pem_path, rsa_kek::private_pem(&key).as_bytes(), 0o600)
-                .map_err(io_err(&pem_path))?;
+            util::atomic_write(&pem_path, rsa_kek::private_pem(&key).as_bytes(), 0o600).map_err(io_err(&pem_path))?;
             m.versions.push(VersionMeta {
                 version,
                 bits,
@@ -393,22 +385,19 @@ impl KeyStore {
     }
 
     /// Enables or disables a whole key (`version` None) or one version.
-    pub fn set_enabled(
-        &self,
-        name: &str,
-        version: Option<u32>,
-        enabled: bool,
-    ) -> Result<KeyMeta, StoreError> {
+    pub fn set_enabled(&self, name: &str, version: Option<u32>, enabled: bool) -> Result<KeyMeta, StoreError> {
         self.update(name, |m| {
             match version {
                 None => m.enabled = enabled,
                 Some(v) => {
-                    let vm = m.versions.iter_mut().find(|x| x.version == v).ok_or(
-                        StoreError::NoVersion {
+                    let vm = m
+                        .versions
+                        .iter_mut()
+                        .find(|x| x.version == v)
+                        .ok_or(StoreError::NoVersion {
                             name: name.into(),
                             version: v,
-                        },
-                    )?;
+                        })?;
                     vm.enabled = enabled;
                 }
             }
@@ -425,12 +414,14 @@ impl KeyStore {
         expiry: Option<Option<String>>,
     ) -> Result<KeyMeta, StoreError> {
         self.update(name, |m| {
-            let vm = m.versions.iter_mut().find(|x| x.version == version).ok_or(
-                StoreError::NoVersion {
+            let vm = m
+                .versions
+                .iter_mut()
+                .find(|x| x.version == version)
+                .ok_or(StoreError::NoVersion {
                     name: name.into(),
                     version,
-                },
-            )?;
+                })?;
             if let Some(a) = activation {
                 vm.activation = a;
             }
@@ -442,11 +433,7 @@ impl KeyStore {
     }
 
     /// Soft-deletes a key: it refuses to unwrap until recovered; purgeable after `retention`.
-    pub fn delete(
-        &self,
-        name: &str,
-        retention: std::time::Duration,
-    ) -> Result<KeyMeta, StoreError> {
+    pub fn delete(&self, name: &str, retention: std::time::Duration) -> Result<KeyMeta, StoreError> {
         self.update(name, |m| {
             if m.deleted.is_some() {
                 return Err(Self::refuse(name, "is already deleted"));
@@ -496,11 +483,10 @@ impl KeyStore {
             ));
         };
         if meta.purge_protection {
-            let until =
-                humantime::parse_rfc3339_weak(&d.purge_after).map_err(|e| StoreError::Corrupt {
-                    path: self.key_dir(name),
-                    reason: e.to_string(),
-                })?;
+            let until = humantime::parse_rfc3339_weak(&d.purge_after).map_err(|e| StoreError::Corrupt {
+                path: self.key_dir(name),
+                reason: e.to_string(),
+            })?;
             if std::time::SystemTime::now() < until {
                 return Err(Self::refuse(
                     name,
@@ -509,9 +495,7 @@ impl KeyStore {
             }
         }
         let dir = self.key_dir(name);
-        let tomb = self
-            .root
-            .join(format!(".{name}.purging.{}", std::process::id()));
+        let tomb = self.root.join(format!(".{name}.purging.{}", std::process::id()));
         fs::rename(&dir, &tomb).map_err(io_err(&dir))?;
         util::fsync_dir(&self.root).map_err(io_err(&self.root))?;
         fs::remove_dir_all(&tomb).map_err(io_err(&tomb))?;
@@ -559,20 +543,14 @@ mod tests {
             Err(StoreError::Invalid(_))
         ));
         let l = s.list().unwrap();
-        assert_eq!(
-            l.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
-            vec!["db-kek"]
-        );
+        assert_eq!(l.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), vec!["db-kek"]);
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(s.root()), 0o700);
         assert_eq!(mode(&s.root().join("db-kek")), 0o700);
         assert_eq!(mode(&s.root().join("db-kek/v1.pem")), 0o600);
         assert_eq!(mode(&s.root().join("db-kek/meta.json")), 0o600);
         let k = s.private_key("db-kek", 1).unwrap();
-        assert_eq!(
-            rsa_kek::fingerprint(&k.to_public_key()),
-            m.versions[0].fingerprint
-        );
+        assert_eq!(rsa_kek::fingerprint(&k.to_public_key()), m.versions[0].fingerprint);
         assert!(s.uri("db-kek").starts_with("local:/"));
         // Lifecycle.
         let m = s.rotate("db-kek", None, None, None).unwrap();
@@ -584,9 +562,7 @@ mod tests {
         let m = s.set_enabled("db-kek", None, false).unwrap();
         assert_eq!(m.state(), "disabled");
         s.set_enabled("db-kek", None, true).unwrap();
-        let m = s
-            .delete("db-kek", std::time::Duration::from_secs(3600))
-            .unwrap();
+        let m = s.delete("db-kek", std::time::Duration::from_secs(3600)).unwrap();
         assert_eq!(m.state(), "deleted");
         assert!(
             matches!(s.purge("db-kek"), Err(StoreError::Refused { .. })),
@@ -598,8 +574,7 @@ mod tests {
             "purge needs delete first"
         );
         s.set_purge_protection("db-kek", false).unwrap();
-        s.delete("db-kek", std::time::Duration::from_secs(3600))
-            .unwrap();
+        s.delete("db-kek", std::time::Duration::from_secs(3600)).unwrap();
         s.purge("db-kek").unwrap();
         assert!(matches!(s.meta("db-kek"), Err(StoreError::NoKey { .. })));
         // No temporary directory left behind.

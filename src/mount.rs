@@ -94,11 +94,7 @@ pub fn preflight(o: &MountOptions) -> Result<()> {
     if !md.is_dir() {
         bail!("mountpoint {} is not a directory", o.mountpoint.display());
     }
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-    {
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
         bail!("FUSE is unavailable: cannot open /dev/fuse ({e}); install fuse3 and load the fuse module ('modprobe fuse')");
     }
     let c = std::fs::canonicalize(&o.cipher_dir)?;
@@ -122,13 +118,9 @@ pub fn mount(mut o: MountOptions) -> Result<()> {
 }
 
 fn spawn_daemon(o: MountOptions) -> Result<()> {
-    let log = o
-        .log_file
-        .clone()
-        .unwrap_or_else(|| default_log_file(&o.mountpoint));
+    let log = o.log_file.clone().unwrap_or_else(|| default_log_file(&o.mountpoint));
     if let Some(d) = log.parent() {
-        std::fs::create_dir_all(d)
-            .with_context(|| format!("cannot create log directory {}", d.display()))?;
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create log directory {}", d.display()))?;
     }
     let logf = std::fs::OpenOptions::new()
         .create(true)
@@ -228,9 +220,7 @@ impl Ready {
 }
 
 fn run_foreground(o: MountOptions) -> Result<()> {
-    let ready = Ready {
-        child: o.daemon_child,
-    };
+    let ready = Ready { child: o.daemon_child };
     match mount_and_serve(&o, &ready) {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -262,11 +252,9 @@ impl control::Handler for DaemonHandler {
         let cs = self.checker.status();
         let cfg = self.checker.config();
         let (slot, key, generation) = self.checker.in_use();
-        let grace_remaining_secs = cs.unreachable_since.map(|since| {
-            cfg.grace
-                .saturating_sub(since.elapsed().unwrap_or_default())
-                .as_secs()
-        });
+        let grace_remaining_secs = cs
+            .unreachable_since
+            .map(|since| cfg.grace.saturating_sub(since.elapsed().unwrap_or_default()).as_secs());
         control::Status {
             state: format!("{:?}", snap.state),
             reason: snap.reason,
@@ -275,9 +263,7 @@ impl control::Handler for DaemonHandler {
             locked_by_uid: snap.locked_by,
             last_check_ok: cs.last_ok.map(rfc3339),
             next_check: cs.next.map(rfc3339),
-            last_check_latency_ms: cs
-                .last_latency
-                .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
+            last_check_latency_ms: cs.last_latency.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
             last_check_error: cs.last_error,
             grace_remaining_secs,
             check_interval: humantime::format_duration(cfg.interval).to_string(),
@@ -337,7 +323,12 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
         rec["key_version"] = vol.key().version.clone().into();
         rec["keyslot"] = vol.slot().id.into();
         rec["latency_ms"] = (t0.elapsed().as_secs_f64() * 1000.0).into();
-        audit.record("unwrap", rec);
+        audit.record("unwrap", rec.clone());
+        if vol.key().is_expired() {
+            tracing::warn!(key = %vol.key().key_id, version = %vol.key().version, expiry = ?vol.key().expiry, "the KEK version in use has expired; it still unwraps, rotate to a new version");
+            rec["expiry"] = vol.key().expiry.clone().into();
+            audit.record("key_expired_in_use", rec);
+        }
     }
     let access = Arc::new(Access::new(vol.keys().clone(), vol.volume_key().clone()));
     let fs = CmkFs::new(&o.cipher_dir, access.clone())
@@ -367,9 +358,7 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
     let cfg = revalidation::Config {
         interval: o.check_interval,
         grace: o.unreachable_grace,
-        timeout: o
-            .check_interval
-            .clamp(Duration::from_secs(2), Duration::from_secs(30)),
+        timeout: o.check_interval.clamp(Duration::from_secs(2), Duration::from_secs(30)),
     };
     let checker = Checker::new(
         access.clone(),
@@ -392,9 +381,7 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
         audit_log: o.audit_log.display().to_string(),
     });
     let sock = control::serve(&o.mountpoint, handler).context("cannot start the control socket")?;
-    checker
-        .spawn()
-        .context("cannot start the revalidation thread")?;
+    checker.spawn().context("cannot start the revalidation thread")?;
     let mp = o.mountpoint.clone();
     std::thread::Builder::new()
         .name("cmkfs-signals".into())
@@ -409,9 +396,7 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
     tracing::info!(cipher = %o.cipher_dir.display(), mountpoint = %o.mountpoint.display(), volume = %vol.header().volume_id, interval = ?o.check_interval, "mounted");
     let mut rec = base.clone();
     rec["volume_id"] = vol.header().volume_id.clone().into();
-    rec["check_interval"] = humantime::format_duration(o.check_interval)
-        .to_string()
-        .into();
+    rec["check_interval"] = humantime::format_duration(o.check_interval).to_string().into();
     audit.record("mount", rec);
     drop(vol);
     ready.send("READY");
@@ -441,7 +426,11 @@ pub fn unmount(mp: &Path, lazy: bool) -> Result<()> {
         if unsafe { libc::umount2(c.as_ptr(), flags) } != 0 {
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
-                Some(libc::EBUSY) => bail!("{} is busy: files on it are still in use (see 'fuser -vm {}'); close them, or use --lazy", mp.display(), mp.display()),
+                Some(libc::EBUSY) => bail!(
+                    "{} is busy: files on it are still in use (see 'fuser -vm {}'); close them, or use --lazy",
+                    mp.display(),
+                    mp.display()
+                ),
                 Some(libc::EINVAL) => bail!("{} is not mounted", mp.display()),
                 _ => bail!("unmounting {} failed: {e}", mp.display()),
             }
@@ -489,10 +478,6 @@ pub fn umount_and_wait(mp: &Path, lazy: bool, timeout: Duration) -> Result<()> {
 
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'))
-        })
+        .map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
         .unwrap_or(true)
 }

@@ -82,6 +82,7 @@ pub struct Checker {
     wake: (Mutex<bool>, Condvar),
     call_in_flight: Arc<AtomicBool>,
     check_lock: Mutex<()>,
+    expired_reported: AtomicBool,
 }
 
 /// Outcome of one check, for `unlock`.
@@ -120,6 +121,7 @@ impl Checker {
             wake: (Mutex::new(false), Condvar::new()),
             call_in_flight: Arc::new(AtomicBool::new(false)),
             check_lock: Mutex::new(()),
+            expired_reported: AtomicBool::new(vol.key().is_expired()),
         })
     }
 
@@ -201,13 +203,8 @@ impl Checker {
 
     /// Unwraps the keyslot through the provider, with a timeout; a call still hanging from
     /// an earlier check counts as unreachable rather than piling up threads.
-    fn unwrap_with_timeout(
-        &self,
-        provider: Arc<dyn KeyProvider>,
-        slot: &Keyslot,
-    ) -> Result<Unwrapped, ProviderError> {
-        let unreachable =
-            |m: String| ProviderError::new(ErrorKind::Unreachable, &slot.provider, &slot.key_id, m);
+    fn unwrap_with_timeout(&self, provider: Arc<dyn KeyProvider>, slot: &Keyslot) -> Result<Unwrapped, ProviderError> {
+        let unreachable = |m: String| ProviderError::new(ErrorKind::Unreachable, &slot.provider, &slot.key_id, m);
         if self.call_in_flight.swap(true, Ordering::SeqCst) {
             return Err(unreachable(
                 "the previous call to the provider has not returned yet".into(),
@@ -241,10 +238,7 @@ impl Checker {
         }
         match rx.recv_timeout(self.cfg.timeout) {
             Ok(r) => r,
-            Err(_) => Err(unreachable(format!(
-                "no answer within {:?}",
-                self.cfg.timeout
-            ))),
+            Err(_) => Err(unreachable(format!("no answer within {:?}", self.cfg.timeout))),
         }
     }
 
@@ -277,13 +271,24 @@ impl Checker {
                         .with_volume_key(|vk, _| vk.expose() == u.secret.expose())
                         .unwrap_or(false);
                     if !same {
-                        let reason =
-                            "the KEK unwrapped a different volume key than the mounted one"
-                                .to_string();
+                        let reason = "the KEK unwrapped a different volume key than the mounted one".to_string();
                         self.revoke(&reason);
                         return Err(reason);
                     }
-                    self.access.set_note(None);
+                    if u.key.is_expired() && !self.expired_reported.swap(true, Ordering::SeqCst) {
+                        self.audit(
+                            "key_expired_in_use",
+                            json!({"key_id": u.key.key_id, "key_version": u.key.version, "expiry": u.key.expiry}),
+                        );
+                    }
+                    self.access.set_note(u.key.is_expired().then(|| {
+                        format!(
+                            "KEK {} version {} expired at {}; rotate it",
+                            u.key.key_id,
+                            u.key.version,
+                            u.key.expiry.as_deref().unwrap_or("?")
+                        )
+                    }));
                     self.slot.lock().key = u.key.clone();
                     self.rewrap_if_newer_version();
                     Ok(())
@@ -303,11 +308,7 @@ impl Checker {
                 }
                 tracing::warn!(error = %e, "key revalidation failed");
                 if e.kind == ErrorKind::Unreachable {
-                    let since = *self
-                        .status
-                        .lock()
-                        .unreachable_since
-                        .get_or_insert_with(SystemTime::now);
+                    let since = *self.status.lock().unreachable_since.get_or_insert_with(SystemTime::now);
                     let elapsed = since.elapsed().unwrap_or_default();
                     if elapsed >= self.cfg.grace {
                         self.revoke(&format!(
@@ -368,9 +369,7 @@ impl Checker {
                 Ok(())
             }
             Err(e) => {
-                let reason = format!(
-                    "key unwrapped but the volume header does not authenticate with it: {e}"
-                );
+                let reason = format!("key unwrapped but the volume header does not authenticate with it: {e}");
                 tracing::error!(%reason);
                 Err(reason)
             }
@@ -419,13 +418,7 @@ impl Checker {
             .keyslots
             .iter()
             .find(|s| s.id == current_id && s.role == SlotRole::Primary)
-            .or_else(|| {
-                parsed
-                    .header
-                    .keyslots
-                    .iter()
-                    .find(|s| s.role == SlotRole::Primary)
-            })
+            .or_else(|| parsed.header.keyslots.iter().find(|s| s.role == SlotRole::Primary))
             .cloned();
         let Some(slot) = slot else { return };
         match provider::open(&slot.kek_uri) {
@@ -486,14 +479,14 @@ pub fn rewrap_slot(
 ) -> Result<(Keyslot, u64), volume::VolumeError> {
     let mut out = None;
     let h = volume::update_header(dir, vk, |h| {
-        let pos = h.keyslots.iter().position(|s| s.id == id).ok_or_else(|| {
-            volume::VolumeError::Header {
+        let pos = h
+            .keyslots
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or_else(|| volume::VolumeError::Header {
                 path: volume::header_path(dir),
-                source: crate::format::volume::VolumeHeaderError::BadField(format!(
-                    "no keyslot {id}"
-                )),
-            }
-        })?;
+                source: crate::format::volume::VolumeHeaderError::BadField(format!("no keyslot {id}")),
+            })?;
         let role = h.keyslots[pos].role;
         let slot = volume::wrap_slot(uri, vk, id, role)?;
         h.keyslots[pos] = slot.clone();

@@ -14,26 +14,32 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let tmp = dir.join(format!(
-        "{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = dir.join(format!("{}.tmp.{}", name.to_string_lossy(), std::process::id()));
     let res = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(data)?;
+        crash_point("atomic-write:written");
         f.sync_all()?;
+        crash_point("atomic-write:synced");
         fs::rename(&tmp, path)?;
+        crash_point("atomic-write:renamed");
         fsync_dir(dir)
     })();
     if res.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     res
+}
+
+/// Test hook, debug builds only: dies on the spot (SIGKILL, like a crash) when
+/// `CMKFS_TEST_CRASH_AT` names this point, so tests can prove that every intermediate state
+/// on disk is recoverable.
+pub fn crash_point(name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("CMKFS_TEST_CRASH_AT").is_ok_and(|v| v == name) {
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    let _ = name;
 }
 
 /// fsyncs a directory so that renames and creations in it are durable.

@@ -156,9 +156,7 @@ pub fn read_header(dir: &Path) -> Result<ParsedHeader, VolumeError> {
     let path = header_path(dir);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(VolumeError::NoVolume(dir.to_path_buf()))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(VolumeError::NoVolume(dir.to_path_buf())),
         Err(e) => return Err(io(&path)(e)),
     };
     VolumeHeader::parse(&bytes).map_err(|source| VolumeError::Header { path, source })
@@ -264,10 +262,7 @@ impl Volume {
 }
 
 /// Reads the header and authenticates it with `volume_key`.
-pub fn read_verified(
-    dir: &Path,
-    volume_key: &SecretKey,
-) -> Result<(VolumeHeader, VolumeKeys), VolumeError> {
+pub fn read_verified(dir: &Path, volume_key: &SecretKey) -> Result<(VolumeHeader, VolumeKeys), VolumeError> {
     let parsed = read_header(dir)?;
     let keys = VolumeKeys::derive(volume_key, parsed.header.volume_id_bytes());
     parsed.verify(&keys).map_err(|source| VolumeError::Header {
@@ -305,12 +300,7 @@ pub fn update_header(
 }
 
 /// Wraps `volume_key` with the KEK at `uri` into a keyslot (checked by unwrapping once).
-pub fn wrap_slot(
-    uri: &str,
-    volume_key: &SecretKey,
-    id: u32,
-    role: SlotRole,
-) -> Result<Keyslot, VolumeError> {
+pub fn wrap_slot(uri: &str, volume_key: &SecretKey, id: u32, role: SlotRole) -> Result<Keyslot, VolumeError> {
     let provider = provider::open(uri)?;
     let wrapped = provider.wrap(volume_key)?;
     let check = provider.unwrap(&wrapped.key.version, &wrapped.ciphertext)?;

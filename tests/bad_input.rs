@@ -21,11 +21,7 @@ fn read_block(v: &Vol, name: &str, b: u64) -> std::io::Result<Vec<u8>> {
 }
 
 fn flip(path: &std::path::Path, off: u64) {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
+    let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, off).unwrap();
     b[0] ^= 0x10;
@@ -45,10 +41,7 @@ fn flipped_bit_is_eio_for_that_block_only_and_logged() {
     flip(&v.c("victim"), HDR + CB + 100);
     v.mount(&[]);
     assert_eq!(read_block(&v, "victim", 0).unwrap(), data[..4096]);
-    assert!(
-        eio(read_block(&v, "victim", 1)),
-        "tampered block must be EIO"
-    );
+    assert!(eio(read_block(&v, "victim", 1)), "tampered block must be EIO");
     assert_eq!(read_block(&v, "victim", 2).unwrap(), data[8192..]);
     assert!(
         wait_until(std::time::Duration::from_secs(5), || {
@@ -146,14 +139,8 @@ fn wrong_key_is_refused_with_message() {
     let out = v.mount_output(&["--kek", &other]);
     assert!(!out.status.success());
     let e = stderr(&out);
-    assert!(
-        e.contains("cannot unlock") && e.contains("keyslot 0"),
-        "{e}"
-    );
-    assert!(
-        !is_mounted(&v),
-        "nothing may be mounted after a refused mount"
-    );
+    assert!(e.contains("cannot unlock") && e.contains("keyslot 0"), "{e}");
+    assert!(!is_mounted(&v), "nothing may be mounted after a refused mount");
 }
 
 #[test]
@@ -169,10 +156,7 @@ fn missing_key_is_refused_with_message() {
     );
     fs::remove_dir_all(&v.store).unwrap();
     let e = stderr(&v.mount_output(&[]));
-    assert!(
-        e.contains("unreachable") && e.contains("does not exist"),
-        "{e}"
-    );
+    assert!(e.contains("unreachable") && e.contains("does not exist"), "{e}");
 }
 
 #[test]
@@ -198,10 +182,7 @@ fn unusable_mountpoints_and_missing_volume_have_clear_messages() {
         v.tmp.path().join("nothing").to_str().unwrap(),
         v.mnt.to_str().unwrap(),
     ]));
-    assert!(
-        e.contains("no cmkfs volume") && e.contains("cmkfs init"),
-        "{e}"
-    );
+    assert!(e.contains("no cmkfs volume") && e.contains("cmkfs init"), "{e}");
     let e = stderr(&cmkfs([
         "mount",
         v.cipher.to_str().unwrap(),

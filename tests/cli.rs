@@ -144,29 +144,20 @@ fn pem_key_file_as_kek_and_status() {
     ]));
     fs::write(mnt.join("f"), b"pem").unwrap();
     let human = ok(&cmkfs(["status", mnt.to_str().unwrap()]));
-    assert!(
-        human.contains("Available") && human.contains("pem:"),
-        "{human}"
-    );
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(&cmkfs(["status", "--json", mnt.to_str().unwrap()]))).unwrap();
+    assert!(human.contains("Available") && human.contains("pem:"), "{human}");
+    let v: serde_json::Value = serde_json::from_str(&ok(&cmkfs(["status", "--json", mnt.to_str().unwrap()]))).unwrap();
     assert_eq!(v["state"], "Available");
     assert_eq!(v["provider"], "pem");
     assert_eq!(v["key_version"], "1");
     assert_eq!(v["kek_uri"], format!("pem:{}", pem.display()));
-    let hdr: serde_json::Value =
-        serde_json::from_slice(&fs::read(cipher.join("cmkfs.volume")).unwrap()).unwrap();
+    let hdr: serde_json::Value = serde_json::from_slice(&fs::read(cipher.join("cmkfs.volume")).unwrap()).unwrap();
     assert_eq!(v["volume_id"], hdr["body"]["volume_id"]);
     let pid = v["pid"].as_u64().unwrap();
     ok(&cmkfs(["umount", mnt.to_str().unwrap()]));
     assert!(!alive(pid), "daemon exited after umount");
     // Removing the key file is a refusal, not a hang.
     fs::remove_file(&pem).unwrap();
-    let e = stderr(&cmkfs([
-        "mount",
-        cipher.to_str().unwrap(),
-        mnt.to_str().unwrap(),
-    ]));
+    let e = stderr(&cmkfs(["mount", cipher.to_str().unwrap(), mnt.to_str().unwrap()]));
     assert!(e.contains("access denied") && e.contains("my.pem"), "{e}");
 }
 
@@ -220,9 +211,7 @@ fn killed_daemon_mount_can_be_unmounted_and_remounted() {
         serde_json::from_str(&ok(&cmkfs(["status", "--json", v.mnt.to_str().unwrap()]))).unwrap();
     let pid = st["pid"].as_i64().unwrap() as i32;
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    assert!(wait_until(std::time::Duration::from_secs(5), || !alive(
-        pid as u64
-    )));
+    assert!(wait_until(std::time::Duration::from_secs(5), || !alive(pid as u64)));
     // The dead mount answers ENOTCONN; mounting over it names the problem.
     let e = stderr(&v.mount_output(&[]));
     assert!(e.contains("busy") && e.contains("cmkfs umount"), "{e}");

@@ -17,31 +17,15 @@ fn cipher_len(plain: u64) -> u64 {
     if plain == 0 {
         return 0;
     }
-    HDR + plain / 4096 * CB
-        + if plain % 4096 > 0 {
-            plain % 4096 + 28
-        } else {
-            0
-        }
+    HDR + plain / 4096 * CB + if plain % 4096 > 0 { plain % 4096 + 28 } else { 0 }
 }
 
 #[test]
 fn contents_sizes_and_ciphertext() {
     let v = Vol::new();
-    for (i, size) in [
-        0usize,
-        1,
-        100,
-        4095,
-        4096,
-        4097,
-        8192,
-        10_000,
-        1 << 20,
-        (1 << 20) + 7,
-    ]
-    .into_iter()
-    .enumerate()
+    for (i, size) in [0usize, 1, 100, 4095, 4096, 4097, 8192, 10_000, 1 << 20, (1 << 20) + 7]
+        .into_iter()
+        .enumerate()
     {
         let name = format!("f{i}");
         let data = pattern(i as u64, size);
@@ -53,11 +37,7 @@ fn contents_sizes_and_ciphertext() {
         );
         assert_eq!(fs::read(v.p(&name)).unwrap(), data, "content of {size}");
         let raw = fs::read(v.c(&name)).unwrap();
-        assert_eq!(
-            raw.len() as u64,
-            cipher_len(size as u64),
-            "backing size of {size}"
-        );
+        assert_eq!(raw.len() as u64, cipher_len(size as u64), "backing size of {size}");
         if size >= 64 {
             assert!(
                 !raw.windows(32).any(|w| w == &data[..32]),
@@ -68,10 +48,7 @@ fn contents_sizes_and_ciphertext() {
     // Same plaintext twice gives different ciphertext (random DEK and nonces).
     fs::write(v.p("same1"), b"identical").unwrap();
     fs::write(v.p("same2"), b"identical").unwrap();
-    assert_ne!(
-        fs::read(v.c("same1")).unwrap(),
-        fs::read(v.c("same2")).unwrap()
-    );
+    assert_ne!(fs::read(v.c("same1")).unwrap(), fs::read(v.c("same2")).unwrap());
     // Empty files stay empty on disk too.
     File::create(v.p("empty")).unwrap();
     assert_eq!(fs::metadata(v.c("empty")).unwrap().len(), 0);
@@ -102,9 +79,7 @@ fn random_operations_match_model() {
         .open(v.p("model"))
         .unwrap();
     let rnd = pattern(99, 40_000);
-    let mut r = rnd
-        .chunks(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap()));
+    let mut r = rnd.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()));
     for step in 0..1500 {
         let op = r.next().unwrap() % 10;
         let off = r.next().unwrap() % 300_000;
@@ -132,11 +107,7 @@ fn random_operations_match_model() {
                 assert_eq!(&buf[..n], exp, "step {step}: read {len}@{off}");
             }
         }
-        assert_eq!(
-            f.metadata().unwrap().len(),
-            model.len() as u64,
-            "step {step}: size"
-        );
+        assert_eq!(f.metadata().unwrap().len(), model.len() as u64, "step {step}: size");
     }
     drop(f);
     let mut v = v;
@@ -171,23 +142,11 @@ fn sparse_files_stay_sparse_and_seek_data_hole() {
     assert_eq!(buf, data[..4096]);
     let fd = f.as_raw_fd();
     let data_at = unsafe { libc::lseek(fd, 0, libc::SEEK_DATA) };
-    assert!(
-        (0..=512 << 20).contains(&data_at),
-        "SEEK_DATA from 0 = {data_at}"
-    );
-    assert!(
-        data_at > 1 << 20,
-        "SEEK_DATA skipped the leading hole: {data_at}"
-    );
+    assert!((0..=512 << 20).contains(&data_at), "SEEK_DATA from 0 = {data_at}");
+    assert!(data_at > 1 << 20, "SEEK_DATA skipped the leading hole: {data_at}");
     let hole_at = unsafe { libc::lseek(fd, 512 << 20, libc::SEEK_HOLE) };
-    assert!(
-        hole_at >= (512 << 20) + 8192,
-        "SEEK_HOLE inside data: {hole_at}"
-    );
-    assert!(
-        hole_at < 1 << 30,
-        "SEEK_HOLE found the trailing hole: {hole_at}"
-    );
+    assert!(hole_at >= (512 << 20) + 8192, "SEEK_HOLE inside data: {hole_at}");
+    assert!(hole_at < 1 << 30, "SEEK_HOLE found the trailing hole: {hole_at}");
     let past = unsafe { libc::lseek(fd, 1 << 31, libc::SEEK_DATA) };
     assert_eq!(past, -1, "SEEK_DATA past EOF is ENXIO");
 }
@@ -219,11 +178,7 @@ fn fallocate_and_punch_hole() {
     let mut got = vec![0u8; exp.len()];
     f.read_exact_at(&mut got, 0).unwrap();
     assert_eq!(got, exp);
-    assert_eq!(
-        f.metadata().unwrap().len(),
-        data.len() as u64,
-        "punch keeps size"
-    );
+    assert_eq!(f.metadata().unwrap().len(), data.len() as u64, "punch keeps size");
     // posix_fallocate grows the file with zeros.
     let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, 100_000) };
     assert_eq!(r, 0);
@@ -234,10 +189,7 @@ fn fallocate_and_punch_hole() {
     // Unsupported modes answer EOPNOTSUPP rather than doing something else.
     let r = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_COLLAPSE_RANGE, 0, 4096) };
     assert_eq!(r, -1);
-    assert_eq!(
-        std::io::Error::last_os_error().raw_os_error(),
-        Some(libc::EOPNOTSUPP)
-    );
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EOPNOTSUPP));
 }
 
 #[test]
@@ -277,10 +229,7 @@ fn concurrent_writers_and_readers(direct: bool) {
                 f.write_all_at(&d, (t * REGION) as u64).unwrap();
                 let mut back = vec![0u8; REGION];
                 f.read_exact_at(&mut back, (t * REGION) as u64).unwrap();
-                assert_eq!(
-                    back, d,
-                    "writer {t} round {round} read back another writer's bytes"
-                );
+                assert_eq!(back, d, "writer {t} round {round} read back another writer's bytes");
             }
         }));
     }
@@ -293,8 +242,7 @@ fn concurrent_writers_and_readers(direct: bool) {
                 let mut buf = vec![0u8; REGION];
                 f.read_exact_at(&mut buf, 0).unwrap();
                 if direct {
-                    let ok =
-                        buf.iter().all(|&b| b == 0) || (0..40).any(|r| buf == pattern(r, REGION));
+                    let ok = buf.iter().all(|&b| b == 0) || (0..40).any(|r| buf == pattern(r, REGION));
                     assert!(ok, "torn read of region 0");
                 }
             }
@@ -326,10 +274,7 @@ fn rename_noreplace_and_exchange() {
         )
     };
     assert_eq!(rn("a", "b", libc::RENAME_NOREPLACE), -1);
-    assert_eq!(
-        std::io::Error::last_os_error().raw_os_error(),
-        Some(libc::EEXIST)
-    );
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EEXIST));
     assert_eq!(rn("a", "b", libc::RENAME_EXCHANGE), 0);
     assert_eq!(fs::read(v.p("a")).unwrap(), b"B");
     assert_eq!(fs::read(v.p("b")).unwrap(), b"A");
@@ -361,10 +306,7 @@ fn links_symlinks_dirs_and_metadata() {
     assert_eq!(fs::read(v.p("sym")).unwrap(), b"shared content + more");
     fs::create_dir_all(v.p("x/y/z")).unwrap();
     fs::write(v.p("x/y/z/f"), b"deep").unwrap();
-    assert!(
-        fs::remove_dir(v.p("x/y")).is_err(),
-        "rmdir of non-empty dir must fail"
-    );
+    assert!(fs::remove_dir(v.p("x/y")).is_err(), "rmdir of non-empty dir must fail");
     fs::set_permissions(v.p("orig"), fs::Permissions::from_mode(0o640)).unwrap();
     assert_eq!(fs::metadata(v.p("orig")).unwrap().mode() & 0o777, 0o640);
     std::os::unix::fs::chown(v.p("orig"), Some(1234), Some(5678)).unwrap();
@@ -383,16 +325,10 @@ fn links_symlinks_dirs_and_metadata() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     for n in ["orig", "link", "sym", "x"] {
-        assert!(
-            names.contains(&n.to_string()),
-            "{n} missing from readdir {names:?}"
-        );
+        assert!(names.contains(&n.to_string()), "{n} missing from readdir {names:?}");
     }
     // O_APPEND appends at the plaintext end.
-    let mut a = OpenOptions::new()
-        .append(true)
-        .open(v.p("x/y/z/f"))
-        .unwrap();
+    let mut a = OpenOptions::new().append(true).open(v.p("x/y/z/f")).unwrap();
     a.write_all(b"er").unwrap();
     assert_eq!(fs::read(v.p("x/y/z/f")).unwrap(), b"deeper");
     // statfs answers.
@@ -444,12 +380,7 @@ fn shared_writable_mmap() {
             f.as_raw_fd(),
             0,
         );
-        assert_ne!(
-            p,
-            libc::MAP_FAILED,
-            "mmap: {}",
-            std::io::Error::last_os_error()
-        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
         std::ptr::copy_nonoverlapping(data.as_ptr(), p as *mut u8, len);
         assert_eq!(libc::msync(p, len, libc::MS_SYNC), 0);
         libc::munmap(p, len);
@@ -492,13 +423,7 @@ fn xattrs_are_encrypted() {
     fs::write(v.p("x"), b"x").unwrap();
     let set = |name: &str, val: &[u8]| unsafe {
         let n = std::ffi::CString::new(name).unwrap();
-        libc::setxattr(
-            cpath(&v.p("x")).as_ptr(),
-            n.as_ptr(),
-            val.as_ptr().cast(),
-            val.len(),
-            0,
-        )
+        libc::setxattr(cpath(&v.p("x")).as_ptr(), n.as_ptr(), val.as_ptr().cast(), val.len(), 0)
     };
     assert_eq!(set("user.secret", b"attribute value"), 0);
     let mut buf = [0u8; 64];
@@ -533,19 +458,9 @@ fn xattrs_are_encrypted() {
         "xattr value stored in clear"
     );
     let mut list = [0u8; 256];
-    let ln = unsafe {
-        libc::listxattr(
-            cpath(&v.p("x")).as_ptr(),
-            list.as_mut_ptr().cast(),
-            list.len(),
-        )
-    };
+    let ln = unsafe { libc::listxattr(cpath(&v.p("x")).as_ptr(), list.as_mut_ptr().cast(), list.len()) };
     assert_eq!(&list[..ln as usize], b"user.secret\0");
-    assert_eq!(
-        set("trusted.nope", b"v"),
-        -1,
-        "non-user namespaces are refused"
-    );
+    assert_eq!(set("trusted.nope", b"v"), -1, "non-user namespaces are refused");
     assert_eq!(
         unsafe { libc::removexattr(cpath(&v.p("x")).as_ptr(), c"user.secret".as_ptr()) },
         0

@@ -74,25 +74,16 @@ fn golden_v1_mounts_and_reads() {
         let (sum, size, name) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
         let data = fs::read(mnt.join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"));
         assert_eq!(data.len().to_string(), size, "{name} size");
-        let got = Command::new("sha256sum")
-            .arg(mnt.join(name))
-            .output()
-            .unwrap();
+        let got = Command::new("sha256sum").arg(mnt.join(name)).output().unwrap();
         assert_eq!(
-            String::from_utf8_lossy(&got.stdout)
-                .split(' ')
-                .next()
-                .unwrap(),
+            String::from_utf8_lossy(&got.stdout).split(' ').next().unwrap(),
             sum,
             "{name} content"
         );
         n += 1;
     }
     assert_eq!(n, 5, "manifest lists every golden file");
-    assert_eq!(
-        fs::read_link(mnt.join("link")).unwrap().to_str().unwrap(),
-        "hello.txt"
-    );
+    assert_eq!(fs::read_link(mnt.join("link")).unwrap().to_str().unwrap(), "hello.txt");
     let out = Command::new("getfattr")
         .args(["--only-values", "-n", "user.note"])
         .arg(mnt.join("hello.txt"))

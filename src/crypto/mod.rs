@@ -91,12 +91,7 @@ impl Aead {
 
     /// Encrypts `buf` in place and returns the tag. `nonce` must never repeat under this key;
     /// callers use [`random_nonce`].
-    pub fn seal_in_place(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-    ) -> [u8; TAG_LEN] {
+    pub fn seal_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
         let tag = self
             .cipher
             .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
@@ -130,11 +125,7 @@ impl Aead {
     }
 
     /// Opens a message made by [`Aead::seal_message`].
-    pub fn open_message(
-        &self,
-        aad: &[u8],
-        sealed: &[u8],
-    ) -> Result<zeroize::Zeroizing<Vec<u8>>, AuthFailed> {
+    pub fn open_message(&self, aad: &[u8], sealed: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, AuthFailed> {
         if sealed.len() < NONCE_LEN + TAG_LEN {
             return Err(AuthFailed);
         }
@@ -148,16 +139,14 @@ impl Aead {
 
 /// HMAC-SHA256 of `data` under `key`.
 pub fn hmac_sha256(key: &SecretKey, data: &[u8]) -> [u8; 32] {
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(key.expose()).expect("any key length works for HMAC");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose()).expect("any key length works for HMAC");
     mac.update(data);
     mac.finalize().into_bytes().into()
 }
 
 /// Checks an HMAC-SHA256 in constant time.
 pub fn hmac_sha256_verify(key: &SecretKey, data: &[u8], expected: &[u8]) -> bool {
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(key.expose()).expect("any key length works for HMAC");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose()).expect("any key length works for HMAC");
     mac.update(data);
     mac.verify_slice(expected).is_ok()
 }
@@ -193,17 +182,11 @@ mod tests {
         let a = Aead::new(&k);
         let sealed = a.seal_message(b"ctx", b"hello");
         assert_eq!(&**a.open_message(b"ctx", &sealed).unwrap(), b"hello");
-        assert!(
-            a.open_message(b"other", &sealed).is_err(),
-            "aad must be bound"
-        );
+        assert!(a.open_message(b"other", &sealed).is_err(), "aad must be bound");
         for i in 0..sealed.len() {
             let mut t = sealed.clone();
             t[i] ^= 1;
-            assert!(
-                a.open_message(b"ctx", &t).is_err(),
-                "bit flip at {i} undetected"
-            );
+            assert!(a.open_message(b"ctx", &t).is_err(), "bit flip at {i} undetected");
         }
         let other = Aead::new(&SecretKey::random());
         assert!(other.open_message(b"ctx", &sealed).is_err());
@@ -234,10 +217,7 @@ mod tests {
 
     #[test]
     fn hex_roundtrip() {
-        assert_eq!(
-            unhex(&hex(&[0, 1, 0xfe, 0xff])).unwrap(),
-            vec![0, 1, 0xfe, 0xff]
-        );
+        assert_eq!(unhex(&hex(&[0, 1, 0xfe, 0xff])).unwrap(), vec![0, 1, 0xfe, 0xff]);
         assert!(unhex("abc").is_none());
         assert!(unhex("zz").is_none());
     }

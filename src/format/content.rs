@@ -128,9 +128,7 @@ impl ContentCipher {
 /// True when every byte is zero. Word-at-a-time; this runs on every block read.
 pub fn is_zero(buf: &[u8]) -> bool {
     let (prefix, words, suffix) = unsafe { buf.align_to::<u64>() };
-    prefix.iter().all(|&b| b == 0)
-        && words.iter().all(|&w| w == 0)
-        && suffix.iter().all(|&b| b == 0)
+    prefix.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && suffix.iter().all(|&b| b == 0)
 }
 
 #[cfg(test)]
@@ -189,8 +187,7 @@ mod tests {
         // Moved to another file (other DEK and file id).
         assert_eq!(open(&cipher(2), 0, &s), Err(BlockError::Auth));
         // Same DEK but other file id: the id alone must also bind.
-        let same_key_other_id =
-            ContentCipher::new(&SecretKey::from_slice(&[1; 32]).unwrap(), [3; 16]);
+        let same_key_other_id = ContentCipher::new(&SecretKey::from_slice(&[1; 32]).unwrap(), [3; 16]);
         assert_eq!(open(&same_key_other_id, 0, &s), Err(BlockError::Auth));
         // Truncated block.
         assert_eq!(open(&c, 0, &s[..s.len() - 1]), Err(BlockError::Auth));

@@ -139,10 +139,7 @@ mod tests {
             t[i / 8] ^= 1 << (i % 8);
             assert!(FileHeader::open(&t, &k).is_err(), "bit {i} flip undetected");
         }
-        assert_eq!(
-            FileHeader::open(&h[..50], &k).err(),
-            Some(HeaderError::Truncated)
-        );
+        assert_eq!(FileHeader::open(&h[..50], &k).err(), Some(HeaderError::Truncated));
     }
 
     #[test]

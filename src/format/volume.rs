@@ -102,12 +102,7 @@ impl Keyslot {
     pub fn wrapped_bytes(&self) -> Result<Vec<u8>, VolumeHeaderError> {
         base64::engine::general_purpose::STANDARD
             .decode(&self.wrapped_key)
-            .map_err(|_| {
-                VolumeHeaderError::BadField(format!(
-                    "keyslot {} wrapped_key is not base64",
-                    self.id
-                ))
-            })
+            .map_err(|_| VolumeHeaderError::BadField(format!("keyslot {} wrapped_key is not base64", self.id)))
     }
 }
 
@@ -214,10 +209,10 @@ impl VolumeHeader {
 
     /// Parses stored bytes and checks everything that can be checked without the key.
     pub fn parse(bytes: &[u8]) -> Result<ParsedHeader, VolumeHeaderError> {
-        let env: EnvelopeIn<'_> = serde_json::from_slice(bytes)
-            .map_err(|e| VolumeHeaderError::Malformed(e.to_string()))?;
-        let header: VolumeHeader = serde_json::from_str(env.body.get())
-            .map_err(|e| VolumeHeaderError::Malformed(e.to_string()))?;
+        let env: EnvelopeIn<'_> =
+            serde_json::from_slice(bytes).map_err(|e| VolumeHeaderError::Malformed(e.to_string()))?;
+        let header: VolumeHeader =
+            serde_json::from_str(env.body.get()).map_err(|e| VolumeHeaderError::Malformed(e.to_string()))?;
         if header.format != FORMAT_NAME {
             return Err(VolumeHeaderError::Malformed(format!(
                 "format is '{}', not '{FORMAT_NAME}'",
@@ -227,11 +222,7 @@ impl VolumeHeader {
         if header.version > FORMAT_VERSION || header.version == 0 {
             return Err(VolumeHeaderError::UnsupportedVersion(header.version));
         }
-        if let Some(f) = header
-            .features
-            .iter()
-            .find(|f| !KNOWN_FEATURES.contains(&f.as_str()))
-        {
+        if let Some(f) = header.features.iter().find(|f| !KNOWN_FEATURES.contains(&f.as_str())) {
             return Err(VolumeHeaderError::UnsupportedFeature(f.clone()));
         }
         if header.block_size != super::BLOCK_SIZE as u32 {
@@ -247,9 +238,7 @@ impl VolumeHeader {
             )));
         }
         if crypto::unhex(&header.volume_id).map(|v| v.len()) != Some(16) {
-            return Err(VolumeHeaderError::BadField(
-                "volume_id must be 32 hex digits".into(),
-            ));
+            return Err(VolumeHeaderError::BadField("volume_id must be 32 hex digits".into()));
         }
         if header.keyslots.is_empty() {
             return Err(VolumeHeaderError::BadField("no keyslots".into()));
@@ -336,10 +325,7 @@ mod tests {
             );
         }
         let other = VolumeKeys::derive(&SecretKey::random(), [9; 16]);
-        assert!(VolumeHeader::parse(bytes.as_bytes())
-            .unwrap()
-            .verify(&other)
-            .is_err());
+        assert!(VolumeHeader::parse(bytes.as_bytes()).unwrap().verify(&other).is_err());
     }
 
     #[test]

@@ -26,8 +26,7 @@ use parking_lot::RwLock;
 use crate::format::content::{block_offset, cipher_size, plain_size};
 use crate::format::file::HeaderError;
 use crate::format::{
-    ContentCipher, FileHeader, VolumeKeys, BLOCK_OVERHEAD, BLOCK_SIZE, CIPHER_BLOCK_SIZE,
-    FILE_HEADER_LEN,
+    ContentCipher, FileHeader, VolumeKeys, BLOCK_OVERHEAD, BLOCK_SIZE, CIPHER_BLOCK_SIZE, FILE_HEADER_LEN,
 };
 
 use super::sys;
@@ -106,12 +105,7 @@ fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
 impl FileData {
     /// Called on every open of the inode: opens the backing file on the first one and loads
     /// the file header.
-    pub fn open(
-        &self,
-        path_fd: BorrowedFd<'_>,
-        keys: &VolumeKeys,
-        want_write: bool,
-    ) -> Result<(), Errno> {
+    pub fn open(&self, path_fd: BorrowedFd<'_>, keys: &VolumeKeys, want_write: bool) -> Result<(), Errno> {
         let mut st = self.inner.write();
         if st.backing.is_none() || (want_write && !st.writable) {
             let (f, writable) = match sys::reopen(path_fd, libc::O_RDWR) {
@@ -226,13 +220,7 @@ impl FileData {
     }
 
     /// Reads and opens block `b` whose stored plaintext length is `len` into `out[..len]`.
-    fn read_block(
-        f: &File,
-        cipher: &ContentCipher,
-        b: u64,
-        len: usize,
-        out: &mut [u8],
-    ) -> Result<(), Errno> {
+    fn read_block(f: &File, cipher: &ContentCipher, b: u64, len: usize, out: &mut [u8]) -> Result<(), Errno> {
         let mut stored = vec![0u8; len + OVH];
         let n = read_full_at(f, &mut stored, block_offset(b)).map_err(errno)?;
         if n < stored.len() {
@@ -247,13 +235,7 @@ impl FileData {
 
     /// Re-seals block `b` changing its plaintext length from `old_len` to `new_len` (zero
     /// padded or cut).
-    fn resize_block(
-        f: &File,
-        cipher: &ContentCipher,
-        b: u64,
-        old_len: usize,
-        new_len: usize,
-    ) -> Result<(), Errno> {
+    fn resize_block(f: &File, cipher: &ContentCipher, b: u64, old_len: usize, new_len: usize) -> Result<(), Errno> {
         let mut p = [0u8; BS as usize];
         Self::read_block(f, cipher, b, old_len, &mut p)?;
         if new_len > old_len {
@@ -315,8 +297,7 @@ impl FileData {
             let blen = (new_size - bstart).min(BS) as usize;
             let ws = (off.max(bstart) - bstart) as usize;
             let we = ((end.min(bstart + BS)) - bstart) as usize;
-            let src =
-                &data[(bstart + ws as u64 - off) as usize..(bstart + we as u64 - off) as usize];
+            let src = &data[(bstart + ws as u64 - off) as usize..(bstart + we as u64 - off) as usize];
             let o0 = ((b - first) * CB) as usize;
             let dst = &mut out[o0..o0 + blen + OVH];
             if ws == 0 && we == blen {
@@ -391,8 +372,7 @@ impl FileData {
         }
         let cstart = block_offset(off / BS);
         let cend = block_offset(end.div_ceil(BS));
-        sys::fallocate(f.as_fd(), libc::FALLOC_FL_KEEP_SIZE, cstart, cend - cstart)
-            .map_err(errno)?;
+        sys::fallocate(f.as_fd(), libc::FALLOC_FL_KEEP_SIZE, cstart, cend - cstart).map_err(errno)?;
         let size = plain_size(f.metadata().map_err(errno)?.len());
         if mode == 0 && end > size {
             self.truncate(keys, end)?;

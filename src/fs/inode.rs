@@ -138,10 +138,9 @@ impl InodeTable {
         let Some(ino) = maps.by_id.get(&id) else {
             return;
         };
-        let prev = ino.lookups.fetch_sub(
-            n.min(ino.lookups.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
+        let prev = ino
+            .lookups
+            .fetch_sub(n.min(ino.lookups.load(Ordering::Relaxed)), Ordering::Relaxed);
         if prev <= n {
             let key = ino.key;
             maps.by_id.remove(&id);

@@ -23,10 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 
@@ -123,10 +122,7 @@ fn to_timespec(t: Option<TimeOrNow>) -> libc::timespec {
                     s -= 1;
                     n += 1_000_000_000;
                 }
-                libc::timespec {
-                    tv_sec: s,
-                    tv_nsec: n,
-                }
+                libc::timespec { tv_sec: s, tv_nsec: n }
             }
         },
     }
@@ -246,10 +242,7 @@ impl CmkFs {
         sys::chown_fd(fd.as_fd(), req.uid(), gid).map_err(io)?;
         // chown clears set-id bits of non-directories; put back what the caller asked for.
         let fmt = mode & libc::S_IFMT;
-        if mode & (libc::S_ISUID | libc::S_ISGID) != 0
-            && fmt != libc::S_IFDIR
-            && fmt != libc::S_IFLNK
-        {
+        if mode & (libc::S_ISUID | libc::S_ISGID) != 0 && fmt != libc::S_IFDIR && fmt != libc::S_IFLNK {
             sys::chmod_fd(fd.as_fd(), mode & 0o7777).map_err(io)?;
         }
         Ok(())
@@ -318,8 +311,7 @@ impl CmkFs {
             if !i.is_file() {
                 return Err(Errno::EINVAL);
             }
-            let via_handle =
-                fh.and_then(|fh| self.file_handle(fh).ok()).is_some() && i.data.is_open();
+            let via_handle = fh.and_then(|fh| self.file_handle(fh).ok()).is_some() && i.data.is_open();
             let keys = self.access.keys()?;
             if via_handle {
                 i.data.truncate(&keys, sz)?;
@@ -333,14 +325,7 @@ impl CmkFs {
         Ok(attr(i.id, &sys::fstat(i.fd()).map_err(io)?))
     }
 
-    fn do_mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        rdev: u32,
-    ) -> R<FileAttr> {
+    fn do_mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, rdev: u32) -> R<FileAttr> {
         self.access.check()?;
         let p = self.inode(parent)?;
         check_name(&p, name)?;
@@ -361,13 +346,7 @@ impl CmkFs {
         Ok(self.lookup_fd(fd)?.1)
     }
 
-    fn do_symlink(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        target: &Path,
-    ) -> R<FileAttr> {
+    fn do_symlink(&self, req: &Request, parent: INodeNo, name: &OsStr, target: &Path) -> R<FileAttr> {
         self.access.check()?;
         let p = self.inode(parent)?;
         check_name(&p, name)?;
@@ -438,11 +417,7 @@ impl CmkFs {
     fn do_open(&self, ino: INodeNo, flags: OpenFlags) -> R<(FileHandle, FopenFlags)> {
         let i = self.inode(ino)?;
         if !i.is_file() {
-            return Err(if i.is_dir() {
-                Errno::EISDIR
-            } else {
-                Errno::EINVAL
-            });
+            return Err(if i.is_dir() { Errno::EISDIR } else { Errno::EINVAL });
         }
         let want_write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let keys = self.access.keys()?;
@@ -499,11 +474,7 @@ impl CmkFs {
         let (inode, _) = self.lookup_fd(path_fd)?;
         if !inode.is_file() {
             self.inodes.forget(inode.id, 1);
-            return Err(if inode.is_dir() {
-                Errno::EISDIR
-            } else {
-                Errno::EEXIST
-            });
+            return Err(if inode.is_dir() { Errno::EISDIR } else { Errno::EEXIST });
         }
         let want_write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if let Err(e) = inode.data.open(inode.fd(), &keys, want_write || new) {
@@ -524,9 +495,7 @@ impl CmkFs {
 
     fn do_write(&self, fh: FileHandle, offset: u64, data: &[u8]) -> R<u32> {
         let (i, flags) = self.file_handle(fh)?;
-        let n = i
-            .data
-            .write(&*self.access.keys_for_write()?, offset, data)?;
+        let n = i.data.write(&*self.access.keys_for_write()?, offset, data)?;
         if flags & (libc::O_SYNC | libc::O_DSYNC) != 0 {
             let f = i.data.backing().ok_or(Errno::EBADF)?;
             if flags & libc::O_SYNC == libc::O_SYNC {
@@ -552,12 +521,7 @@ impl CmkFs {
         match &*self.handle(fh)? {
             Handle::File { inode, .. } => {
                 let f = inode.data.backing().ok_or(Errno::EBADF)?;
-                if datasync {
-                    f.sync_data()
-                } else {
-                    f.sync_all()
-                }
-                .map_err(io)
+                if datasync { f.sync_data() } else { f.sync_all() }.map_err(io)
             }
             Handle::Dir { fd, .. } => {
                 if unsafe { libc::fsync(std::os::fd::AsRawFd::as_raw_fd(fd)) } != 0 {
@@ -587,8 +551,7 @@ impl CmkFs {
         };
         let mut e = entries.lock();
         if offset == 0 || e.is_none() {
-            let fd =
-                sys::openat(inode.fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(io)?;
+            let fd = sys::openat(inode.fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(io)?;
             let mut list = sys::read_dir(fd).map_err(io)?;
             if inode.id == ROOT_ID {
                 list.retain(|d| !is_reserved_root_name(&d.name));
@@ -631,11 +594,7 @@ impl CmkFs {
         if !xattr_allowed(name) {
             return Err(Errno::EOPNOTSUPP);
         }
-        let sealed = self
-            .access
-            .keys()?
-            .xattr()
-            .seal_message(&Self::xattr_aad(name), value);
+        let sealed = self.access.keys()?.xattr().seal_message(&Self::xattr_aad(name), value);
         sys::setxattr(i.fd(), &sys::cstr(name).map_err(io)?, &sealed, flags).map_err(io)
     }
 
@@ -762,9 +721,7 @@ impl Filesystem for CmkFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match guard("readlink", || {
-            sys::readlink(self.inode(ino)?.fd()).map_err(io)
-        }) {
+        match guard("readlink", || sys::readlink(self.inode(ino)?.fd()).map_err(io)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e),
         }
@@ -786,15 +743,7 @@ impl Filesystem for CmkFs {
         }
     }
 
-    fn mkdir(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        _umask: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
         match guard("mkdir", || self.do_mkdir(req, parent, name, mode)) {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
             Err(e) => reply.error(e),
@@ -815,17 +764,8 @@ impl Filesystem for CmkFs {
         }
     }
 
-    fn symlink(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        link_name: &OsStr,
-        target: &Path,
-        reply: ReplyEntry,
-    ) {
-        match guard("symlink", || {
-            self.do_symlink(req, parent, link_name, target)
-        }) {
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        match guard("symlink", || self.do_symlink(req, parent, link_name, target)) {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
             Err(e) => reply.error(e),
         }
@@ -841,22 +781,13 @@ impl Filesystem for CmkFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match guard("rename", || {
-            self.do_rename(parent, name, newparent, newname, flags)
-        }) {
+        match guard("rename", || self.do_rename(parent, name, newparent, newname, flags)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
-    fn link(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        newparent: INodeNo,
-        newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         match guard("link", || self.do_link(ino, newparent, newname)) {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
             Err(e) => reply.error(e),
@@ -908,14 +839,7 @@ impl Filesystem for CmkFs {
         }
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock: LockOwner,
-        reply: ReplyEmpty,
-    ) {
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
         // Writes reach the backing file before they are acknowledged; nothing is buffered.
         reply.ok();
     }
@@ -937,14 +861,7 @@ impl Filesystem for CmkFs {
         reply.ok();
     }
 
-    fn fsync(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
         match guard("fsync", || self.do_fsync(fh, datasync)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -958,14 +875,7 @@ impl Filesystem for CmkFs {
         }
     }
 
-    fn readdir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         match guard("readdir", || self.dir_entries(fh, offset)) {
             Ok((dir_id, entries)) => {
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
@@ -985,26 +895,12 @@ impl Filesystem for CmkFs {
         }
     }
 
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
         self.handles.lock().remove(&fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
         match guard("fsyncdir", || self.do_fsync(fh, datasync)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -1044,11 +940,7 @@ impl Filesystem for CmkFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        reply_xattr(
-            reply,
-            size,
-            guard("getxattr", || self.do_getxattr(ino, name)),
-        );
+        reply_xattr(reply, size, guard("getxattr", || self.do_getxattr(ino, name)));
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
@@ -1107,15 +999,7 @@ impl Filesystem for CmkFs {
         }
     }
 
-    fn lseek(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: i64,
-        whence: i32,
-        reply: ReplyLseek,
-    ) {
+    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
         match guard("lseek", || {
             if offset < 0 {
                 return Err(Errno::ENXIO);

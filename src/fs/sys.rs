@@ -41,12 +41,7 @@ pub fn proc_path(fd: RawFd) -> CString {
 }
 
 /// openat(2).
-pub fn openat(
-    dir: BorrowedFd<'_>,
-    name: &CStr,
-    flags: libc::c_int,
-    mode: libc::mode_t,
-) -> io::Result<OwnedFd> {
+pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
     let fd = cvt(unsafe {
         libc::openat(
             dir.as_raw_fd(),
@@ -85,12 +80,7 @@ pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Resu
 }
 
 /// mknodat(2).
-pub fn mknodat(
-    dir: BorrowedFd<'_>,
-    name: &CStr,
-    mode: libc::mode_t,
-    rdev: libc::dev_t,
-) -> io::Result<()> {
+pub fn mknodat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t, rdev: libc::dev_t) -> io::Result<()> {
     cvt(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) }).map(drop)
 }
 
@@ -102,14 +92,7 @@ pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<
 /// readlinkat(2) of an O_PATH symlink descriptor.
 pub fn readlink(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
-    let n = cvt_size(unsafe {
-        libc::readlinkat(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    })?;
+    let n = cvt_size(unsafe { libc::readlinkat(fd.as_raw_fd(), c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })?;
     buf.truncate(n);
     Ok(buf)
 }
@@ -120,23 +103,8 @@ pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Res
 }
 
 /// renameat2(2).
-pub fn renameat2(
-    od: BorrowedFd<'_>,
-    on: &CStr,
-    nd: BorrowedFd<'_>,
-    nn: &CStr,
-    flags: libc::c_uint,
-) -> io::Result<()> {
-    cvt(unsafe {
-        libc::renameat2(
-            od.as_raw_fd(),
-            on.as_ptr(),
-            nd.as_raw_fd(),
-            nn.as_ptr(),
-            flags,
-        )
-    })
-    .map(drop)
+pub fn renameat2(od: BorrowedFd<'_>, on: &CStr, nd: BorrowedFd<'_>, nn: &CStr, flags: libc::c_uint) -> io::Result<()> {
+    cvt(unsafe { libc::renameat2(od.as_raw_fd(), on.as_ptr(), nd.as_raw_fd(), nn.as_ptr(), flags) }).map(drop)
 }
 
 /// Hard-links the inode behind an O_PATH fd as `dir/name`.
@@ -189,15 +157,7 @@ pub fn utimens_fd(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::Result
 
 /// fallocate(2).
 pub fn fallocate(fd: BorrowedFd<'_>, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
-    cvt(unsafe {
-        libc::fallocate(
-            fd.as_raw_fd(),
-            mode,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    })
-    .map(drop)
+    cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset as libc::off_t, len as libc::off_t) }).map(drop)
 }
 
 /// lseek(2); `Ok(None)` for ENXIO (no more data / offset past the end).
@@ -223,34 +183,13 @@ pub fn statvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
 /// getxattr(2) through /proc. `buf` empty asks for the size.
 pub fn getxattr(fd: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     let p = proc_path(fd.as_raw_fd());
-    cvt_size(unsafe {
-        libc::getxattr(
-            p.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    })
+    cvt_size(unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
 }
 
 /// setxattr(2) through /proc.
-pub fn setxattr(
-    fd: BorrowedFd<'_>,
-    name: &CStr,
-    value: &[u8],
-    flags: libc::c_int,
-) -> io::Result<()> {
+pub fn setxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: libc::c_int) -> io::Result<()> {
     let p = proc_path(fd.as_raw_fd());
-    cvt(unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            flags,
-        )
-    })
-    .map(drop)
+    cvt(unsafe { libc::setxattr(p.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), flags) }).map(drop)
 }
 
 /// listxattr(2) through /proc: the NUL-separated name list.
@@ -310,9 +249,7 @@ pub fn read_dir(fd: OwnedFd) -> io::Result<Vec<DirEntry>> {
             };
         }
         let ent = unsafe { &*ent };
-        let name = unsafe { CStr::from_ptr(ent.d_name.as_ptr()) }
-            .to_bytes()
-            .to_vec();
+        let name = unsafe { CStr::from_ptr(ent.d_name.as_ptr()) }.to_bytes().to_vec();
         out.push(DirEntry {
             name,
             ino: ent.d_ino,

@@ -24,8 +24,7 @@ pub struct LocalProvider {
 impl LocalProvider {
     /// Parses `rest` (the part after `local:`).
     pub fn open(uri: &str, rest: &str) -> Result<Self, ProviderError> {
-        let bad =
-            |m: &str| ProviderError::new(ErrorKind::Misconfigured, SCHEME, uri, m.to_string());
+        let bad = |m: &str| ProviderError::new(ErrorKind::Misconfigured, SCHEME, uri, m.to_string());
         let (path, query) = match rest.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (rest, None),
@@ -45,10 +44,7 @@ impl LocalProvider {
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| bad("no key name in URI"))?;
-        let store = KeyStore::open(
-            path.parent()
-                .ok_or_else(|| bad("no store directory in URI"))?,
-        );
+        let store = KeyStore::open(path.parent().ok_or_else(|| bad("no store directory in URI"))?);
         Ok(LocalProvider {
             uri: uri.into(),
             store,
@@ -71,11 +67,7 @@ impl LocalProvider {
             StoreError::NoStore(_) => ErrorKind::Unreachable,
             StoreError::NoKey { .. } | StoreError::NoVersion { .. } => ErrorKind::Denied,
             StoreError::BadName(_) | StoreError::Invalid(_) => ErrorKind::Misconfigured,
-            StoreError::Io { source, .. }
-                if source.kind() == std::io::ErrorKind::PermissionDenied =>
-            {
-                ErrorKind::Denied
-            }
+            StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => ErrorKind::Denied,
             StoreError::Io { .. } => ErrorKind::Unreachable,
             StoreError::Corrupt { .. } | StoreError::Exists(_) => ErrorKind::Misconfigured,
             StoreError::Refused { .. } => ErrorKind::Denied,
@@ -90,6 +82,7 @@ impl LocalProvider {
             version: v.version.to_string(),
             bits: v.bits,
             fingerprint: v.fingerprint.clone(),
+            expiry: v.expiry.clone(),
         }
     }
 
@@ -97,10 +90,7 @@ impl LocalProvider {
     /// expired one (unwrapping with an expired key keeps working, with a warning).
     fn check_usable(&self, v: &VersionMeta, for_wrap: bool) -> Result<(), ProviderError> {
         if !v.enabled {
-            return Err(self.err(
-                ErrorKind::Denied,
-                format!("version {} is disabled", v.version),
-            ));
+            return Err(self.err(ErrorKind::Denied, format!("version {} is disabled", v.version)));
         }
         let now = SystemTime::now();
         if let Some(a) = v
@@ -119,11 +109,7 @@ impl LocalProvider {
                 ));
             }
         }
-        if let Some(x) = v
-            .expiry
-            .as_deref()
-            .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
-        {
+        if let Some(x) = v.expiry.as_deref().and_then(|s| humantime::parse_rfc3339_weak(s).ok()) {
             if x <= now {
                 if for_wrap {
                     return Err(self.err(
@@ -165,12 +151,14 @@ impl LocalProvider {
     fn current_meta(&self) -> Result<VersionMeta, ProviderError> {
         let meta = self.usable_meta()?;
         let v = match self.pinned {
-            Some(p) => meta.version(p).cloned().ok_or_else(|| {
-                self.err(ErrorKind::Denied, format!("version {p} does not exist"))
-            })?,
-            None => meta.newest_enabled().cloned().ok_or_else(|| {
-                self.err(ErrorKind::Denied, "every version of the key is disabled")
-            })?,
+            Some(p) => meta
+                .version(p)
+                .cloned()
+                .ok_or_else(|| self.err(ErrorKind::Denied, format!("version {p} does not exist")))?,
+            None => meta
+                .newest_enabled()
+                .cloned()
+                .ok_or_else(|| self.err(ErrorKind::Denied, "every version of the key is disabled"))?,
         };
         Ok(v)
     }
@@ -195,8 +183,7 @@ impl KeyProvider for LocalProvider {
             .private_key(&self.name, v.version)
             .map_err(|e| self.store_err(e))?;
         let public = key.to_public_key();
-        rsa_kek::check_bits(rsa_kek::bits(&public))
-            .map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
+        rsa_kek::check_bits(rsa_kek::bits(&public)).map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
         Ok(Wrapped {
             key: self.info(&v),
             ciphertext: rsa_kek::wrap(&public, secret),
@@ -211,23 +198,16 @@ impl KeyProvider for LocalProvider {
             )
         })?;
         let meta = self.usable_meta()?;
-        let v = meta.version(vn).cloned().ok_or_else(|| {
-            self.err(
-                ErrorKind::Denied,
-                format!("version {vn} does not exist (deleted?)"),
-            )
-        })?;
+        let v = meta
+            .version(vn)
+            .cloned()
+            .ok_or_else(|| self.err(ErrorKind::Denied, format!("version {vn} does not exist (deleted?)")))?;
         self.check_usable(&v, false)?;
-        let key = self
-            .store
-            .private_key(&self.name, vn)
-            .map_err(|e| self.store_err(e))?;
+        let key = self.store.private_key(&self.name, vn).map_err(|e| self.store_err(e))?;
         let secret = rsa_kek::unwrap(&key, wrapped).ok_or_else(|| {
             self.err(
                 ErrorKind::UnwrapFailed,
-                format!(
-                    "version {vn} cannot decrypt this keyslot (made by another key, or corrupted)"
-                ),
+                format!("version {vn} cannot decrypt this keyslot (made by another key, or corrupted)"),
             )
         })?;
         Ok(Unwrapped {

@@ -59,12 +59,7 @@ pub struct ProviderError {
 
 impl ProviderError {
     /// Shorthand constructor.
-    pub fn new(
-        kind: ErrorKind,
-        provider: &str,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(kind: ErrorKind, provider: &str, key: impl Into<String>, message: impl Into<String>) -> Self {
         ProviderError {
             kind,
             provider: provider.into(),
@@ -87,6 +82,20 @@ pub struct KeyInfo {
     pub bits: usize,
     /// SHA-256 of the public key's DER SubjectPublicKeyInfo, hex.
     pub fingerprint: String,
+    /// When this key version expires (RFC 3339), if the provider knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<String>,
+}
+
+impl KeyInfo {
+    /// True when the provider reported an expiry in the past. Expired keys keep unwrapping
+    /// (no downtime by design), but callers warn and audit.
+    pub fn is_expired(&self) -> bool {
+        self.expiry
+            .as_deref()
+            .and_then(|e| humantime::parse_rfc3339_weak(e).ok())
+            .is_some_and(|t| t <= std::time::SystemTime::now())
+    }
 }
 
 /// The result of wrapping a volume key.

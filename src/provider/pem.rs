@@ -20,9 +20,8 @@ pub struct PemProvider {
 impl PemProvider {
     /// `path` is the file (relative paths are made absolute).
     pub fn open(path: &str) -> Result<Self, ProviderError> {
-        let p = std::path::absolute(path).map_err(|e| {
-            ProviderError::new(ErrorKind::Misconfigured, SCHEME, path, e.to_string())
-        })?;
+        let p = std::path::absolute(path)
+            .map_err(|e| ProviderError::new(ErrorKind::Misconfigured, SCHEME, path, e.to_string()))?;
         Ok(PemProvider {
             uri: format!("pem:{}", p.display()),
             path: p,
@@ -38,16 +37,13 @@ impl PemProvider {
             Ok(s) => zeroize::Zeroizing::new(s),
             Err(e) => {
                 let kind = match e.kind() {
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-                        ErrorKind::Denied
-                    }
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => ErrorKind::Denied,
                     _ => ErrorKind::Unreachable,
                 };
                 return Err(self.err(kind, format!("cannot read key file: {e}")));
             }
         };
-        let key =
-            rsa_kek::parse_private_pem(&pem).map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
+        let key = rsa_kek::parse_private_pem(&pem).map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
         let public = key.to_public_key();
         let bits = rsa_kek::bits(&public);
         rsa_kek::check_bits(bits).map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
@@ -57,6 +53,7 @@ impl PemProvider {
             version: "1".into(),
             bits,
             fingerprint: rsa_kek::fingerprint(&public),
+            expiry: None,
         };
         Ok((key, info))
     }

@@ -32,8 +32,7 @@ pub fn bits(key: &RsaPublicKey) -> usize {
 /// Generates a new KEK.
 pub fn generate(bits: usize) -> Result<RsaPrivateKey, String> {
     check_bits(bits)?;
-    RsaPrivateKey::new(&mut rand_core::OsRng, bits)
-        .map_err(|e| format!("RSA key generation failed: {e}"))
+    RsaPrivateKey::new(&mut rand_core::OsRng, bits).map_err(|e| format!("RSA key generation failed: {e}"))
 }
 
 /// SHA-256 over the DER SubjectPublicKeyInfo, hex.
@@ -44,12 +43,8 @@ pub fn fingerprint(key: &RsaPublicKey) -> String {
 
 /// RSA-OAEP-SHA256 encryption of a 32-byte secret with the public key.
 pub fn wrap(key: &RsaPublicKey, secret: &SecretKey) -> Vec<u8> {
-    key.encrypt(
-        &mut rand_core::OsRng,
-        Oaep::new::<Sha256>(),
-        secret.expose(),
-    )
-    .expect("OAEP encryption of 32 bytes under a >=2048-bit key cannot fail")
+    key.encrypt(&mut rand_core::OsRng, Oaep::new::<Sha256>(), secret.expose())
+        .expect("OAEP encryption of 32 bytes under a >=2048-bit key cannot fail")
 }
 
 /// RSA-OAEP-SHA256 decryption. `None` when the ciphertext was not made by this key.
@@ -67,8 +62,7 @@ pub fn parse_private_pem(pem: &str) -> Result<RsaPrivateKey, String> {
 
 /// PKCS#8 PEM of a private key (zeroized on drop).
 pub fn private_pem(key: &RsaPrivateKey) -> zeroize::Zeroizing<String> {
-    key.to_pkcs8_pem(LineEnding::LF)
-        .expect("RSA private key encodes")
+    key.to_pkcs8_pem(LineEnding::LF).expect("RSA private key encodes")
 }
 
 #[cfg(test)]
@@ -93,9 +87,6 @@ mod tests {
         assert!(unwrap(&other, &w).is_none());
         let pem = private_pem(&k);
         let k2 = parse_private_pem(&pem).unwrap();
-        assert_eq!(
-            fingerprint(&k.to_public_key()),
-            fingerprint(&k2.to_public_key())
-        );
+        assert_eq!(fingerprint(&k.to_public_key()), fingerprint(&k2.to_public_key()));
     }
 }

@@ -85,10 +85,7 @@ impl Vol {
     /// Key and volume, not mounted.
     pub fn unmounted() -> Vol {
         require_fuse();
-        let tmp = tempfile::Builder::new()
-            .prefix("cmkfs-test-")
-            .tempdir()
-            .unwrap();
+        let tmp = tempfile::Builder::new().prefix("cmkfs-test-").tempdir().unwrap();
         let store = tmp.path().join("keys");
         let cipher = tmp.path().join("cipher");
         let mnt = tmp.path().join("mnt");
@@ -108,11 +105,7 @@ impl Vol {
     }
 
     pub fn mount_output(&self, extra: &[&str]) -> Output {
-        let mut args: Vec<&OsStr> = vec![
-            OsStr::new("mount"),
-            OsStr::new("--log-file"),
-            self.log.as_os_str(),
-        ];
+        let mut args: Vec<&OsStr> = vec![OsStr::new("mount"), OsStr::new("--log-file"), self.log.as_os_str()];
         args.extend(extra.iter().map(OsStr::new));
         args.push(self.cipher.as_os_str());
         args.push(self.mnt.as_os_str());
@@ -152,11 +145,7 @@ impl Vol {
 impl Drop for Vol {
     fn drop(&mut self) {
         if self.mounted {
-            let _ = cmkfs([
-                OsStr::new("umount"),
-                OsStr::new("--lazy"),
-                self.mnt.as_os_str(),
-            ]);
+            let _ = cmkfs([OsStr::new("umount"), OsStr::new("--lazy"), self.mnt.as_os_str()]);
         }
     }
 }
