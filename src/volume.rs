@@ -167,7 +167,15 @@ pub fn read_header(dir: &Path) -> Result<ParsedHeader, VolumeError> {
 /// whose fingerprint matches it first (a key store that moved, or a recovery key).
 pub fn open(dir: &Path, kek_override: Option<&str>) -> Result<Volume, VolumeError> {
     let parsed = read_header(dir)?;
-    let mut slots = parsed.header.keyslots.clone();
+    // Without --kek only primary slots are tried: a recovery slot is for an administrator's
+    // explicit recovery, and must not keep a volume mountable after its primary KEK is revoked.
+    let mut slots: Vec<Keyslot> = parsed
+        .header
+        .keyslots
+        .iter()
+        .filter(|s| kek_override.is_some() || s.role == SlotRole::Primary)
+        .cloned()
+        .collect();
     slots.sort_by_key(|s| (s.role != SlotRole::Primary, s.id));
     let override_provider = match kek_override {
         Some(uri) => {

@@ -15,11 +15,22 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("CMKFS_KEYSTORE")
-        .output()
-        .expect("run cmkfs")
+    cmkfs_env(args, &[])
+}
+
+/// Runs the cmkfs binary with extra environment. The audit log defaults to a shared file in
+/// the temporary directory so that tests never write to the system's audit log.
+pub fn cmkfs_env<I, S>(args: I, env: &[(&str, &OsStr)]) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut c = Command::new(BIN);
+    c.args(args).env_remove("CMKFS_KEYSTORE").env("CMKFS_AUDIT_LOG", std::env::temp_dir().join("cmkfs-tests-audit.jsonl"));
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run cmkfs")
 }
 
 pub fn ok(out: &Output) -> String {
@@ -70,6 +81,7 @@ pub struct Vol {
     pub cipher: PathBuf,
     pub mnt: PathBuf,
     pub log: PathBuf,
+    pub audit: PathBuf,
     pub uri: String,
     pub mounted: bool,
 }
@@ -90,6 +102,7 @@ impl Vol {
         let cipher = tmp.path().join("cipher");
         let mnt = tmp.path().join("mnt");
         let log = tmp.path().join("daemon.log");
+        let audit = tmp.path().join("audit.jsonl");
         std::fs::create_dir(&mnt).unwrap();
         let uri = create_key(&store, "kek");
         ok(&cmkfs(["init", "--kek", &uri, cipher.to_str().unwrap()]));
