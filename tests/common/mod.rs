@@ -26,7 +26,9 @@ where
     S: AsRef<OsStr>,
 {
     let mut c = Command::new(BIN);
-    c.args(args).env_remove("CMKFS_KEYSTORE").env("CMKFS_AUDIT_LOG", std::env::temp_dir().join("cmkfs-tests-audit.jsonl"));
+    c.args(args)
+        .env_remove("CMKFS_KEYSTORE")
+        .env("CMKFS_AUDIT_LOG", std::env::temp_dir().join("cmkfs-tests-audit.jsonl"));
     for (k, v) in env {
         c.env(k, v);
     }
@@ -112,6 +114,7 @@ impl Vol {
             cipher,
             mnt,
             log,
+            audit,
             uri,
             mounted: false,
         }
@@ -122,7 +125,51 @@ impl Vol {
         args.extend(extra.iter().map(OsStr::new));
         args.push(self.cipher.as_os_str());
         args.push(self.mnt.as_os_str());
-        cmkfs(args)
+        self.run(args)
+    }
+
+    /// Runs cmkfs with this volume's audit log and key store.
+    pub fn run<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        cmkfs_env(
+            args,
+            &[
+                ("CMKFS_AUDIT_LOG", self.audit.as_os_str()),
+                ("CMKFS_KEYSTORE", self.store.as_os_str()),
+            ],
+        )
+    }
+
+    /// Creates another key in this volume's store.
+    pub fn new_key(&self, name: &str) -> String {
+        create_key(&self.store, name)
+    }
+
+    /// Status as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&ok(&self.run([
+            OsStr::new("status"),
+            OsStr::new("--json"),
+            self.mnt.as_os_str(),
+        ])))
+        .unwrap()
+    }
+
+    /// Polls status until `state` or the deadline; returns the time it took.
+    pub fn wait_state(&self, state: &str, deadline: Duration) -> Option<Duration> {
+        let t0 = Instant::now();
+        wait_until(deadline, || self.status()["state"] == state).then(|| t0.elapsed())
+    }
+
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     pub fn mount(&mut self, extra: &[&str]) {
@@ -131,7 +178,7 @@ impl Vol {
     }
 
     pub fn umount(&mut self) {
-        ok(&cmkfs([OsStr::new("umount"), self.mnt.as_os_str()]));
+        ok(&self.run([OsStr::new("umount"), self.mnt.as_os_str()]));
         self.mounted = false;
     }
 
