@@ -106,8 +106,29 @@ impl Vol {
         let log = tmp.path().join("daemon.log");
         let audit = tmp.path().join("audit.jsonl");
         std::fs::create_dir(&mnt).unwrap();
-        let uri = create_key(&store, "kek");
-        ok(&cmkfs(["init", "--kek", &uri, cipher.to_str().unwrap()]));
+        let env = [("CMKFS_AUDIT_LOG", audit.as_os_str())];
+        let out = ok(&cmkfs_env(
+            [
+                OsStr::new("key"),
+                OsStr::new("create"),
+                OsStr::new("--store"),
+                store.as_os_str(),
+                OsStr::new("--bits"),
+                OsStr::new("2048"),
+                OsStr::new("kek"),
+            ],
+            &env,
+        ));
+        let uri = out.lines().last().unwrap().to_string();
+        ok(&cmkfs_env(
+            [
+                OsStr::new("init"),
+                OsStr::new("--kek"),
+                OsStr::new(&uri),
+                cipher.as_os_str(),
+            ],
+            &env,
+        ));
         Vol {
             tmp,
             store,
