@@ -78,6 +78,12 @@ enum Command {
         /// Mountpoint of a mounted volume, or a cipher directory.
         target: PathBuf,
     },
+    /// Replace the DEK of files (re-encrypting only them) on a mounted volume.
+    Rekey {
+        /// Files on a mounted cmkfs volume.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Manage keyslots (escrow and recovery KEKs beside the primary).
     #[command(subcommand)]
     Keyslot(KeyslotCommand),
@@ -484,6 +490,7 @@ pub fn run() -> Result<()> {
             Ok(())
         }
         Command::Keyslot(k) => run_keyslot(k, &audit),
+        Command::Rekey { paths } => rekey(&paths),
         Command::Audit(AuditCommand::Verify { json, log }) => {
             let path = log.unwrap_or(audit_path);
             let v = audit::verify(&path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -506,6 +513,70 @@ pub fn run() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The cmkfs mountpoint containing `path`, and the path relative to it.
+fn mount_of(path: &Path) -> Result<(PathBuf, String)> {
+    let abs = control::normalize_mountpoint(path);
+    let mut cur = abs.as_path();
+    loop {
+        if control::is_cmkfs_mount(cur) {
+            let rel = abs.strip_prefix(cur).unwrap().to_string_lossy().into_owned();
+            if rel.is_empty() {
+                bail!("{}: give files inside the mount, not the mountpoint", path.display());
+            }
+            return Ok((cur.to_path_buf(), rel));
+        }
+        cur = cur
+            .parent()
+            .with_context(|| format!("{} is not on a mounted cmkfs volume", path.display()))?;
+    }
+}
+
+fn rekey(paths: &[PathBuf]) -> Result<()> {
+    use std::io::IsTerminal;
+    init_logging("warn");
+    let tty = std::io::stderr().is_terminal();
+    let (mut ok_n, mut bytes, mut failed) = (0usize, 0u64, vec![]);
+    let t0 = std::time::Instant::now();
+    for (i, p) in paths.iter().enumerate() {
+        if tty {
+            let width = 30;
+            let done = i * width / paths.len();
+            eprint!(
+                "\r[{}{}] {}/{} {}\x1b[K",
+                "#".repeat(done),
+                " ".repeat(width - done),
+                i + 1,
+                paths.len(),
+                p.display()
+            );
+        }
+        let r = mount_of(p).and_then(|(mp, rel)| control::rekey(&mp, &rel)?.map_err(|e| anyhow::anyhow!(e)));
+        match r {
+            Ok(b) => {
+                ok_n += 1;
+                bytes += b;
+            }
+            Err(e) => failed.push(format!("{}: {e:#}", p.display())),
+        }
+    }
+    if tty {
+        eprint!("\r\x1b[K");
+    }
+    for f in &failed {
+        eprintln!("cmkfs: rekey failed: {f}");
+    }
+    println!(
+        "rekeyed {ok_n} of {} files ({:.1} MiB) in {:.2}s",
+        paths.len(),
+        bytes as f64 / (1 << 20) as f64,
+        t0.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        bail!("{} of {} files could not be rekeyed", failed.len(), paths.len());
+    }
+    Ok(())
 }
 
 fn lock_unlock(mountpoint: &Path, lock: bool) -> Result<()> {

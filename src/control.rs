@@ -28,6 +28,11 @@ pub enum Request {
     Unlock,
     /// Re-read the volume header after a rotation or keyslot change.
     Reload,
+    /// Replace the DEK of one file (path relative to the mountpoint).
+    Rekey {
+        /// Path relative to the volume root.
+        path: String,
+    },
 }
 
 /// What `cmkfs status` shows.
@@ -97,6 +102,8 @@ pub trait Handler: Send + Sync {
     fn unlock(&self, uid: u32) -> Result<(), String>;
     /// Re-read the header.
     fn reload(&self) -> Result<(), String>;
+    /// Rekey one file; returns the bytes re-encrypted.
+    fn rekey(&self, path: &str, uid: u32) -> Result<u64, String>;
 }
 
 /// Directory holding control sockets.
@@ -197,6 +204,10 @@ fn handle(conn: UnixStream, handler: &dyn Handler) -> std::io::Result<()> {
         Ok(Request::Lock) => done(handler.lock(uid)),
         Ok(Request::Unlock) => done(handler.unlock(uid)),
         Ok(Request::Reload) => done(handler.reload()),
+        Ok(Request::Rekey { path }) => match handler.rekey(&path, uid) {
+            Ok(bytes) => serde_json::json!({"rekeyed": path, "bytes": bytes}),
+            Err(e) => serde_json::json!({"error": e}),
+        },
         Err(e) => serde_json::json!({"error": format!("bad request: {e}")}),
     };
     let mut w = conn;
@@ -221,6 +232,15 @@ pub fn request(mountpoint: &Path, req: &Request) -> std::io::Result<serde_json::
 pub fn status(mountpoint: &Path) -> std::io::Result<Status> {
     let v = request(mountpoint, &Request::Status)?;
     serde_json::from_value(v).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Asks the daemon to rekey one file; returns the bytes re-encrypted.
+pub fn rekey(mountpoint: &Path, rel: &str) -> std::io::Result<Result<u64, String>> {
+    let v = request(mountpoint, &Request::Rekey { path: rel.to_string() })?;
+    Ok(match v.get("error").and_then(|e| e.as_str()) {
+        Some(e) => Err(e.to_string()),
+        None => Ok(v["bytes"].as_u64().unwrap_or(0)),
+    })
 }
 
 /// Sends a state-changing request; returns the status after it, or the daemon's error

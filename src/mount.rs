@@ -232,6 +232,8 @@ fn run_foreground(o: MountOptions) -> Result<()> {
 
 struct DaemonHandler {
     checker: Arc<Checker>,
+    caches: crate::fs::CacheControl,
+    audit: AuditLog,
     access: Arc<Access>,
     volume_id: String,
     format_version: u32,
@@ -298,6 +300,28 @@ impl control::Handler for DaemonHandler {
         self.checker.reload_header_if_changed();
         Ok(())
     }
+
+    fn rekey(&self, path: &str, uid: u32) -> Result<u64, String> {
+        let keys = self
+            .access
+            .keys()
+            .map_err(|_| "the volume is Inaccessible: rekey needs the key".to_string())?;
+        let t0 = Instant::now();
+        let r = self.caches.rekey(&keys, Path::new(path));
+        let mut rec = serde_json::json!({"cipher_dir": self.cipher_dir, "mountpoint": self.mountpoint, "path": path, "requested_by_uid": uid, "ms": t0.elapsed().as_millis() as u64});
+        match &r {
+            Ok(b) => {
+                rec["outcome"] = "ok".into();
+                rec["bytes"] = (*b).into();
+            }
+            Err(e) => {
+                rec["outcome"] = "failed".into();
+                rec["error"] = e.clone().into();
+            }
+        }
+        self.audit.record("rekey", rec);
+        r
+    }
 }
 
 fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
@@ -329,6 +353,17 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
             rec["expiry"] = vol.key().expiry.clone().into();
             audit.record("key_expired_in_use", rec);
         }
+    }
+    // Finish rekeys a crash interrupted, before anything reads those files.
+    match crate::fs::rekey::recover(&o.cipher_dir) {
+        Ok(done) if !done.is_empty() => {
+            tracing::warn!(files = ?done, "completed interrupted rekeys");
+            let mut rec = base.clone();
+            rec["paths"] = done.into();
+            audit.record("rekey_recovered", rec);
+        }
+        Ok(_) => {}
+        Err(e) => return Err(anyhow::anyhow!("cannot complete an interrupted rekey: {e}")),
     }
     let access = Arc::new(Access::new(vol.keys().clone(), vol.volume_key().clone()));
     let fs = CmkFs::new(&o.cipher_dir, access.clone())
@@ -364,13 +399,15 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
         access.clone(),
         &vol,
         cfg,
-        caches,
+        caches.clone(),
         session.notifier(),
         audit.clone(),
         o.mountpoint.clone(),
     );
     let handler = Arc::new(DaemonHandler {
         checker: checker.clone(),
+        caches,
+        audit: audit.clone(),
         access,
         volume_id: vol.header().volume_id.clone(),
         format_version: vol.header().version,

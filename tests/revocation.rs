@@ -595,16 +595,26 @@ fn unreachable_provider_is_tolerated_for_the_grace_period() {
     // The key store disappears (an unmounted key volume): unreachable, not denied.
     let away = v.tmp.path().join("keys-away");
     fs::rename(&v.store, &away).unwrap();
-    assert!(wait_until(DEADLINE, || v.status()["grace_remaining_secs"].is_u64()), "grace shown: {}", v.status());
+    assert!(
+        wait_until(DEADLINE, || v.status()["grace_remaining_secs"].is_u64()),
+        "grace shown: {}",
+        v.status()
+    );
     let st = v.status();
     assert_eq!(st["state"], "Available", "still serving within the grace period: {st}");
     assert!(st["reason"].as_str().unwrap().contains("unreachable"), "{st}");
     assert_eq!(fs::read(v.p("f")).unwrap(), b"data");
-    let t = v.wait_state("Inaccessible", Duration::from_secs(4)).expect("Inaccessible once the grace period ends");
+    let t = v
+        .wait_state("Inaccessible", Duration::from_secs(4))
+        .expect("Inaccessible once the grace period ends");
     assert!(t >= Duration::from_millis(800), "not before the grace period: {t:?}");
-    assert!(v.status()["reason"].as_str().unwrap().contains("unreachable for more than"));
+    assert!(v.status()["reason"]
+        .as_str()
+        .unwrap()
+        .contains("unreachable for more than"));
     assert_eq!(errno(fs::read(v.p("f"))), EACCES);
     fs::rename(&away, &v.store).unwrap();
-    v.wait_state("Available", DEADLINE).expect("back when the provider is reachable again");
+    v.wait_state("Available", DEADLINE)
+        .expect("back when the provider is reachable again");
     assert_eq!(fs::read(v.p("f")).unwrap(), b"data");
 }

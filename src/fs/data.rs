@@ -268,6 +268,71 @@ impl FileData {
         }
     }
 
+    /// Replaces the file's DEK and file id and re-encrypts its content through a redo journal
+    /// (see [`super::rekey`]). Holds the file exclusively throughout. Returns the bytes
+    /// re-encrypted (ciphertext length).
+    pub fn rekey(&self, keys: &VolumeKeys, journal: &super::rekey::Journal, rel_path: &str) -> Result<u64, Errno> {
+        let mut st = self.inner.write();
+        let f = st.backing.clone().ok_or(Errno::EBADF)?;
+        if !st.writable {
+            return Err(Errno::EACCES);
+        }
+        let clen = f.metadata().map_err(errno)?.len();
+        if clen == 0 {
+            return Ok(0); // no header, no DEK: nothing to replace
+        }
+        let old = Self::ensure_cipher(&mut st, keys)?;
+        let (hdr, new) = FileHeader::create(keys);
+        let new = Arc::new(new);
+        let root = journal.done.parent().expect("journal is in the cipher root");
+        crate::util::atomic_write(&journal.path_file, format!("{rel_path}\n").as_bytes(), 0o600).map_err(errno)?;
+        let j = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&journal.tmp)
+            .map_err(errno)?;
+        j.write_all_at(&hdr, 0).map_err(errno)?;
+        let mut stored = vec![0u8; CB as usize];
+        let mut plain = vec![0u8; BS as usize];
+        let mut b = 0u64;
+        while block_offset(b) < clen {
+            let off = block_offset(b);
+            let n = (clen - off).min(CB) as usize;
+            if n <= OVH {
+                break; // a torn fragment: not part of the plaintext
+            }
+            let got = read_full_at(&f, &mut stored[..n], off).map_err(errno)?;
+            if got < n {
+                return Err(Errno::EIO);
+            }
+            if !crate::format::content::is_zero(&stored[..n]) {
+                let p = &mut plain[..n - OVH];
+                old.open_block(b, &stored[..n], p).map_err(|e| {
+                    tracing::error!(file = %describe(f.as_fd()), block = b, error = ?e, "cannot rekey: block fails authentication");
+                    Errno::EIO
+                })?;
+                new.seal_block(b, p, &mut stored[..n]);
+                j.write_all_at(&stored[..n], off).map_err(errno)?;
+            }
+            b += 1;
+        }
+        zeroize::Zeroize::zeroize(&mut plain[..]);
+        j.set_len(clen).map_err(errno)?;
+        j.sync_all().map_err(errno)?;
+        std::fs::rename(&journal.tmp, &journal.done).map_err(errno)?;
+        crate::util::fsync_dir(root).map_err(errno)?;
+        crate::util::crash_point("rekey:journal-committed");
+        super::rekey::replay(&j, &f).map_err(errno)?;
+        st.cipher = CipherState::Ready(new);
+        drop(st);
+        std::fs::remove_file(&journal.done).map_err(errno)?;
+        let _ = std::fs::remove_file(&journal.path_file);
+        crate::util::fsync_dir(root).map_err(errno)?;
+        Ok(clen)
+    }
+
     /// Writes `data` at `off`; returns the bytes written (all of them, or an error).
     pub fn write(&self, keys: &VolumeKeys, off: u64, data: &[u8]) -> Result<usize, Errno> {
         if data.is_empty() {

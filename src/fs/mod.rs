@@ -11,6 +11,7 @@
 
 pub mod data;
 pub mod inode;
+pub mod rekey;
 pub mod sys;
 
 use std::collections::HashMap;
@@ -55,6 +56,7 @@ enum Handle {
 
 /// The mounted filesystem.
 pub struct CmkFs {
+    root: std::path::PathBuf,
     inodes: Arc<InodeTable>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
@@ -176,6 +178,7 @@ impl CmkFs {
             0,
         )?;
         Ok(CmkFs {
+            root: cipher_dir.to_path_buf(),
             inodes: Arc::new(InodeTable::new(root)?),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -188,6 +191,7 @@ impl CmkFs {
     pub fn cache_control(&self) -> CacheControl {
         CacheControl {
             inodes: self.inodes.clone(),
+            root: self.root.clone(),
         }
     }
 
@@ -248,7 +252,7 @@ impl CmkFs {
         Ok(())
     }
 
-    fn open_child_path(parent: &Inode, name: &OsStr) -> R<OwnedFd> {
+    pub(crate) fn open_child_path(parent: &Inode, name: &OsStr) -> R<OwnedFd> {
         sys::openat(
             parent.fd(),
             &sys::cstr(name).map_err(io)?,
@@ -622,16 +626,61 @@ impl CmkFs {
     }
 }
 
-/// Lets the revalidation thread reach the filesystem's caches without its internals.
+/// Lets the daemon's other threads (revalidation, control socket) reach the filesystem's
+/// caches and files without its internals.
 #[derive(Clone)]
 pub struct CacheControl {
     inodes: Arc<InodeTable>,
+    root: std::path::PathBuf,
 }
 
 impl CacheControl {
     /// Node ids the kernel currently references (whose page cache may hold plaintext).
     pub fn inode_ids(&self) -> Vec<u64> {
         self.inodes.all().iter().map(|i| i.id).collect()
+    }
+
+    /// Rekeys the regular file at `rel` (relative to the volume root; no `..`, no symlinks):
+    /// new DEK and file id, content re-encrypted, crash-safe, while the volume stays mounted.
+    /// The file is reached through the inode table, so concurrent FUSE operations on it wait.
+    pub fn rekey(&self, keys: &crate::format::VolumeKeys, rel: &Path) -> Result<u64, String> {
+        use std::path::Component;
+        let errs = |e: Errno| format!("{}: {}", rel.display(), std::io::Error::from_raw_os_error(e.code()));
+        let mut cur = self.inodes.root();
+        let comps: Vec<_> = rel.components().collect();
+        if comps.is_empty() || comps.iter().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(format!("{}: not a plain path inside the volume", rel.display()));
+        }
+        let mut taken = vec![];
+        let res = (|| {
+            for (i, c) in comps.iter().enumerate() {
+                let name = c.as_os_str();
+                if cur.id == ROOT_ID && is_reserved_root_name(name.as_bytes()) {
+                    return Err(format!("{}: no such file", rel.display()));
+                }
+                let fd = CmkFs::open_child_path(&cur, name).map_err(errs)?;
+                let st = sys::fstat(fd.as_fd()).map_err(|e| e.to_string())?;
+                let next = self.inodes.lookup_insert(fd, &st);
+                taken.push(next.id);
+                if i + 1 < comps.len() && !next.is_dir() {
+                    return Err(format!("{}: not a directory on the way", rel.display()));
+                }
+                cur = next;
+            }
+            if !cur.is_file() {
+                return Err(format!("{}: not a regular file", rel.display()));
+            }
+            let (dev, ino) = cur.key;
+            let journal = rekey::Journal::new(&self.root, dev, ino);
+            cur.data.open(cur.fd(), keys, true).map_err(errs)?;
+            let r = cur.data.rekey(keys, &journal, &rel.to_string_lossy());
+            cur.data.release();
+            r.map_err(errs)
+        })();
+        for id in taken {
+            self.inodes.forget(id, 1);
+        }
+        res
     }
 
     /// Drops every cached file DEK. Waits for operations in flight on each file.
