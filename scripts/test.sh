@@ -35,7 +35,7 @@ tally() { passed=$((passed + $1)); failed=$((failed + $2)); }
 
 say "cargo test (unit + integration on real mounts)"
 set +e
-cargo test --locked 2>&1 | tee /tmp/cmkfs-cargo-test.log
+cargo test --locked --no-fail-fast 2>&1 | tee /tmp/cmkfs-cargo-test.log
 rc=${PIPESTATUS[0]}
 set -e
 p=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' /tmp/cmkfs-cargo-test.log | awk '{s+=$4} END {print s+0}')

@@ -208,11 +208,13 @@ mod tests {
         a.finish_revoke();
         assert!(a.keys_for_write().is_err());
         assert!(a.with_volume_key(|_, _| ()).is_none());
+        assert_eq!(a.check().err(), Some(Errno::EACCES));
         let s = a.snapshot();
         assert_eq!(s.state, State::Inaccessible);
-        assert_eq!(s.refused, 3);
+        assert_eq!(s.refused, 3, "keys, keys_for_write and check were refused");
         assert_eq!(a.restore(Arc::new(VolumeKeys::derive(&vk, [0; 16])), vk), 3);
-        assert!(a.keys().is_ok());
-        assert!(!a.begin_drain("x") || a.snapshot().state == State::Inaccessible);
+        assert!(a.keys().is_ok() && a.check().is_ok());
+        assert_eq!(a.snapshot().refused, 0, "counter restarts with the state");
+        assert!(a.begin_drain("again"), "an available volume can be revoked again");
     }
 }
