@@ -190,11 +190,25 @@ fn harden_process() {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
         // Modes come from the kernel already masked with the caller's umask.
         libc::umask(0);
-        // One O_PATH descriptor per inode the kernel references.
+        // One O_PATH descriptor per inode the kernel references: a volume with many files
+        // needs many. Root may raise the hard limit up to fs.nr_open; others get their hard
+        // limit.
         let mut rl: libc::rlimit = std::mem::zeroed();
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
+            let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+                .ok()
+                .and_then(|s| s.trim().parse::<libc::rlim_t>().ok());
+            if let (true, Some(n)) = (util::is_root(), nr_open) {
+                if n > rl.rlim_max {
+                    rl.rlim_max = n;
+                }
+            }
             rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
+                rl.rlim_cur = rl.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+            }
         }
     }
 }

@@ -503,3 +503,57 @@ fn mount_is_private_without_allow_other() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Far more files than the daemon may hold descriptors: the inode table caches a bounded
+/// number of descriptors and reopens the rest from kernel file handles.
+#[test]
+fn many_files_under_a_small_descriptor_limit() {
+    let mut v = Vol::unmounted();
+    let out = std::process::Command::new("prlimit")
+        .args(["--nofile=200:200", "--"])
+        .arg(BIN)
+        .args(["mount", "--log-file"])
+        .arg(&v.log)
+        .arg(&v.cipher)
+        .arg(&v.mnt)
+        .env("CMKFS_AUDIT_LOG", &v.audit)
+        .output()
+        .unwrap();
+    ok(&out);
+    v.mounted = true;
+    // An unlinked-but-open file whose descriptor will be evicted from the cache.
+    let mut gone = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(v.p("gone"))
+        .unwrap();
+    gone.write_all(b"unlinked but open").unwrap();
+    fs::remove_file(v.p("gone")).unwrap();
+    for d in 0..4 {
+        fs::create_dir(v.p(&format!("d{d}"))).unwrap();
+        for i in 0..500 {
+            fs::write(v.p(&format!("d{d}/f{i}")), format!("{d}/{i}")).unwrap();
+        }
+    }
+    let mut n = 0;
+    for d in 0..4 {
+        for e in fs::read_dir(v.p(&format!("d{d}"))).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            assert_eq!(fs::read_to_string(e.path()).unwrap(), format!("{d}/{}", &name[1..]));
+            n += 1;
+        }
+    }
+    assert_eq!(n, 2000);
+    assert_eq!(
+        gone.metadata().unwrap().len(),
+        17,
+        "getattr of an unlinked, evicted inode"
+    );
+    gone.sync_all().unwrap();
+    let pid = v.status()["pid"].as_u64().unwrap();
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    assert!(fds < 200, "daemon holds {fds} descriptors");
+}

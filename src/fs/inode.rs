@@ -1,16 +1,26 @@
 //! The inode table: which backing inodes the kernel currently knows, by FUSE node id.
 //!
-//! Every known inode holds an `O_PATH` descriptor to its backing inode, which pins it: the
-//! backing inode number cannot be reused while we hold the descriptor, so using it as the
-//! FUSE node id is safe and keeps `stat` and `readdir` inode numbers consistent. Inodes on
-//! another device (a mount inside the cipher directory) and the rare collision with the
-//! root id get synthetic ids from the top half of the id space.
+//! Every known inode is identified by its kernel *file handle* (`name_to_handle_at`, about 20
+//! bytes), and a bounded LRU cache holds `O_PATH` descriptors for the recently used ones; a
+//! descriptor that was evicted is reopened from the handle (`open_by_handle_at`). So the number
+//! of open descriptors stays bounded however many inodes the kernel caches (a tree of a
+//! million files needs no million descriptors), while operations on hot inodes cost no extra
+//! syscall. Where file handles are not available (no CAP_DAC_READ_SEARCH, or a backing
+//! filesystem without export support), each inode keeps its descriptor pinned instead, as
+//! libfuse's passthrough_hp does, and the descriptor limit is raised as far as allowed.
+//!
+//! The backing inode number is the FUSE node id: our descriptor or handle pins the backing
+//! inode, so the number cannot be reused while the kernel knows it, and `stat` and `readdir`
+//! inode numbers agree. Inodes on another device (a mount inside the cipher directory) and a
+//! collision with the root id get synthetic ids from the top half of the id space.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::data::FileData;
@@ -20,25 +30,27 @@ use super::sys;
 pub const ROOT_ID: u64 = 1;
 const SYNTHETIC_BASE: u64 = 1 << 63;
 
+/// A shared `O_PATH` descriptor of an inode.
+pub type PathFd = Arc<OwnedFd>;
+
 /// One inode the kernel knows.
 pub struct Inode {
     /// FUSE node id.
     pub id: u64,
-    fd: OwnedFd,
     /// Backing (device, inode).
     pub key: (u64, u64),
     /// File type bits (`S_IFMT`) of the backing inode; never changes.
     pub fmt: u32,
+    /// Kernel file handle, when the table reopens descriptors on demand.
+    handle: Option<Box<[u8]>>,
+    /// Descriptor held for the inode's lifetime, when there is no handle.
+    pinned: Option<PathFd>,
     lookups: AtomicU64,
     /// Content state (used for regular files only).
     pub data: FileData,
 }
 
 impl Inode {
-    /// The O_PATH descriptor.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
     /// True for directories.
     pub fn is_dir(&self) -> bool {
         self.fmt == libc::S_IFDIR
@@ -58,31 +70,57 @@ struct Maps {
 /// All inodes the kernel holds references to.
 pub struct InodeTable {
     maps: Mutex<Maps>,
+    fds: Mutex<LruCache<u64, PathFd>>,
+    root: Arc<Inode>,
     root_dev: u64,
     root_ino: u64,
+    use_handles: bool,
+    mount_fd: OwnedFd,
     next_synthetic: AtomicU64,
 }
 
 impl InodeTable {
-    /// A table whose root is the cipher directory opened as `root_fd` (O_PATH).
-    pub fn new(root_fd: OwnedFd) -> std::io::Result<Self> {
+    /// A table whose root is the cipher directory opened as `root_fd` (O_PATH), caching at
+    /// most `max_fds` descriptors of other inodes.
+    pub fn new(root_fd: OwnedFd, max_fds: usize) -> std::io::Result<Self> {
         let st = sys::fstat(root_fd.as_fd())?;
+        // open_by_handle_at wants a real (not O_PATH) descriptor on the filesystem.
+        let mount_fd = sys::reopen(root_fd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+        // File handles are used only if a round trip works here (privilege and filesystem).
+        let use_handles = sys::name_to_handle(root_fd.as_fd())
+            .and_then(|h| sys::open_by_handle(mount_fd.as_fd(), &h, libc::O_PATH))
+            .is_ok();
         let key = (st.st_dev, st.st_ino);
         let root = Arc::new(Inode {
             id: ROOT_ID,
-            fd: root_fd,
             key,
             fmt: st.st_mode & libc::S_IFMT,
+            handle: None,
+            pinned: Some(Arc::new(root_fd)),
             lookups: AtomicU64::new(1),
             data: FileData::default(),
         });
         let mut maps = Maps::default();
-        maps.by_id.insert(ROOT_ID, root);
+        maps.by_id.insert(ROOT_ID, root.clone());
         maps.by_key.insert(key, ROOT_ID);
+        tracing::info!(
+            use_handles,
+            max_fds,
+            "inode table: descriptors {}",
+            if use_handles {
+                "cached, reopened from file handles"
+            } else {
+                "pinned per inode"
+            }
+        );
         Ok(InodeTable {
             maps: Mutex::new(maps),
+            fds: Mutex::new(LruCache::new(NonZeroUsize::new(max_fds.max(16)).unwrap())),
+            root,
             root_dev: st.st_dev,
             root_ino: st.st_ino,
+            use_handles,
+            mount_fd,
             next_synthetic: AtomicU64::new(SYNTHETIC_BASE),
         })
     }
@@ -94,7 +132,29 @@ impl InodeTable {
 
     /// The root inode.
     pub fn root(&self) -> Arc<Inode> {
-        self.get(ROOT_ID).expect("root is never forgotten")
+        self.root.clone()
+    }
+
+    /// An `O_PATH` descriptor of the inode: pinned, cached, or reopened from its handle.
+    pub fn fd(&self, inode: &Inode) -> std::io::Result<PathFd> {
+        if let Some(p) = &inode.pinned {
+            return Ok(p.clone());
+        }
+        if let Some(fd) = self.fds.lock().get(&inode.id) {
+            return Ok(fd.clone());
+        }
+        let handle = inode
+            .handle
+            .as_deref()
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESTALE))?;
+        let fd = sys::open_by_handle(self.mount_fd.as_fd(), handle, libc::O_PATH | libc::O_NOFOLLOW)?;
+        let st = sys::fstat(fd.as_fd())?;
+        if (st.st_dev, st.st_ino) != inode.key {
+            return Err(std::io::Error::from_raw_os_error(libc::ESTALE));
+        }
+        let fd = Arc::new(fd);
+        self.fds.lock().put(inode.id, fd.clone());
+        Ok(fd)
     }
 
     /// Registers a lookup of the backing inode behind `fd` (which was just opened O_PATH and
@@ -105,6 +165,10 @@ impl InodeTable {
         if let Some(id) = maps.by_key.get(&key) {
             let ino = maps.by_id[id].clone();
             ino.lookups.fetch_add(1, Ordering::Relaxed);
+            if ino.pinned.is_none() {
+                // Keep the fresh descriptor: it is likely to be used right away.
+                self.fds.lock().put(ino.id, Arc::new(fd));
+            }
             return ino;
         }
         let id = if st.st_dev == self.root_dev
@@ -116,14 +180,27 @@ impl InodeTable {
         } else {
             self.next_synthetic.fetch_add(1, Ordering::Relaxed)
         };
+        // Symlinks and special files are rare and cheap to keep; a handle is taken for files
+        // and directories.
+        let handle = if self.use_handles {
+            sys::name_to_handle(fd.as_fd()).ok().map(Vec::into_boxed_slice)
+        } else {
+            None
+        };
+        let fd = Arc::new(fd);
+        let pinned = if handle.is_some() { None } else { Some(fd.clone()) };
         let ino = Arc::new(Inode {
             id,
-            fd,
             key,
             fmt: st.st_mode & libc::S_IFMT,
+            handle,
+            pinned,
             lookups: AtomicU64::new(1),
             data: FileData::default(),
         });
+        if ino.pinned.is_none() {
+            self.fds.lock().put(id, fd);
+        }
         maps.by_id.insert(id, ino.clone());
         maps.by_key.insert(key, id);
         ino
@@ -135,9 +212,7 @@ impl InodeTable {
             return;
         }
         let mut maps = self.maps.lock();
-        let Some(ino) = maps.by_id.get(&id) else {
-            return;
-        };
+        let Some(ino) = maps.by_id.get(&id) else { return };
         let prev = ino
             .lookups
             .fetch_sub(n.min(ino.lookups.load(Ordering::Relaxed)), Ordering::Relaxed);
@@ -145,6 +220,7 @@ impl InodeTable {
             let key = ino.key;
             maps.by_id.remove(&id);
             maps.by_key.remove(&key);
+            self.fds.lock().pop(&id);
         }
     }
 
@@ -156,6 +232,11 @@ impl InodeTable {
     /// True when only the root is known.
     pub fn is_empty(&self) -> bool {
         self.len() <= 1
+    }
+
+    /// Cached descriptors (for tests and status).
+    pub fn cached_fds(&self) -> usize {
+        self.fds.lock().len()
     }
 
     /// A snapshot of every known inode (for cache invalidation and shutdown).

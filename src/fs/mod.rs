@@ -179,7 +179,7 @@ impl CmkFs {
         )?;
         Ok(CmkFs {
             root: cipher_dir.to_path_buf(),
-            inodes: Arc::new(InodeTable::new(root)?),
+            inodes: Arc::new(InodeTable::new(root, fd_cache_size())?),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             access,
@@ -193,6 +193,11 @@ impl CmkFs {
             inodes: self.inodes.clone(),
             root: self.root.clone(),
         }
+    }
+
+    /// An `O_PATH` descriptor for an inode (see [`inode::InodeTable::fd`]).
+    fn pfd(&self, i: &Inode) -> R<inode::PathFd> {
+        self.inodes.fd(i).map_err(io)
     }
 
     fn inode(&self, ino: INodeNo) -> R<Arc<Inode>> {
@@ -218,7 +223,9 @@ impl CmkFs {
 
     /// Runs `f` with the file open for writing (for truncate without a handle).
     fn with_open<T>(&self, inode: &Inode, f: impl FnOnce(&data::FileData) -> R<T>) -> R<T> {
-        inode.data.open(inode.fd(), &*self.access.keys()?, true)?;
+        inode
+            .data
+            .open(self.pfd(&inode)?.as_fd(), &*self.access.keys()?, true)?;
         let r = f(&inode.data);
         inode.data.release();
         r
@@ -237,7 +244,7 @@ impl CmkFs {
         if !self.as_root {
             return Ok(());
         }
-        let pst = sys::fstat(parent.fd()).map_err(io)?;
+        let pst = sys::fstat(self.pfd(&parent)?.as_fd()).map_err(io)?;
         let gid = if pst.st_mode & libc::S_ISGID != 0 {
             pst.st_gid
         } else {
@@ -252,16 +259,6 @@ impl CmkFs {
         Ok(())
     }
 
-    pub(crate) fn open_child_path(parent: &Inode, name: &OsStr) -> R<OwnedFd> {
-        sys::openat(
-            parent.fd(),
-            &sys::cstr(name).map_err(io)?,
-            libc::O_PATH | libc::O_NOFOLLOW,
-            0,
-        )
-        .map_err(io)
-    }
-
     fn do_lookup(&self, parent: INodeNo, name: &OsStr) -> R<FileAttr> {
         self.access.check()?;
         // Test hook, debug builds only: proves that a panicking handler answers EIO and the
@@ -274,7 +271,7 @@ impl CmkFs {
         if p.id == ROOT_ID && is_reserved_root_name(name.as_bytes()) {
             return Err(Errno::ENOENT);
         }
-        let fd = Self::open_child_path(&p, name)?;
+        let fd = open_child(self.pfd(&p)?.as_fd(), name)?;
         Ok(self.lookup_fd(fd)?.1)
     }
 
@@ -285,7 +282,7 @@ impl CmkFs {
             self.access.check()?;
         }
         let i = self.inode(ino)?;
-        Ok(attr(i.id, &sys::fstat(i.fd()).map_err(io)?))
+        Ok(attr(i.id, &sys::fstat(self.pfd(&i)?.as_fd()).map_err(io)?))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -303,10 +300,10 @@ impl CmkFs {
         self.access.check()?;
         let i = self.inode(ino)?;
         if uid.is_some() || gid.is_some() {
-            sys::chown_fd(i.fd(), uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX)).map_err(io)?;
+            sys::chown_fd(self.pfd(&i)?.as_fd(), uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX)).map_err(io)?;
         }
         if let Some(m) = mode {
-            sys::chmod_fd(i.fd(), m & 0o7777).map_err(io)?;
+            sys::chmod_fd(self.pfd(&i)?.as_fd(), m & 0o7777).map_err(io)?;
         }
         if let Some(sz) = size {
             if i.is_dir() {
@@ -324,9 +321,9 @@ impl CmkFs {
             }
         }
         if atime.is_some() || mtime.is_some() {
-            sys::utimens_fd(i.fd(), &[to_timespec(atime), to_timespec(mtime)]).map_err(io)?;
+            sys::utimens_fd(self.pfd(&i)?.as_fd(), &[to_timespec(atime), to_timespec(mtime)]).map_err(io)?;
         }
-        Ok(attr(i.id, &sys::fstat(i.fd()).map_err(io)?))
+        Ok(attr(i.id, &sys::fstat(self.pfd(&i)?.as_fd()).map_err(io)?))
     }
 
     fn do_mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, rdev: u32) -> R<FileAttr> {
@@ -334,8 +331,8 @@ impl CmkFs {
         let p = self.inode(parent)?;
         check_name(&p, name)?;
         let c = sys::cstr(name).map_err(io)?;
-        sys::mknodat(p.fd(), &c, mode, rdev as libc::dev_t).map_err(io)?;
-        let fd = Self::open_child_path(&p, name)?;
+        sys::mknodat(self.pfd(&p)?.as_fd(), &c, mode, rdev as libc::dev_t).map_err(io)?;
+        let fd = open_child(self.pfd(&p)?.as_fd(), name)?;
         self.set_owner(req, &p, &fd, mode)?;
         Ok(self.lookup_fd(fd)?.1)
     }
@@ -344,8 +341,8 @@ impl CmkFs {
         self.access.check()?;
         let p = self.inode(parent)?;
         check_name(&p, name)?;
-        sys::mkdirat(p.fd(), &sys::cstr(name).map_err(io)?, mode & 0o7777).map_err(io)?;
-        let fd = Self::open_child_path(&p, name)?;
+        sys::mkdirat(self.pfd(&p)?.as_fd(), &sys::cstr(name).map_err(io)?, mode & 0o7777).map_err(io)?;
+        let fd = open_child(self.pfd(&p)?.as_fd(), name)?;
         self.set_owner(req, &p, &fd, libc::S_IFDIR | mode)?;
         Ok(self.lookup_fd(fd)?.1)
     }
@@ -356,11 +353,11 @@ impl CmkFs {
         check_name(&p, name)?;
         sys::symlinkat(
             &sys::cstr(target.as_os_str()).map_err(io)?,
-            p.fd(),
+            self.pfd(&p)?.as_fd(),
             &sys::cstr(name).map_err(io)?,
         )
         .map_err(io)?;
-        let fd = Self::open_child_path(&p, name)?;
+        let fd = open_child(self.pfd(&p)?.as_fd(), name)?;
         self.set_owner(req, &p, &fd, libc::S_IFLNK)?;
         Ok(self.lookup_fd(fd)?.1)
     }
@@ -369,7 +366,7 @@ impl CmkFs {
         self.access.check()?;
         let p = self.inode(parent)?;
         check_name(&p, name)?;
-        sys::unlinkat(p.fd(), &sys::cstr(name).map_err(io)?, flags).map_err(io)
+        sys::unlinkat(self.pfd(&p)?.as_fd(), &sys::cstr(name).map_err(io)?, flags).map_err(io)
     }
 
     fn do_rename(
@@ -389,9 +386,9 @@ impl CmkFs {
             return Err(Errno::EINVAL);
         }
         sys::renameat2(
-            p.fd(),
+            self.pfd(&p)?.as_fd(),
             &sys::cstr(name).map_err(io)?,
-            np.fd(),
+            self.pfd(&np)?.as_fd(),
             &sys::cstr(newname).map_err(io)?,
             flags.bits(),
         )
@@ -403,8 +400,13 @@ impl CmkFs {
         let i = self.inode(ino)?;
         let np = self.inode(newparent)?;
         check_name(&np, newname)?;
-        sys::link_fd(i.fd(), np.fd(), &sys::cstr(newname).map_err(io)?).map_err(io)?;
-        let fd = Self::open_child_path(&np, newname)?;
+        sys::link_fd(
+            self.pfd(&i)?.as_fd(),
+            self.pfd(&np)?.as_fd(),
+            &sys::cstr(newname).map_err(io)?,
+        )
+        .map_err(io)?;
+        let fd = open_child(self.pfd(&np)?.as_fd(), newname)?;
         Ok(self.lookup_fd(fd)?.1)
     }
 
@@ -425,7 +427,7 @@ impl CmkFs {
         }
         let want_write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let keys = self.access.keys()?;
-        i.data.open(i.fd(), &keys, want_write)?;
+        i.data.open(self.pfd(&i)?.as_fd(), &keys, want_write)?;
         // A file whose header cannot be used is EIO at open: its size may show as 0, so the
         // kernel would never ask us for a read. O_TRUNC rewrites it with a fresh header.
         if want_write && flags.0 & libc::O_TRUNC != 0 {
@@ -458,7 +460,7 @@ impl CmkFs {
         check_name(&p, name)?;
         let c = sys::cstr(name).map_err(io)?;
         let created = sys::openat(
-            p.fd(),
+            self.pfd(&p)?.as_fd(),
             &c,
             libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_NOFOLLOW,
             mode & 0o7777,
@@ -466,7 +468,7 @@ impl CmkFs {
         let (fd, new) = match created {
             Ok(fd) => (fd, true),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
-                (Self::open_child_path(&p, name)?, false)
+                (open_child(self.pfd(&p)?.as_fd(), name)?, false)
             }
             Err(e) => return Err(io(e)),
         };
@@ -481,7 +483,7 @@ impl CmkFs {
             return Err(if inode.is_dir() { Errno::EISDIR } else { Errno::EEXIST });
         }
         let want_write = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        if let Err(e) = inode.data.open(inode.fd(), &keys, want_write || new) {
+        if let Err(e) = inode.data.open(self.pfd(&inode)?.as_fd(), &keys, want_write || new) {
             self.inodes.forget(inode.id, 1);
             return Err(e);
         }
@@ -492,7 +494,7 @@ impl CmkFs {
             self.inodes.forget(inode.id, 1);
             return Err(Errno::EIO);
         }
-        let a = attr(inode.id, &sys::fstat(inode.fd()).map_err(io)?);
+        let a = attr(inode.id, &sys::fstat(self.pfd(&inode)?.as_fd()).map_err(io)?);
         let fh = self.add_handle(Handle::File { inode, flags });
         Ok((a, fh, Self::open_flags(flags)))
     }
@@ -539,7 +541,7 @@ impl CmkFs {
     fn do_opendir(&self, ino: INodeNo) -> R<FileHandle> {
         self.access.check()?;
         let i = self.inode(ino)?;
-        let fd = sys::openat(i.fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(io)?;
+        let fd = sys::openat(self.pfd(&i)?.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(io)?;
         Ok(self.add_handle(Handle::Dir {
             inode: i,
             fd,
@@ -555,7 +557,7 @@ impl CmkFs {
         };
         let mut e = entries.lock();
         if offset == 0 || e.is_none() {
-            let fd = sys::openat(inode.fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(io)?;
+            let fd = sys::openat(self.pfd(&inode)?.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(io)?;
             let mut list = sys::read_dir(fd).map_err(io)?;
             if inode.id == ROOT_ID {
                 list.retain(|d| !is_reserved_root_name(&d.name));
@@ -566,7 +568,7 @@ impl CmkFs {
     }
 
     fn do_statfs(&self) -> R<libc::statvfs> {
-        sys::statvfs(self.inodes.root().fd()).map_err(io)
+        sys::statvfs(self.pfd(&self.inodes.root())?.as_fd()).map_err(io)
     }
 
     fn xattr_aad(name: &OsStr) -> Vec<u8> {
@@ -583,10 +585,11 @@ impl CmkFs {
         }
         let c = sys::cstr(name).map_err(io)?;
         let mut buf = vec![0u8; 65536];
-        let n = sys::getxattr(i.fd(), &c, &mut buf).map_err(io)?;
+        let fd = self.pfd(&i)?;
+        let n = sys::getxattr(fd.as_fd(), &c, &mut buf).map_err(io)?;
         buf.truncate(n);
         let plain = keys.xattr().open_message(&Self::xattr_aad(name), &buf).map_err(|_| {
-            tracing::error!(file = %data::describe(i.fd()), xattr = %name.to_string_lossy(), "extended attribute failed authentication; returning EIO");
+            tracing::error!(file = %data::describe(fd.as_fd()), xattr = %name.to_string_lossy(), "extended attribute failed authentication; returning EIO");
             Errno::EIO
         })?;
         Ok(plain.to_vec())
@@ -599,13 +602,13 @@ impl CmkFs {
             return Err(Errno::EOPNOTSUPP);
         }
         let sealed = self.access.keys()?.xattr().seal_message(&Self::xattr_aad(name), value);
-        sys::setxattr(i.fd(), &sys::cstr(name).map_err(io)?, &sealed, flags).map_err(io)
+        sys::setxattr(self.pfd(&i)?.as_fd(), &sys::cstr(name).map_err(io)?, &sealed, flags).map_err(io)
     }
 
     fn do_listxattr(&self, ino: INodeNo) -> R<Vec<u8>> {
         self.access.check()?;
         let i = self.inode(ino)?;
-        let list = sys::listxattr(i.fd()).map_err(io)?;
+        let list = sys::listxattr(self.pfd(&i)?.as_fd()).map_err(io)?;
         let mut out = vec![];
         for n in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
             if n.starts_with(b"user.") {
@@ -622,7 +625,7 @@ impl CmkFs {
         if !xattr_allowed(name) {
             return Err(Errno::NO_XATTR);
         }
-        sys::removexattr(i.fd(), &sys::cstr(name).map_err(io)?).map_err(io)
+        sys::removexattr(self.pfd(&i)?.as_fd(), &sys::cstr(name).map_err(io)?).map_err(io)
     }
 }
 
@@ -658,7 +661,7 @@ impl CacheControl {
                 if cur.id == ROOT_ID && is_reserved_root_name(name.as_bytes()) {
                     return Err(format!("{}: no such file", rel.display()));
                 }
-                let fd = CmkFs::open_child_path(&cur, name).map_err(errs)?;
+                let fd = open_child(self.inodes.fd(&cur).map_err(|e| e.to_string())?.as_fd(), name).map_err(errs)?;
                 let st = sys::fstat(fd.as_fd()).map_err(|e| e.to_string())?;
                 let next = self.inodes.lookup_insert(fd, &st);
                 taken.push(next.id);
@@ -672,7 +675,9 @@ impl CacheControl {
             }
             let (dev, ino) = cur.key;
             let journal = rekey::Journal::new(&self.root, dev, ino);
-            cur.data.open(cur.fd(), keys, true).map_err(errs)?;
+            cur.data
+                .open(self.inodes.fd(&cur).map_err(|e| e.to_string())?.as_fd(), keys, true)
+                .map_err(errs)?;
             let r = cur.data.rekey(keys, &journal, &rel.to_string_lossy());
             cur.data.release();
             r.map_err(errs)
@@ -689,6 +694,29 @@ impl CacheControl {
             i.data.drop_keys();
         }
     }
+}
+
+/// Opens `parent/name` as O_PATH without following a final symlink.
+fn open_child(parent: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> R<OwnedFd> {
+    sys::openat(
+        parent,
+        &sys::cstr(name).map_err(io)?,
+        libc::O_PATH | libc::O_NOFOLLOW,
+        0,
+    )
+    .map_err(io)
+}
+
+/// How many O_PATH descriptors the inode table may cache: a quarter of the descriptor limit
+/// (the rest is for open files and directories), at most 100,000.
+fn fd_cache_size() -> usize {
+    let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+    let lim = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
+        rl.rlim_cur as usize
+    } else {
+        1024
+    };
+    (lim / 4).clamp(64, 100_000)
 }
 
 fn rustix_cwd() -> std::os::fd::BorrowedFd<'static> {
@@ -770,7 +798,9 @@ impl Filesystem for CmkFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match guard("readlink", || sys::readlink(self.inode(ino)?.fd()).map_err(io)) {
+        match guard("readlink", || {
+            sys::readlink(self.pfd(&*self.inode(ino)?)?.as_fd()).map_err(io)
+        }) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e),
         }

@@ -259,3 +259,47 @@ pub fn read_dir(fd: OwnedFd) -> io::Result<Vec<DirEntry>> {
     unsafe { libc::closedir(dir) };
     res.map(|_| out)
 }
+
+/// Largest file handle the kernel hands out (MAX_HANDLE_SZ).
+const MAX_HANDLE_SZ: usize = 128;
+
+/// name_to_handle_at(2) of the fd itself: the kernel's persistent identifier of the inode
+/// (`handle_bytes`, `handle_type`, then the opaque bytes), about 20 bytes on ext4.
+pub fn name_to_handle(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 8 + MAX_HANDLE_SZ];
+    buf[..4].copy_from_slice(&(MAX_HANDLE_SZ as u32).to_ne_bytes());
+    let mut mount_id: libc::c_int = 0;
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr(),
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = u32::from_ne_bytes(buf[..4].try_into().unwrap()) as usize;
+    buf.truncate(8 + n);
+    Ok(buf)
+}
+
+/// open_by_handle_at(2): reopens an inode from its handle (needs CAP_DAC_READ_SEARCH).
+pub fn open_by_handle(mount_fd: BorrowedFd<'_>, handle: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    let mut buf = handle.to_vec();
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_fd.as_raw_fd(),
+            buf.as_mut_ptr(),
+            flags | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
