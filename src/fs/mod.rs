@@ -223,9 +223,7 @@ impl CmkFs {
 
     /// Runs `f` with the file open for writing (for truncate without a handle).
     fn with_open<T>(&self, inode: &Inode, f: impl FnOnce(&data::FileData) -> R<T>) -> R<T> {
-        inode
-            .data
-            .open(self.pfd(&inode)?.as_fd(), &*self.access.keys()?, true)?;
+        inode.data.open(self.pfd(inode)?.as_fd(), &*self.access.keys()?, true)?;
         let r = f(&inode.data);
         inode.data.release();
         r
@@ -244,7 +242,7 @@ impl CmkFs {
         if !self.as_root {
             return Ok(());
         }
-        let pst = sys::fstat(self.pfd(&parent)?.as_fd()).map_err(io)?;
+        let pst = sys::fstat(self.pfd(parent)?.as_fd()).map_err(io)?;
         let gid = if pst.st_mode & libc::S_ISGID != 0 {
             pst.st_gid
         } else {
@@ -557,7 +555,7 @@ impl CmkFs {
         };
         let mut e = entries.lock();
         if offset == 0 || e.is_none() {
-            let fd = sys::openat(self.pfd(&inode)?.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(io)?;
+            let fd = sys::openat(self.pfd(inode)?.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(io)?;
             let mut list = sys::read_dir(fd).map_err(io)?;
             if inode.id == ROOT_ID {
                 list.retain(|d| !is_reserved_root_name(&d.name));
