@@ -409,6 +409,7 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
         grace: o.unreachable_grace,
         timeout: o.check_interval.clamp(Duration::from_secs(2), Duration::from_secs(30)),
     };
+    caches.set_notifier(session.notifier());
     let checker = Checker::new(
         access.clone(),
         &vol,

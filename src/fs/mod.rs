@@ -62,6 +62,8 @@ pub struct CmkFs {
     next_fh: AtomicU64,
     access: Arc<Access>,
     as_root: bool,
+    writeback_cache: bool,
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 type R<T> = Result<T, Errno>;
@@ -183,6 +185,8 @@ impl CmkFs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             access,
+            writeback_cache: std::env::var_os("CMKFS_NO_WRITEBACK_CACHE").is_none(),
+            notifier: Arc::new(std::sync::OnceLock::new()),
             as_root: crate::util::is_root(),
         })
     }
@@ -192,6 +196,7 @@ impl CmkFs {
         CacheControl {
             inodes: self.inodes.clone(),
             root: self.root.clone(),
+            notifier: self.notifier.clone(),
         }
     }
 
@@ -414,7 +419,9 @@ impl CmkFs {
         if flags & libc::O_DIRECT != 0 {
             FopenFlags::FOPEN_DIRECT_IO
         } else {
-            FopenFlags::empty()
+            // Every change to a file goes through this mount, so its page cache stays valid
+            // across opens (revocation invalidates it explicitly).
+            FopenFlags::FOPEN_KEEP_CACHE
         }
     }
 
@@ -633,9 +640,15 @@ impl CmkFs {
 pub struct CacheControl {
     inodes: Arc<InodeTable>,
     root: std::path::PathBuf,
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 impl CacheControl {
+    /// Gives the filesystem the session's notifier (available only once mounted).
+    pub fn set_notifier(&self, n: fuser::Notifier) {
+        let _ = self.notifier.set(n);
+    }
+
     /// Node ids the kernel currently references (whose page cache may hold plaintext).
     pub fn inode_ids(&self) -> Vec<u64> {
         self.inodes.all().iter().map(|i| i.id).collect()
@@ -748,6 +761,12 @@ impl Filesystem for CmkFs {
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
         // O_TRUNC arrives with the open instead of as a separate setattr round trip.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
+        // Writeback cache: small writes land in the kernel page cache and reach us as large
+        // page-aligned flushes (fsync, close, memory pressure, revocation's drain step).
+        // Acknowledged-write semantics stay those of a local filesystem: fsync means durable.
+        if self.writeback_cache {
+            let _ = config.add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE);
+        }
         Ok(())
     }
 
@@ -1082,7 +1101,15 @@ impl Filesystem for CmkFs {
                 return Err(Errno::ENXIO);
             }
             self.access.check()?;
-            self.file_handle(fh)?.0.data.seek(offset as u64, whence)
+            let (i, _) = self.file_handle(fh)?;
+            // With the writeback cache, data may still be dirty in the kernel's page cache,
+            // invisible in the backing file: have the kernel write this inode back first.
+            if self.writeback_cache && (whence == libc::SEEK_DATA || whence == libc::SEEK_HOLE) {
+                if let Some(n) = self.notifier.get() {
+                    let _ = n.inval_inode(INodeNo(i.id), 0, 0);
+                }
+            }
+            i.data.seek(offset as u64, whence)
         }) {
             Ok(o) => reply.offset(o as i64),
             Err(e) => reply.error(e),
