@@ -26,6 +26,20 @@ fn bench(c: &mut Criterion) {
                 }
             })
         });
+        g.bench_with_input(BenchmarkId::new("seal-request", size), &size, |b, _| {
+            // As the write path does it: all nonces of the request from one getrandom call.
+            b.iter(|| {
+                let mut nonces = vec![0u8; 12 * nblocks];
+                cmkfs::crypto::fill_random(&mut nonces);
+                for (i, (p, s)) in plain
+                    .chunks(4096)
+                    .zip(sealed.chunks_mut(4096 + BLOCK_OVERHEAD as usize))
+                    .enumerate()
+                {
+                    cipher.seal_block_with_nonce(i as u64, nonces[12 * i..][..12].try_into().unwrap(), p, s);
+                }
+            })
+        });
         let mut out = vec![0u8; size];
         g.bench_with_input(BenchmarkId::new("open", size), &size, |b, _| {
             b.iter(|| {

@@ -90,15 +90,20 @@ impl ContentCipher {
     /// Seals `plain` (1..=4096 bytes) as block `index` into `out`, which must be exactly
     /// `plain.len() + BLOCK_OVERHEAD` bytes.
     pub fn seal_block(&self, index: u64, plain: &[u8], out: &mut [u8]) {
+        self.seal_block_with_nonce(index, &crate::crypto::random_nonce(), plain, out)
+    }
+
+    /// [`ContentCipher::seal_block`] with a nonce the caller drew from the OS random source
+    /// (the write path draws the nonces of a whole request with one call).
+    pub fn seal_block_with_nonce(&self, index: u64, nonce: &[u8; NONCE_LEN], plain: &[u8], out: &mut [u8]) {
         debug_assert!(!plain.is_empty() && plain.len() as u64 <= BLOCK_SIZE);
         debug_assert_eq!(out.len(), plain.len() + BLOCK_OVERHEAD as usize);
-        let nonce = crate::crypto::random_nonce();
-        out[..NONCE_LEN].copy_from_slice(&nonce);
+        out[..NONCE_LEN].copy_from_slice(nonce);
         let body_end = NONCE_LEN + plain.len();
         out[NONCE_LEN..body_end].copy_from_slice(plain);
         let tag = self
             .aead
-            .seal_in_place(&nonce, &self.aad(index), &mut out[NONCE_LEN..body_end]);
+            .seal_in_place(nonce, &self.aad(index), &mut out[NONCE_LEN..body_end]);
         out[body_end..].copy_from_slice(&tag);
     }
 

@@ -357,7 +357,11 @@ impl FileData {
         let out_len = (last - first) * CB + last_len + OVH as u64;
         let mut out = vec![0u8; out_len as usize];
         let mut p = [0u8; BS as usize];
+        // Fresh random nonces for every block of the request, from one getrandom call.
+        let mut nonces = vec![0u8; 12 * (last - first + 1) as usize];
+        crate::crypto::fill_random(&mut nonces);
         for b in first..=last {
+            let nonce: &[u8; 12] = nonces[12 * (b - first) as usize..][..12].try_into().unwrap();
             let bstart = b * BS;
             let blen = (new_size - bstart).min(BS) as usize;
             let ws = (off.max(bstart) - bstart) as usize;
@@ -366,7 +370,7 @@ impl FileData {
             let o0 = ((b - first) * CB) as usize;
             let dst = &mut out[o0..o0 + blen + OVH];
             if ws == 0 && we == blen {
-                cipher.seal_block(b, src, dst);
+                cipher.seal_block_with_nonce(b, nonce, src, dst);
             } else {
                 let old_len = if bstart < size {
                     (size - bstart).min(BS) as usize
@@ -378,7 +382,7 @@ impl FileData {
                     Self::read_block(&f, &cipher, b, old_len, &mut p)?;
                 }
                 p[ws..we].copy_from_slice(src);
-                cipher.seal_block(b, &p[..blen], dst);
+                cipher.seal_block_with_nonce(b, nonce, &p[..blen], dst);
             }
         }
         zeroize::Zeroize::zeroize(&mut p);
