@@ -758,6 +758,10 @@ fn reply_xattr(reply: ReplyXattr, size: u32, data: R<Vec<u8>>) {
 impl Filesystem for CmkFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
+        // More requests in flight: writeback and readahead of large files overlap with our
+        // encryption instead of waiting for each other.
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
         // O_TRUNC arrives with the open instead of as a separate setattr round trip.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
