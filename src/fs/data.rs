@@ -18,6 +18,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use fuser::Errno;
@@ -57,10 +58,23 @@ struct State {
 }
 
 /// Content state of one inode.
-#[derive(Default)]
 pub struct FileData {
     inner: RwLock<State>,
+    /// Backing file length while open ([`UNKNOWN`] when it must be read with fstat). Every
+    /// length change goes through this file's exclusive lock, so reads need no fstat.
+    clen: AtomicU64,
 }
+
+impl Default for FileData {
+    fn default() -> Self {
+        FileData {
+            inner: RwLock::new(State::default()),
+            clen: AtomicU64::new(UNKNOWN),
+        }
+    }
+}
+
+const UNKNOWN: u64 = u64::MAX;
 
 /// The backing path of an fd, for log messages.
 pub fn describe(fd: BorrowedFd<'_>) -> String {
@@ -118,6 +132,7 @@ impl FileData {
             st.backing = Some(Arc::new(File::from(f)));
             st.writable = writable;
             st.cipher = CipherState::Unknown;
+            self.clen.store(UNKNOWN, Relaxed);
         }
         if matches!(st.cipher, CipherState::Unknown) {
             let f = st.backing.clone().unwrap();
@@ -127,6 +142,17 @@ impl FileData {
         Ok(())
     }
 
+    /// The backing file's length: cached, or read once with fstat.
+    fn cached_len(&self, f: &File) -> Result<u64, Errno> {
+        let v = self.clen.load(Relaxed);
+        if v != UNKNOWN {
+            return Ok(v);
+        }
+        let l = f.metadata().map_err(errno)?.len();
+        self.clen.store(l, Relaxed);
+        Ok(l)
+    }
+
     /// Called on every release; the last one closes the backing file and drops the DEK.
     pub fn release(&self) {
         let mut st = self.inner.write();
@@ -134,6 +160,7 @@ impl FileData {
         if st.opens == 0 {
             st.backing = None;
             st.cipher = CipherState::Unknown;
+            self.clen.store(UNKNOWN, Relaxed);
         }
     }
 
@@ -185,7 +212,7 @@ impl FileData {
             // an empty answer would be wrong plaintext.
             CipherState::Bad(_) | CipherState::Unknown => return Err(Errno::EIO),
         };
-        let clen = f.metadata().map_err(errno)?.len();
+        let clen = self.cached_len(f)?;
         let size = plain_size(clen);
         if off >= size || len == 0 {
             return Ok(vec![]);
@@ -343,7 +370,10 @@ impl FileData {
             return Err(Errno::EBADF);
         }
         let f = st.backing.clone().ok_or(Errno::EBADF)?;
-        let size = plain_size(f.metadata().map_err(errno)?.len());
+        let before = self.cached_len(&f)?;
+        let size = plain_size(before);
+        // Anything below may change the length; on success it is set to the exact new one.
+        self.clen.store(UNKNOWN, Relaxed);
         let cipher = Self::ensure_cipher(&mut st, keys)?;
         let end = off.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
         let first = off / BS;
@@ -387,6 +417,8 @@ impl FileData {
         }
         zeroize::Zeroize::zeroize(&mut p);
         f.write_all_at(&out, block_offset(first)).map_err(errno)?;
+        self.clen
+            .store(before.max(block_offset(first) + out.len() as u64), Relaxed);
         Ok(data.len())
     }
 
@@ -397,14 +429,17 @@ impl FileData {
         if !st.writable {
             return Err(Errno::EACCES);
         }
-        let size = plain_size(f.metadata().map_err(errno)?.len());
+        let before = self.cached_len(&f)?;
+        let size = plain_size(before);
+        if new_size == size && new_size != 0 {
+            return Ok(());
+        }
+        self.clen.store(UNKNOWN, Relaxed);
         if new_size == 0 {
             // Dropping the header too: the next write starts a new file id and DEK.
             f.set_len(0).map_err(errno)?;
             st.cipher = CipherState::Empty;
-            return Ok(());
-        }
-        if new_size == size {
+            self.clen.store(0, Relaxed);
             return Ok(());
         }
         let cipher = Self::ensure_cipher(&mut st, keys)?;
@@ -420,7 +455,9 @@ impl FileData {
             Self::resize_block(&f, &cipher, b, (size % BS) as usize, new_len)?;
         }
         // Growing leaves the new range unwritten: a hole that reads as zeros.
-        f.set_len(cipher_size(new_size)).map_err(errno)
+        f.set_len(cipher_size(new_size)).map_err(errno)?;
+        self.clen.store(cipher_size(new_size), Relaxed);
+        Ok(())
     }
 
     /// fallocate(2): mode 0 and KEEP_SIZE preallocate (and mode 0 grows the file),
