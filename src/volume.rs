@@ -126,25 +126,12 @@ pub fn init(dir: &Path, kek_uri: &str) -> Result<VolumeHeader, VolumeError> {
     if std::fs::read_dir(dir).map_err(io(dir))?.next().is_some() {
         return Err(VolumeError::NotEmpty(dir.to_path_buf()));
     }
-    let provider = provider::open(kek_uri)?;
     let volume_key = SecretKey::random();
-    let wrapped = provider.wrap(&volume_key)?;
-    let check = provider.unwrap(&wrapped.key.version, &wrapped.ciphertext)?;
-    if check.secret.expose() != volume_key.expose() {
-        return Err(ProviderError::new(
-            provider::ErrorKind::UnwrapFailed,
-            &wrapped.key.provider,
-            &wrapped.key.key_id,
-            "unwrap returned a different key than was wrapped",
-        )
-        .into());
-    }
+    let slot = wrap_slot(kek_uri, &volume_key, 0, SlotRole::Primary)?;
     let mut volume_id = [0u8; 16];
     crypto::fill_random(&mut volume_id);
     let mut header = VolumeHeader::new(volume_id, util::now_rfc3339());
-    header
-        .keyslots
-        .push(make_slot(0, SlotRole::Primary, provider.uri(), wrapped));
+    header.keyslots.push(slot);
     let keys = VolumeKeys::derive(&volume_key, volume_id);
     let path = header_path(dir);
     util::atomic_write(&path, &header.seal(&keys), 0o644).map_err(io(&path))?;
