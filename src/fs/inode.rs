@@ -224,21 +224,6 @@ impl InodeTable {
         }
     }
 
-    /// Number of inodes known (for status).
-    pub fn len(&self) -> usize {
-        self.maps.lock().by_id.len()
-    }
-
-    /// True when only the root is known.
-    pub fn is_empty(&self) -> bool {
-        self.len() <= 1
-    }
-
-    /// Cached descriptors (for tests and status).
-    pub fn cached_fds(&self) -> usize {
-        self.fds.lock().len()
-    }
-
     /// A snapshot of every known inode (for cache invalidation and shutdown).
     pub fn all(&self) -> Vec<Arc<Inode>> {
         self.maps.lock().by_id.values().cloned().collect()

@@ -64,15 +64,23 @@ pub fn require_fuse() {
 
 /// Creates a key in a store and returns its URI.
 pub fn create_key(store: &Path, name: &str) -> String {
-    let out = ok(&cmkfs([
-        OsStr::new("key"),
-        OsStr::new("create"),
-        OsStr::new("--store"),
-        store.as_os_str(),
-        OsStr::new("--bits"),
-        OsStr::new("2048"),
-        OsStr::new(name),
-    ]));
+    create_key_env(store, name, &[])
+}
+
+/// [`create_key`] with extra environment (e.g. a volume's own audit log).
+pub fn create_key_env(store: &Path, name: &str, env: &[(&str, &OsStr)]) -> String {
+    let out = ok(&cmkfs_env(
+        [
+            OsStr::new("key"),
+            OsStr::new("create"),
+            OsStr::new("--store"),
+            store.as_os_str(),
+            OsStr::new("--bits"),
+            OsStr::new("2048"),
+            OsStr::new(name),
+        ],
+        env,
+    ));
     out.lines().last().unwrap().to_string()
 }
 
@@ -107,19 +115,7 @@ impl Vol {
         let audit = tmp.path().join("audit.jsonl");
         std::fs::create_dir(&mnt).unwrap();
         let env = [("CMKFS_AUDIT_LOG", audit.as_os_str())];
-        let out = ok(&cmkfs_env(
-            [
-                OsStr::new("key"),
-                OsStr::new("create"),
-                OsStr::new("--store"),
-                store.as_os_str(),
-                OsStr::new("--bits"),
-                OsStr::new("2048"),
-                OsStr::new("kek"),
-            ],
-            &env,
-        ));
-        let uri = out.lines().last().unwrap().to_string();
+        let uri = create_key_env(&store, "kek", &env);
         ok(&cmkfs_env(
             [
                 OsStr::new("init"),
