@@ -185,7 +185,10 @@ impl CmkFs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             access,
-            writeback_cache: std::env::var_os("CMKFS_NO_WRITEBACK_CACHE").is_none(),
+            // Opt-in: with it, a write acknowledged into the page cache can still be dirty when
+            // revocation closes the gate, and its write-back is then refused (the revocation test
+            // caught an acknowledged write lost that way). Off until the drain handles it.
+            writeback_cache: std::env::var_os("CMKFS_WRITEBACK_CACHE").is_some_and(|v| v == "1"),
             notifier: Arc::new(std::sync::OnceLock::new()),
             as_root: crate::util::is_root(),
         })
@@ -765,9 +768,9 @@ impl Filesystem for CmkFs {
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
         // O_TRUNC arrives with the open instead of as a separate setattr round trip.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
-        // Writeback cache: small writes land in the kernel page cache and reach us as large
-        // page-aligned flushes (fsync, close, memory pressure, revocation's drain step).
-        // Acknowledged-write semantics stay those of a local filesystem: fsync means durable.
+        // Writeback cache (opt-in, CMKFS_WRITEBACK_CACHE=1): small writes land in the kernel
+        // page cache and reach us as large page-aligned flushes. Not the default: it breaks the
+        // "no acknowledged write lost" promise of revocation (see `writeback_cache` above).
         if self.writeback_cache {
             let _ = config.add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE);
         }

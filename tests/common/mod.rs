@@ -194,8 +194,19 @@ impl Vol {
         self.mounted = true;
     }
 
+    /// Unmounts, waiting out EBUSY for a few seconds: in this multi-threaded test binary,
+    /// another test's fork() briefly duplicates every open descriptor (this test's files on
+    /// this mount included) until its child execs, which makes umount(2) answer EBUSY.
     pub fn umount(&mut self) {
-        ok(&self.run([OsStr::new("umount"), self.mnt.as_os_str()]));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = self.run([OsStr::new("umount"), self.mnt.as_os_str()]);
+            if out.status.success() || !stderr(&out).contains("is busy") || Instant::now() > deadline {
+                ok(&out);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.mounted = false;
     }
 
