@@ -26,6 +26,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
 [ -e /dev/fuse ] || { echo "/dev/fuse is missing: this machine cannot run FUSE" >&2; exit 2; }
+# Key providers: each scripts/providers/NAME.sh installs what its tests need (token software,
+# TPM simulator, KMS server) and is idempotent; the tests start their own servers from it.
+for f in scripts/providers/*.sh; do
+  [ -e "$f" ] || continue
+  say "provider dependencies: $(basename "$f" .sh)"
+  bash "$f"
+done
 installed() { cargo install --list | grep -q "^$1 v$2:"; }
 installed pjdfstest "$PJDFSTEST_VERSION" || cargo install --quiet --locked pjdfstest@"$PJDFSTEST_VERSION"
 installed fsx "$FSX_VERSION" || cargo install --quiet --locked fsx@"$FSX_VERSION"
@@ -35,7 +42,7 @@ tally() { passed=$((passed + $1)); failed=$((failed + $2)); }
 
 say "cargo test (unit + integration on real mounts)"
 set +e
-cargo test --locked --no-fail-fast 2>&1 | tee /tmp/cmkfs-cargo-test.log
+cargo test --locked --all-features --no-fail-fast 2>&1 | tee /tmp/cmkfs-cargo-test.log
 rc=${PIPESTATUS[0]}
 set -e
 p=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' /tmp/cmkfs-cargo-test.log | awk '{s+=$4} END {print s+0}')
@@ -44,7 +51,7 @@ f=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' /tmp/cmkfs-
 tally "$p" "$f"
 
 say "building release binary for the suites"
-cargo build --release --locked --quiet
+cargo build --release --locked --all-features --quiet
 B=$ROOT/target/release/cmkfs
 
 W=$(mktemp -d /tmp/cmkfs-suite.XXXXXX)

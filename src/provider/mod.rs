@@ -10,9 +10,19 @@
 //! (key disabled, deleted, permission removed) makes a mounted volume inaccessible at once,
 //! while an *unreachable* one (timeout, connection refused) is tolerated for a grace period.
 
+#[cfg(feature = "aws-kms")]
+pub mod awskms;
+pub mod exec;
 pub mod local;
+pub mod params;
 pub mod pem;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
 pub mod rsa_kek;
+#[cfg(feature = "tpm")]
+pub mod tpm;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 use crate::crypto::SecretKey;
 
@@ -127,11 +137,24 @@ pub trait KeyProvider: Send + Sync {
     fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<Unwrapped, ProviderError>;
 }
 
+/// Every scheme cmkfs knows, with the cargo feature that builds it (`None`: always built).
+pub const SCHEMES: &[(&str, Option<&str>)] = &[
+    ("local", None),
+    ("pem", None),
+    ("exec", None),
+    ("pkcs11", Some("pkcs11")),
+    ("tpm", Some("tpm")),
+    ("vault", Some("vault")),
+    ("awskms", Some("aws-kms")),
+];
+
 /// Opens the provider for a KEK URI, chosen by scheme.
 ///
-/// Schemes: `local:/STORE/NAME[?version=N]` (the embedded key store) and
-/// `pem:/path/key.pem` (a bare PEM private key). A plain path to an existing file is taken
-/// as `pem:`.
+/// Schemes: `local:/STORE/NAME[?version=N]` (the embedded key store),
+/// `pem:/path/key.pem` (a bare PEM private key; a plain path to an existing file is taken
+/// as `pem:`), `exec:/path/program` (an external command speaking the protocol in
+/// [`exec`]), and, where this build has them, `pkcs11:` (RFC 7512), `tpm:`, `vault:` and
+/// `awskms:`.
 pub fn open(uri: &str) -> Result<Box<dyn KeyProvider>, ProviderError> {
     let (scheme, rest) = match uri.split_once(':') {
         Some((s, r)) if !s.contains('/') => (s, r),
@@ -143,18 +166,34 @@ pub fn open(uri: &str) -> Result<Box<dyn KeyProvider>, ProviderError> {
                 ErrorKind::Misconfigured,
                 "uri",
                 uri,
-                "not a KEK URI: expected local:/STORE/NAME, pem:/path/key.pem, or the path of a PEM key file",
+                "not a KEK URI: expected SCHEME:... (local:, pem:, exec:, pkcs11:, tpm:, vault:, awskms:) \
+                 or the path of a PEM key file",
             ));
         }
     };
     match scheme {
         local::SCHEME => Ok(Box::new(local::LocalProvider::open(uri, rest)?)),
         pem::SCHEME => Ok(Box::new(pem::PemProvider::open(rest)?)),
-        other => Err(ProviderError::new(
-            ErrorKind::Misconfigured,
-            other,
-            uri,
-            format!("unknown key provider scheme '{other}:' (this build supports local: and pem:)"),
-        )),
+        exec::SCHEME => Ok(Box::new(exec::ExecProvider::open(uri, rest)?)),
+        #[cfg(feature = "pkcs11")]
+        pkcs11::SCHEME => Ok(Box::new(pkcs11::Pkcs11Provider::open(uri, rest)?)),
+        #[cfg(feature = "tpm")]
+        tpm::SCHEME => Ok(Box::new(tpm::TpmProvider::open(uri, rest)?)),
+        #[cfg(feature = "vault")]
+        vault::SCHEME => Ok(Box::new(vault::VaultProvider::open(uri, rest)?)),
+        #[cfg(feature = "aws-kms")]
+        awskms::SCHEME => Ok(Box::new(awskms::AwsKmsProvider::open(uri, rest)?)),
+        other => {
+            let msg = match SCHEMES.iter().find(|(s, _)| *s == other) {
+                Some((_, Some(feature))) => format!(
+                    "this cmkfs was built without the '{other}:' provider; rebuild with `cargo build --features {feature}`"
+                ),
+                _ => format!(
+                    "unknown key provider scheme '{other}:' (known: {})",
+                    SCHEMES.iter().map(|(s, _)| format!("{s}:")).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            Err(ProviderError::new(ErrorKind::Misconfigured, other, uri, msg))
+        }
     }
 }

@@ -94,6 +94,9 @@ pub struct Vol {
     pub audit: PathBuf,
     pub uri: String,
     pub mounted: bool,
+    /// Extra environment for every cmkfs command of this volume (and so its daemon):
+    /// provider configuration such as SOFTHSM2_CONF.
+    pub env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Vol {
@@ -106,6 +109,16 @@ impl Vol {
 
     /// Key and volume, not mounted.
     pub fn unmounted() -> Vol {
+        Vol::unmounted_with(None, &[])
+    }
+
+    /// A volume wrapped by the KEK `uri` (any provider), not mounted; `env` is passed to
+    /// every cmkfs command run for it. `None` creates a key in a local store.
+    pub fn with_kek(uri: &str, env: &[(&str, &OsStr)]) -> Vol {
+        Vol::unmounted_with(Some(uri), env)
+    }
+
+    fn unmounted_with(kek: Option<&str>, extra_env: &[(&str, &OsStr)]) -> Vol {
         require_fuse();
         let tmp = tempfile::Builder::new().prefix("cmkfs-test-").tempdir().unwrap();
         let store = tmp.path().join("keys");
@@ -114,8 +127,12 @@ impl Vol {
         let log = tmp.path().join("daemon.log");
         let audit = tmp.path().join("audit.jsonl");
         std::fs::create_dir(&mnt).unwrap();
-        let env = [("CMKFS_AUDIT_LOG", audit.as_os_str())];
-        let uri = create_key_env(&store, "kek", &env);
+        let mut env: Vec<(&str, &OsStr)> = vec![("CMKFS_AUDIT_LOG", audit.as_os_str())];
+        env.extend_from_slice(extra_env);
+        let uri = match kek {
+            Some(u) => u.to_string(),
+            None => create_key_env(&store, "kek", &env),
+        };
         ok(&cmkfs_env(
             [
                 OsStr::new("init"),
@@ -134,6 +151,10 @@ impl Vol {
             audit,
             uri,
             mounted: false,
+            env: extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_os_string()))
+                .collect(),
         }
     }
 
@@ -151,13 +172,12 @@ impl Vol {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        cmkfs_env(
-            args,
-            &[
-                ("CMKFS_AUDIT_LOG", self.audit.as_os_str()),
-                ("CMKFS_KEYSTORE", self.store.as_os_str()),
-            ],
-        )
+        let mut env: Vec<(&str, &OsStr)> = vec![
+            ("CMKFS_AUDIT_LOG", self.audit.as_os_str()),
+            ("CMKFS_KEYSTORE", self.store.as_os_str()),
+        ];
+        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_os_str())));
+        cmkfs_env(args, &env)
     }
 
     /// Creates another key in this volume's store.
@@ -269,4 +289,91 @@ pub fn cpath(p: &Path) -> std::ffi::CString {
 
 pub fn errno_of<T>(r: std::io::Result<T>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
+}
+
+/// The end-to-end lifecycle every key provider must pass on a live mount:
+/// init (done by the caller through [`Vol::with_kek`]), mount, write and read, online
+/// rotation to `rotate_to` (another key or key version of the same provider), `revoke` →
+/// every read refused with EACCES and status Inaccessible, `restore` → Available again
+/// with the same data and no remount, then unmount and mount again.
+///
+/// `revoke` and `restore` change the state *in the provider* (disable a key, remove a
+/// policy, evict a handle), never in cmkfs. Returns the status JSON seen while revoked, so
+/// callers can assert on the reason the provider gave.
+pub fn provider_lifecycle(
+    v: &mut Vol,
+    rotate_to: Option<&str>,
+    revoke: impl FnOnce(),
+    restore: impl FnOnce(),
+) -> serde_json::Value {
+    let deadline = Duration::from_secs(15);
+    v.mount(&["--check-interval", "300ms", "--unreachable-grace", "1s"]);
+    assert_eq!(v.status()["state"], "available", "fresh mount is available");
+    let data = pattern(0x5eed, 3 * 4096 + 123);
+    std::fs::write(v.p("file"), &data).unwrap();
+    assert_eq!(std::fs::read(v.p("file")).unwrap(), data);
+    let held = std::fs::File::open(v.p("file")).unwrap();
+
+    if let Some(new_uri) = rotate_to {
+        let before = std::fs::read(v.c("file")).unwrap();
+        ok(&v.run([
+            OsStr::new("rotate"),
+            OsStr::new("--kek"),
+            OsStr::new(new_uri),
+            v.mnt.as_os_str(),
+        ]));
+        assert!(
+            wait_until(deadline, || v.status()["kek_uri"] == new_uri),
+            "the daemon follows the rotated keyslot: {}",
+            v.status()
+        );
+        assert_eq!(
+            std::fs::read(v.c("file")).unwrap(),
+            before,
+            "rotation rewrites no file data"
+        );
+        assert_eq!(
+            std::fs::read(v.p("file")).unwrap(),
+            data,
+            "data readable after rotation"
+        );
+        v.uri = new_uri.to_string();
+    }
+
+    revoke();
+    assert!(
+        v.wait_state("inaccessible", deadline).is_some(),
+        "revoking in the provider makes the mount inaccessible: {}",
+        v.status()
+    );
+    let revoked_status = v.status();
+    assert_eq!(
+        errno_of(std::fs::read(v.p("file"))),
+        Some(libc::EACCES),
+        "reads refused"
+    );
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        errno_of(std::os::unix::fs::FileExt::read_at(&held, &mut buf, 0)),
+        Some(libc::EACCES),
+        "handles opened before are refused too"
+    );
+
+    restore();
+    assert!(
+        v.wait_state("available", deadline).is_some(),
+        "restoring in the provider brings access back without a remount: {}",
+        v.status()
+    );
+    assert_eq!(std::fs::read(v.p("file")).unwrap(), data, "same data after restore");
+    drop(held);
+    v.umount();
+    v.mount(&[]);
+    assert_eq!(
+        std::fs::read(v.p("file")).unwrap(),
+        data,
+        "data readable after a remount"
+    );
+    v.umount();
+    revoked_status
 }

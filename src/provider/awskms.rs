@@ -1,0 +1,39 @@
+//! `awskms:` provider — not implemented yet (placeholder so the dispatch compiles).
+
+use super::{ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use crate::crypto::SecretKey;
+
+/// URI scheme.
+pub const SCHEME: &str = "awskms";
+
+/// Placeholder.
+pub struct AwsKmsProvider {
+    uri: String,
+}
+
+impl AwsKmsProvider {
+    /// Parses the URI.
+    pub fn open(uri: &str, _rest: &str) -> Result<Self, ProviderError> {
+        Err(ProviderError::new(
+            ErrorKind::Misconfigured,
+            SCHEME,
+            uri,
+            "not implemented yet",
+        ))
+    }
+}
+
+impl KeyProvider for AwsKmsProvider {
+    fn uri(&self) -> &str {
+        &self.uri
+    }
+    fn current(&self) -> Result<KeyInfo, ProviderError> {
+        unimplemented!()
+    }
+    fn wrap(&self, _secret: &SecretKey) -> Result<Wrapped, ProviderError> {
+        unimplemented!()
+    }
+    fn unwrap(&self, _version: &str, _wrapped: &[u8]) -> Result<Unwrapped, ProviderError> {
+        unimplemented!()
+    }
+}
