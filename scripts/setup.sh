@@ -11,11 +11,15 @@ MNT=${2:-/mnt/cmkfs}
 KEY=${3:-default}
 export PATH="$HOME/.cargo/bin:$PATH"
 [ "$(id -u)" = 0 ] || { echo "run as root (it installs packages and mounts): sudo $0" >&2; exit 2; }
-if ! dpkg -s fuse3 >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null
+# fuse3 for mounting; libtss2-dev and pkg-config because the binary is built with every key
+# provider (--all-features: the TPM provider links Debian's libtss2).
+missing=()
+for p in fuse3 libtss2-dev pkg-config; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo is needed: install Rust (https://rustup.rs or 'apt-get install cargo')" >&2; exit 2; }
-cargo build --release --locked --quiet
+cargo build --release --locked --all-features --quiet
 install -m 0755 target/release/cmkfs /usr/local/bin/cmkfs
 STORE=/var/lib/cmkfs/keys
 if [ -d "$STORE/$KEY" ]; then
