@@ -272,6 +272,23 @@ pub fn mount_type(mp: &Path) -> Option<String> {
     mount_entry(mp).map(|(t, _)| t)
 }
 
+/// Mountpoints whose mount source is the cipher directory `src` (cmkfs records the cipher
+/// directory as the FUSE fsname).
+pub fn mounts_of_source(src: &Path) -> Vec<PathBuf> {
+    let want = src.canonicalize().unwrap_or_else(|_| src.to_path_buf());
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return vec![];
+    };
+    info.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-")?;
+            let source = unescape(f.get(sep + 2)?);
+            (Path::new(&source) == want).then(|| PathBuf::from(unescape(f[4])))
+        })
+        .collect()
+}
+
 /// Type and source of the mount at `mp`, from /proc/self/mountinfo.
 pub fn mount_entry(mp: &Path) -> Option<(String, String)> {
     let mp = normalize_mountpoint(mp);

@@ -11,6 +11,7 @@
 //! - [`keystore`]: the local key store behind the `local:` provider.
 //! - [`volume`]: creating a volume and unlocking it with a KEK.
 //! - [`fs`]: the FUSE filesystem (inodes, handles, the encrypted data path).
+//! - [`fsck`]: offline/online verification of every header, block and xattr.
 //! - [`revalidation`]: checks the KEK every interval; revokes and restores access.
 //! - [`control`]: the control socket a mounted volume answers `status` on.
 //! - [`mount`]: mounting, daemonizing, unmounting.
@@ -25,6 +26,7 @@ pub mod control;
 pub mod crypto;
 pub mod format;
 pub mod fs;
+pub mod fsck;
 pub mod keystore;
 pub mod mount;
 pub mod provider;

@@ -15,3 +15,14 @@ pub mod volume;
 pub use content::{ContentCipher, BLOCK_OVERHEAD, BLOCK_SIZE, CIPHER_BLOCK_SIZE};
 pub use file::{FileHeader, FILE_HEADER_LEN};
 pub use volume::{Keyslot, VolumeHeader, VolumeKeys, VOLUME_HEADER_NAME};
+
+/// Associated data of an extended attribute value: `"cmkfs-xattr-v1\0" || name`, so a value
+/// cannot be moved to another attribute name. Values are sealed with the volume's xattr key
+/// ([`VolumeKeys::xattr`]) as `nonce || ciphertext || tag`.
+pub fn xattr_aad(name: &[u8]) -> Vec<u8> {
+    const LABEL: &[u8] = b"cmkfs-xattr-v1\0";
+    let mut aad = Vec::with_capacity(LABEL.len() + name.len());
+    aad.extend_from_slice(LABEL);
+    aad.extend_from_slice(name);
+    aad
+}

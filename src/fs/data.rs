@@ -83,6 +83,30 @@ pub fn describe(fd: BorrowedFd<'_>) -> String {
         .unwrap_or_else(|_| format!("fd {}", fd.as_raw_fd()))
 }
 
+/// Logs a block that fails authentication once per (file, block), not once per read: a
+/// database retrying a damaged page must not flood the log. Repeats are counted and
+/// summarised every 1000 occurrences.
+fn report_bad_block(f: &File, block: u64, e: crate::format::content::BlockError) {
+    use std::os::unix::fs::MetadataExt;
+    static SEEN: parking_lot::Mutex<Option<lru::LruCache<(u64, u64, u64), u64>>> = parking_lot::Mutex::new(None);
+    let (dev, ino) = f.metadata().map(|m| (m.dev(), m.ino())).unwrap_or((0, 0));
+    let mut g = SEEN.lock();
+    let seen = g.get_or_insert_with(|| lru::LruCache::new(std::num::NonZeroUsize::new(4096).unwrap()));
+    let n = {
+        let c = seen.get_or_insert_mut((dev, ino, block), || 0);
+        *c += 1;
+        *c
+    };
+    drop(g);
+    let start = block * BS;
+    if n == 1 {
+        tracing::error!(file = %describe(f.as_fd()), block, bytes = %format_args!("{start}..{}", start + BS), error = ?e,
+            "block failed authentication (corrupted or tampered); reads of this range return EIO (logged once; run cmkfs fsck)");
+    } else if n % 1000 == 0 {
+        tracing::warn!(file = %describe(f.as_fd()), block, failures = n, "block still fails authentication");
+    }
+}
+
 fn errno(e: io::Error) -> Errno {
     Errno::from(e)
 }
@@ -235,7 +259,7 @@ impl FileData {
             let p0 = i * BS as usize;
             let p1 = (p0 + stored.len().saturating_sub(OVH)).min(plain.len());
             if let Err(e) = cipher.open_block(b, stored, &mut plain[p0..p1]) {
-                tracing::error!(file = %describe(f.as_fd()), block = b, error = ?e, "block failed authentication (corrupted or tampered); returning EIO");
+                report_bad_block(f, b, e);
                 return Err(Errno::EIO);
             }
         }
@@ -255,7 +279,7 @@ impl FileData {
             return Err(Errno::EIO);
         }
         cipher.open_block(b, &stored, &mut out[..len]).map_err(|e| {
-            tracing::error!(file = %describe(f.as_fd()), block = b, error = ?e, "block failed authentication (corrupted or tampered); returning EIO");
+            report_bad_block(f, b, e);
             Errno::EIO
         })
     }

@@ -40,7 +40,6 @@ use inode::{Inode, InodeTable, ROOT_ID};
 const TTL: Duration = Duration::from_secs(1);
 /// Largest write request; the kernel caps it at max_pages (256 pages = 1 MiB here).
 pub const MAX_WRITE: u32 = 1 << 20;
-const XATTR_AAD: &[u8] = b"cmkfs-xattr-v1\0";
 
 enum Handle {
     File {
@@ -580,9 +579,7 @@ impl CmkFs {
     }
 
     fn xattr_aad(name: &OsStr) -> Vec<u8> {
-        let mut aad = XATTR_AAD.to_vec();
-        aad.extend_from_slice(name.as_bytes());
-        aad
+        crate::format::xattr_aad(name.as_bytes())
     }
 
     fn do_getxattr(&self, ino: INodeNo, name: &OsStr) -> R<Vec<u8>> {
