@@ -88,7 +88,9 @@ pub fn describe(fd: BorrowedFd<'_>) -> String {
 /// summarised every 1000 occurrences.
 fn report_bad_block(f: &File, block: u64, e: crate::format::content::BlockError) {
     use std::os::unix::fs::MetadataExt;
-    static SEEN: parking_lot::Mutex<Option<lru::LruCache<(u64, u64, u64), u64>>> = parking_lot::Mutex::new(None);
+    /// (backing dev, backing inode, block) -> failures seen.
+    type Seen = lru::LruCache<(u64, u64, u64), u64>;
+    static SEEN: parking_lot::Mutex<Option<Seen>> = parking_lot::Mutex::new(None);
     let (dev, ino) = f.metadata().map(|m| (m.dev(), m.ino())).unwrap_or((0, 0));
     let mut g = SEEN.lock();
     let seen = g.get_or_insert_with(|| lru::LruCache::new(std::num::NonZeroUsize::new(4096).unwrap()));
