@@ -300,6 +300,30 @@ impl FileData {
         f.write_all_at(&out, block_offset(b)).map_err(errno)
     }
 
+    /// After a failed write: puts the old partial last block back and cuts the backing file
+    /// to its old length, so that a write that ran out of space leaves neither a torn block
+    /// past the old end nor a changed size. (Blocks inside the old length are rewritten in
+    /// place, which needs no new space on a non-copy-on-write backing filesystem.)
+    fn undo_growth(
+        f: &File,
+        cipher: &ContentCipher,
+        before: u64,
+        old_tail: Option<&(u64, usize, zeroize::Zeroizing<[u8; BS as usize]>)>,
+    ) {
+        if let Some((b, l, keep)) = old_tail {
+            let mut out = vec![0u8; l + OVH];
+            cipher.seal_block(*b, &keep[..*l], &mut out);
+            if let Err(e) = f.write_all_at(&out, block_offset(*b)) {
+                tracing::error!(file = %describe(f.as_fd()), block = b, error = %e, "cannot restore the last block after a failed write");
+            }
+        }
+        if f.metadata().map(|m| m.len() > before).unwrap_or(true) {
+            if let Err(e) = f.set_len(before) {
+                tracing::error!(file = %describe(f.as_fd()), error = %e, "cannot cut the file back after a failed write");
+            }
+        }
+    }
+
     /// Makes sure the file has a header, creating one (new file id and DEK) for an empty
     /// file. Caller holds the write lock.
     fn ensure_cipher(st: &mut State, keys: &VolumeKeys) -> Result<Arc<ContentCipher>, Errno> {
@@ -313,7 +337,11 @@ impl FileData {
             CipherState::Empty => {
                 let f = st.backing.as_ref().ok_or(Errno::EBADF)?;
                 let (h, c) = FileHeader::create(keys);
-                f.write_all_at(&h, 0).map_err(errno)?;
+                if let Err(e) = f.write_all_at(&h, 0) {
+                    // No half-written header left behind (it would make the file unreadable).
+                    let _ = f.set_len(0);
+                    return Err(errno(e));
+                }
                 let c = Arc::new(c);
                 st.cipher = CipherState::Ready(c.clone());
                 Ok(c)
@@ -404,9 +432,18 @@ impl FileData {
         let end = off.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
         let first = off / BS;
         let last = (end - 1) / BS;
-        // An old partial last block that now ends up in the middle becomes a full block.
+        // An old partial last block that now ends up in the middle becomes a full block. Its
+        // old content is kept so that a failed write (ENOSPC, EDQUOT) can put it back.
+        let mut old_tail = None;
         if size % BS != 0 && size / BS < first {
-            Self::resize_block(&f, &cipher, size / BS, (size % BS) as usize, BS as usize)?;
+            let (b, l) = (size / BS, (size % BS) as usize);
+            let mut keep = zeroize::Zeroizing::new([0u8; BS as usize]);
+            Self::read_block(&f, &cipher, b, l, &mut keep[..])?;
+            old_tail = Some((b, l, keep));
+            if let Err(e) = Self::resize_block(&f, &cipher, b, l, BS as usize) {
+                Self::undo_growth(&f, &cipher, before, old_tail.as_ref());
+                return Err(e);
+            }
         }
         let new_size = size.max(end);
         let last_len = (new_size - last * BS).min(BS);
@@ -442,7 +479,10 @@ impl FileData {
             }
         }
         zeroize::Zeroize::zeroize(&mut p);
-        f.write_all_at(&out, block_offset(first)).map_err(errno)?;
+        if let Err(e) = f.write_all_at(&out, block_offset(first)) {
+            Self::undo_growth(&f, &cipher, before, old_tail.as_ref());
+            return Err(errno(e));
+        }
         self.clen
             .store(before.max(block_offset(first) + out.len() as u64), Relaxed);
         Ok(data.len())
