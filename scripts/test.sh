@@ -17,12 +17,12 @@ say() { printf '\n== %s\n' "$*"; }
 [ "$(id -u)" = 0 ] || { echo "scripts/test.sh mounts filesystems: run it as root" >&2; exit 2; }
 
 say "installing test dependencies"
-pkgs=(fuse3 attr util-linux coreutils python3 openssl procps postgresql)
+pkgs=(fuse3 attr util-linux coreutils python3 openssl procps postgresql mariadb-server)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null
 fi
 [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
 [ -e /dev/fuse ] || { echo "/dev/fuse is missing: this machine cannot run FUSE" >&2; exit 2; }

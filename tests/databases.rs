@@ -443,3 +443,152 @@ fn postgresql_survives_sigkill_of_the_cmkfs_daemon() {
     pg.stop();
     v.umount();
 }
+
+fn mariadb_bin(name: &str) -> PathBuf {
+    for d in ["/usr/sbin", "/usr/bin"] {
+        let p = Path::new(d).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} is missing: scripts/test.sh installs mariadb-server");
+}
+
+/// A MariaDB server (InnoDB, O_DIRECT) on a data directory, in its own process group.
+struct Maria {
+    data: PathBuf,
+    sock: PathBuf,
+    child: Option<Child>,
+}
+
+impl Maria {
+    fn start(&mut self) {
+        let log = self.sock.with_extension("err");
+        let child = Command::new(mariadb_bin("mariadbd"))
+            .arg("--no-defaults")
+            .arg("--user=mysql")
+            .arg(format!("--datadir={}", self.data.display()))
+            .arg(format!("--socket={}", self.sock.display()))
+            .arg(format!("--pid-file={}", self.sock.with_extension("pid").display()))
+            .arg(format!("--log-error={}", log.display()))
+            .args([
+                "--skip-networking",
+                "--innodb-flush-method=O_DIRECT",
+                "--innodb-buffer-pool-size=64M",
+            ])
+            .args(["--innodb-log-file-size=48M", "--innodb-flush-log-at-trx-commit=1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let ok = wait_until(Duration::from_secs(90), || {
+            Command::new(mariadb_bin("mariadb-admin"))
+                .arg(format!("--socket={}", self.sock.display()))
+                .args(["-uroot", "ping"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        });
+        assert!(
+            ok,
+            "mariadbd did not start:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    fn sql(&self, q: &str) -> String {
+        let out = Command::new(mariadb_bin("mariadb"))
+            .arg(format!("--socket={}", self.sock.display()))
+            .args(["-uroot", "-N", "-B", "-e", q])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{q}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let st = Command::new(mariadb_bin("mariadb-admin"))
+                .arg(format!("--socket={}", self.sock.display()))
+                .args(["-uroot", "shutdown"])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Maria {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn mariadb_innodb_o_direct_fill_restart_check() {
+    let mut v = Vol::unmounted();
+    v.mount(&["--allow-other"]);
+    let out = Command::new("id").args(["-u", "mysql"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "no mysql user: scripts/test.sh installs mariadb-server"
+    );
+    let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let data = v.p("mysql");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(uid), None).unwrap();
+    let run = v.tmp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::os::unix::fs::chown(&run, Some(uid), None).unwrap();
+    let mut p = v.tmp.path().to_path_buf();
+    loop {
+        let _ = std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+        if !p.pop() || p == Path::new("/tmp") || p == Path::new("/") {
+            break;
+        }
+    }
+    let out = Command::new(mariadb_bin("mariadb-install-db"))
+        .arg("--no-defaults")
+        .arg("--user=mysql")
+        .arg(format!("--datadir={}", data.display()))
+        .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mariadb-install-db: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut db = Maria {
+        data: data.clone(),
+        sock: run.join("mysqld.sock"),
+        child: None,
+    };
+    db.start();
+    db.sql(
+        "CREATE DATABASE t; USE t; CREATE TABLE t.x(id INT PRIMARY KEY, v VARCHAR(200), KEY(v)) ENGINE=InnoDB; \
+         INSERT INTO t.x SELECT seq, SHA2(seq, 256) FROM seq_1_to_50000; \
+         UPDATE t.x SET v = CONCAT(v, 'u') WHERE id % 7 = 0;",
+    );
+    assert_eq!(db.sql("SELECT @@innodb_flush_method"), "O_DIRECT");
+    let err_log = std::fs::read_to_string(db.sock.with_extension("err")).unwrap_or_default();
+    assert!(!err_log.contains("Failed to set O_DIRECT"), "InnoDB could not use O_DIRECT:\n{err_log}");
+    let sum = db.sql("CHECKSUM TABLE t.x");
+    assert_eq!(db.sql("SELECT count(*) FROM t.x"), "50000");
+    db.stop();
+    v.umount();
+    v.mount(&["--allow-other"]);
+    db.start();
+    assert_eq!(db.sql("CHECK TABLE t.x EXTENDED").split_whitespace().last(), Some("OK"));
+    assert_eq!(db.sql("CHECKSUM TABLE t.x"), sum);
+    assert_eq!(db.sql("SELECT count(*) FROM t.x WHERE v LIKE '%u'"), "7142");
+    db.stop();
+    v.umount();
+}
