@@ -4,12 +4,21 @@
 #   1. unit and integration tests (cargo test): real FUSE mounts, real key store
 #   2. pjdfstest against a live mount, compared with the raw backing filesystem
 #   3. fsx (all operations, mmap included) against a live mount
-# Must run as root (it mounts filesystems). Environment: FSX_OPS (default 100000).
+#   4. stress-ng's filesystem class with --verify against a live mount
+#   5. a short fuzz pass over the parsers and the block layer (cargo fuzz)
+# Must run as root (it mounts filesystems).
+#   --long: the long runs for closing an issue (fsx 1,000,000 ops, stress-ng 10 s per
+#   stressor, 5 min of fuzzing per target). Environment: FSX_OPS, STRESS_SECS, FUZZ_SECS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export PATH="$HOME/.cargo/bin:$PATH"
+if [ "${1:-}" = --long ]; then
+  FSX_OPS=${FSX_OPS:-1000000}; STRESS_SECS=${STRESS_SECS:-10}; FUZZ_SECS=${FUZZ_SECS:-300}
+fi
 FSX_OPS=${FSX_OPS:-100000}
+STRESS_SECS=${STRESS_SECS:-2}
+FUZZ_SECS=${FUZZ_SECS:-20}
 PJDFSTEST_VERSION=0.2.2
 FSX_VERSION=0.3.2
 
@@ -17,7 +26,7 @@ say() { printf '\n== %s\n' "$*"; }
 [ "$(id -u)" = 0 ] || { echo "scripts/test.sh mounts filesystems: run it as root" >&2; exit 2; }
 
 say "installing test dependencies"
-pkgs=(fuse3 attr util-linux coreutils python3 openssl procps postgresql mariadb-server)
+pkgs=(fuse3 attr util-linux coreutils python3 openssl procps postgresql mariadb-server stress-ng)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -96,8 +105,21 @@ else
   echo "fsx FAILED; artifacts in $W/fsx-artifacts"; ls "$W/fsx-artifacts"; tally 0 1
 fi
 
+say "stress-ng: filesystem class, ${STRESS_SECS}s per stressor, --verify"
+mkdir -p "$W/mnt/stress" && chmod 0777 "$W/mnt/stress"
+# binderfs needs a kernel feature unrelated to the filesystem under test.
+if ( cd "$W/mnt/stress" && stress-ng --class filesystem --sequential 1 --verify --timeout "${STRESS_SECS}s" \
+      --exclude binderfs --temp-path "$W/mnt/stress" > "$W/stress-ng.log" 2>&1 ); then
+  echo "stress-ng: filesystem class passed"; tally 1 0
+else
+  echo "stress-ng FAILED:"; grep -vE 'dispatching|successful run completed' "$W/stress-ng.log" | tail -30; tally 0 1
+fi
+
 "$B" umount "$W/mnt"
 if grep -q "panicked" "$W/daemon.log"; then echo "the daemon log shows a panic:"; grep -A3 panicked "$W/daemon.log"; tally 0 1; fi
+
+say "fuzzing: ${FUZZ_SECS}s per target"
+if scripts/fuzz.sh "$FUZZ_SECS"; then tally 1 0; else tally 0 1; fi
 
 echo
 echo "summary: $passed passed, $failed failed"
