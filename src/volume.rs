@@ -9,7 +9,7 @@ use base64::Engine;
 
 use crate::crypto::{self, SecretKey};
 pub use crate::format::volume::SlotRole;
-use crate::format::volume::{ParsedHeader, VolumeHeaderError, SLOT_ALGORITHM};
+use crate::format::volume::{ParsedHeader, VolumeHeaderError, SLOT_ALGORITHM, SLOT_ALGORITHM_SHA1};
 use crate::format::{Keyslot, VolumeHeader, VolumeKeys, VOLUME_HEADER_NAME};
 use crate::provider::{self, KeyInfo, KeyProvider, ProviderError};
 use crate::util;
@@ -104,7 +104,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
     }
 }
 
-fn make_slot(id: u32, role: SlotRole, uri: &str, w: provider::Wrapped) -> Keyslot {
+fn make_slot(id: u32, role: SlotRole, uri: &str, w: provider::Wrapped, hash: provider::rsa_kek::OaepHash) -> Keyslot {
     Keyslot {
         id,
         role,
@@ -113,7 +113,11 @@ fn make_slot(id: u32, role: SlotRole, uri: &str, w: provider::Wrapped) -> Keyslo
         key_id: w.key.key_id.clone(),
         key_version: w.key.version.clone(),
         kek_fingerprint: w.key.fingerprint.clone(),
-        algorithm: SLOT_ALGORITHM.into(),
+        algorithm: match hash {
+            provider::rsa_kek::OaepHash::Sha256 => SLOT_ALGORITHM,
+            provider::rsa_kek::OaepHash::Sha1 => SLOT_ALGORITHM_SHA1,
+        }
+        .into(),
         wrapped_key: base64::engine::general_purpose::STANDARD.encode(&w.ciphertext),
         created: util::now_rfc3339(),
     }
@@ -308,7 +312,7 @@ pub fn wrap_slot(uri: &str, volume_key: &SecretKey, id: u32, role: SlotRole) -> 
         )
         .into());
     }
-    Ok(make_slot(id, role, provider.uri(), wrapped))
+    Ok(make_slot(id, role, provider.uri(), wrapped, provider.oaep_hash()))
 }
 
 /// True when a KEK URI names no version, so the volume follows the key's newest version.

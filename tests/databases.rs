@@ -579,7 +579,10 @@ fn mariadb_innodb_o_direct_fill_restart_check() {
     );
     assert_eq!(db.sql("SELECT @@innodb_flush_method"), "O_DIRECT");
     let err_log = std::fs::read_to_string(db.sock.with_extension("err")).unwrap_or_default();
-    assert!(!err_log.contains("Failed to set O_DIRECT"), "InnoDB could not use O_DIRECT:\n{err_log}");
+    assert!(
+        !err_log.contains("Failed to set O_DIRECT"),
+        "InnoDB could not use O_DIRECT:\n{err_log}"
+    );
     let sum = db.sql("CHECKSUM TABLE t.x");
     assert_eq!(db.sql("SELECT count(*) FROM t.x"), "50000");
     db.stop();

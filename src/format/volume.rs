@@ -26,8 +26,12 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Feature flags this build understands. A header that requires any other is refused with
 /// a message naming it (filename encryption will be the first).
 pub const KNOWN_FEATURES: &[&str] = &[];
-/// Key-wrapping algorithm of every keyslot in format 1.
+/// Key-wrapping algorithm of keyslots in format 1 (the default).
 pub const SLOT_ALGORITHM: &str = "RSA-OAEP-SHA256";
+/// The other keyslot algorithm format 1 allows: RSA-OAEP with SHA-1 and MGF1-SHA1, for
+/// tokens that implement nothing else (SoftHSM2 2.6, many HSMs). Builds before 0.2 refuse
+/// such keyslots with a clear error rather than misreading them.
+pub const SLOT_ALGORITHM_SHA1: &str = "RSA-OAEP-SHA1";
 
 /// Keys derived from the volume key. Held only while the volume is unlocked.
 pub struct VolumeKeys {
@@ -244,7 +248,7 @@ impl VolumeHeader {
             return Err(VolumeHeaderError::BadField("no keyslots".into()));
         }
         for s in &header.keyslots {
-            if s.algorithm != SLOT_ALGORITHM {
+            if s.algorithm != SLOT_ALGORITHM && s.algorithm != SLOT_ALGORITHM_SHA1 {
                 return Err(VolumeHeaderError::BadField(format!(
                     "keyslot {} algorithm '{}'",
                     s.id, s.algorithm

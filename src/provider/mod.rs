@@ -135,6 +135,11 @@ pub trait KeyProvider: Send + Sync {
     /// Unwraps a secret that `version` of this key wrapped. This is the operation a
     /// mount and every revalidation performs, so it must really ask the provider.
     fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<Unwrapped, ProviderError>;
+    /// The OAEP hash [`KeyProvider::wrap`] uses, recorded in the keyslot's `algorithm`
+    /// field. SHA-256 unless the provider was configured for a SHA-1-only token.
+    fn oaep_hash(&self) -> rsa_kek::OaepHash {
+        rsa_kek::OaepHash::Sha256
+    }
 }
 
 /// Every scheme cmkfs knows, with the cargo feature that builds it (`None`: always built).
