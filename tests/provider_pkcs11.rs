@@ -396,33 +396,73 @@ fn misconfigured_uris_are_refused() {
     assert!(e.contains("access denied") && e.contains("no RSA private key"), "{e}");
 }
 
-/// The token disappears (its files moved away, as a pulled device) while mounted and comes back:
-/// the volume keeps serving within the grace period, reports the provider unreachable, and
-/// recovers by itself; with a short grace it goes inaccessible and comes back available.
+/// Waits until the last check failed with an error containing `what`; returns the status.
+fn wait_check_error(v: &Vol, what: &str) -> serde_json::Value {
+    let mut st = v.status();
+    let seen = wait_until(Duration::from_secs(15), || {
+        st = v.status();
+        st["last_check_error"].as_str().is_some_and(|e| e.contains(what))
+    });
+    assert!(seen, "expected a check error containing '{what}': {st}");
+    st
+}
+
+/// Waits until a check succeeded again (the error is cleared).
+fn wait_check_ok(v: &Vol) {
+    assert!(
+        wait_until(Duration::from_secs(15), || v.status()["last_check_error"].is_null()),
+        "checks succeed again: {}",
+        v.status()
+    );
+}
+
+/// The token disappears while mounted (its files moved away, as a device pulled out) and comes
+/// back. Within the grace period the volume keeps serving and reports the provider unreachable;
+/// with a short grace it goes inaccessible. Either way it recovers by itself once the token is
+/// back (the provider re-initialises the module and logs in again).
 #[test]
 fn softhsm_token_removed_and_reinserted() {
     let t = Token::new(Kind::SoftHsm);
     t.keygen("kek1", 2048);
     let mut v = Vol::with_kek(&t.uri("kek1"), &t.env());
-    v.mount(&["--check-interval", "200ms", "--unreachable-grace", "2s"]);
-    let data = pattern(7, 10_000);
-    std::fs::write(v.p("f"), &data).unwrap();
     let tokens = t.dir.path().join("tokens");
     let away = t.dir.path().join("away");
+    let data = pattern(7, 10_000);
+
+    // Long grace: unreachable, still serving, back without ever being inaccessible.
+    v.mount(&["--check-interval", "200ms", "--unreachable-grace", "1h"]);
+    std::fs::write(v.p("f"), &data).unwrap();
     std::fs::rename(&tokens, &away).unwrap();
+    wait_check_error(&v, "unreachable");
     assert!(
-        wait_until(Duration::from_secs(15), || !v.status()["last_check_error"].is_null()),
-        "the removal is noticed: {}",
+        wait_until(Duration::from_secs(15), || v.status()["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("still serving"))),
+        "the status says the provider is unreachable and the volume still served: {}",
         v.status()
     );
-    let st = v.status();
-    let err = st["last_check_error"].as_str().unwrap_or_default();
-    assert!(err.contains("unreachable"), "a removed token is unreachable: {st}");
+    assert_eq!(v.status()["state"], "Available", "tolerated within the grace period");
+    assert!(v.status()["grace_remaining_secs"].as_u64().is_some_and(|s| s > 3000));
+    assert_eq!(std::fs::read(v.p("f")).unwrap(), data);
+    std::fs::rename(&away, &tokens).unwrap();
+    wait_check_ok(&v);
+    assert_eq!(v.status()["state"], "Available");
+    v.umount();
+
+    // Short grace: inaccessible after it, available again once the token is back.
+    v.mount(&["--check-interval", "200ms", "--unreachable-grace", "1s"]);
+    std::fs::rename(&tokens, &away).unwrap();
     assert!(
         v.wait_state("Inaccessible", Duration::from_secs(15)).is_some(),
         "inaccessible after the grace period: {}",
         v.status()
     );
+    let reason = v.status()["reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.contains("unreachable") && reason.contains("not present"),
+        "{reason}"
+    );
+    assert_eq!(errno_of(std::fs::read(v.p("f"))), Some(libc::EACCES));
     std::fs::rename(&away, &tokens).unwrap();
     assert!(
         v.wait_state("Available", Duration::from_secs(15)).is_some(),
@@ -430,6 +470,72 @@ fn softhsm_token_removed_and_reinserted() {
         v.status()
     );
     assert_eq!(std::fs::read(v.p("f")).unwrap(), data);
+    v.umount();
+}
+
+/// `softhsm2-util --delete-token` while mounted, then the token re-created under the same label
+/// (in another slot) with the same key imported: unreachable meanwhile, then available again
+/// without a remount.
+#[test]
+fn softhsm_token_deleted_and_recreated() {
+    let t = Token::new(Kind::SoftHsm);
+    let key = cmkfs::provider::rsa_kek::generate(2048).unwrap();
+    let pem = t.dir.path().join("kek1.pem");
+    std::fs::write(&pem, cmkfs::provider::rsa_kek::private_pem(&key).as_bytes()).unwrap();
+    let import = || {
+        t.run_ok(
+            "softhsm2-util",
+            &[
+                "--import",
+                pem.to_str().unwrap(),
+                "--token",
+                &t.label,
+                "--label",
+                "kek1",
+                "--id",
+                "01",
+                "--pin",
+                PIN,
+            ],
+        )
+    };
+    import();
+    let uri = t.uri("kek1").replace(";object=kek1", ";object=kek1;id=%01");
+    let mut v = Vol::with_kek(&uri, &t.env());
+    v.mount(&["--check-interval", "200ms", "--unreachable-grace", "1h"]);
+    std::fs::write(v.p("f"), b"kept").unwrap();
+    t.run_ok("softhsm2-util", &["--delete-token", "--token", &t.label]);
+    let st = wait_check_error(&v, "not present");
+    assert_eq!(
+        st["state"], "Available",
+        "a deleted token is absent, not a deleted key: {st}"
+    );
+    t.run_ok(
+        "softhsm2-util",
+        &[
+            "--init-token",
+            "--free",
+            "--label",
+            &t.label,
+            "--so-pin",
+            SO_PIN,
+            "--pin",
+            PIN,
+        ],
+    );
+    // An empty token with the same label: the key is missing, which is a denial.
+    assert!(
+        v.wait_state("Inaccessible", Duration::from_secs(15)).is_some(),
+        "{}",
+        v.status()
+    );
+    import();
+    assert!(
+        v.wait_state("Available", Duration::from_secs(15)).is_some(),
+        "available again with the same key in the re-created token: {}",
+        v.status()
+    );
+    assert_eq!(std::fs::read(v.p("f")).unwrap(), b"kept");
     v.umount();
 }
 

@@ -531,8 +531,8 @@ impl Pkcs11Provider {
             RvError::KeyTypeInconsistent => (Misconfigured, "the object is not an RSA key".to_string()),
             RvError::GeneralError | RvError::FunctionFailed if during == "C_Initialize" => (
                 Unreachable,
-                "the module failed to initialise (its configuration or token storage is missing or unreadable, \
-                 e.g. SOFTHSM2_CONF / KRYOPTIC_CONF)"
+                "the module failed to initialise: its token storage or configuration is missing or unreadable \
+                 (token not present? SOFTHSM2_CONF or KRYOPTIC_CONF wrong?)"
                     .to_string(),
             ),
             _ => (Unreachable, "the token did not answer usefully".to_string()),
