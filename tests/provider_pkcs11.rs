@@ -595,6 +595,29 @@ fn softhsm_unwrap_failures_and_threads() {
     // The only test in this binary that opens SoftHSM2 in-process: its configuration comes
     // from this process's environment.
     std::env::set_var("SOFTHSM2_CONF", &t.conf);
+    // A wrong PIN first (before any session of this process is logged in, since a login is
+    // per application and token): refused, then not presented again while the PIN source
+    // still holds it, and picked up as soon as the source is fixed.
+    let pin2 = t.dir.path().join("pin2");
+    std::fs::write(&pin2, "000000\n").unwrap();
+    let wrong = provider::open(
+        &t.uri("kek1")
+            .replace(t.pin_file.to_str().unwrap(), pin2.to_str().unwrap()),
+    )
+    .unwrap();
+    let e = wrong.current().err().unwrap();
+    assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+    assert!(e.message.contains("CKR_PIN_INCORRECT"), "{e}");
+    let e = wrong.current().err().unwrap();
+    assert!(
+        e.message.contains("not retried"),
+        "the refused PIN is not presented again: {e}"
+    );
+    std::fs::write(&pin2, format!("{PIN}\n")).unwrap();
+    wrong
+        .current()
+        .expect("the corrected PIN file is read at the next login");
+    drop(wrong);
     let p: Arc<dyn KeyProvider> = Arc::from(provider::open(&t.uri("kek1")).unwrap());
     let p2 = provider::open(&t.uri("kek2")).unwrap();
     let secret = SecretKey::random();
