@@ -379,8 +379,9 @@ fn misconfigured_uris_are_refused() {
     let e = kek_test_err(&sha256, &t.env());
     assert!(e.contains("misconfigured") && e.contains("oaep=sha1"), "{e}");
     // Not a PKCS#11 module.
-    let e = kek_test_err(&uri.replace(SOFTHSM_MODULE, "/etc/hostname"), &t.env());
-    assert!(e.contains("misconfigured") && e.contains("/etc/hostname"), "{e}");
+    let not_module = t.conf.to_str().unwrap();
+    let e = kek_test_err(&uri.replace(SOFTHSM_MODULE, not_module), &t.env());
+    assert!(e.contains("misconfigured") && e.contains(not_module), "{e}");
     // module-path from CMKFS_PKCS11_MODULE when the URI has none.
     let no_module = uri.replace(&format!("module-path={SOFTHSM_MODULE}&"), "");
     let e = kek_test_err(&no_module, &t.env());
