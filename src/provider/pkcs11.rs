@@ -792,7 +792,7 @@ impl Pkcs11Provider {
         };
         if !matches!(
             rv,
-            RvError::GeneralError | RvError::DeviceError | RvError::FunctionFailed | RvError::ObjectHandleInvalid
+            RvError::GeneralError | RvError::DeviceError | RvError::FunctionFailed
         ) {
             return Fail::ck("C_Decrypt", e);
         }
