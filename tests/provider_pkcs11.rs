@@ -540,8 +540,9 @@ fn softhsm_token_deleted_and_recreated() {
     v.umount();
 }
 
-/// Many threads unwrapping through one provider object (as the daemon shares it), with the
-/// token's sessions invalidated midway by another process deleting and re-creating a key.
+/// Many threads unwrapping through one provider object (as the daemon shares it); a corrupted
+/// keyslot is *unwrap failed* although kryoptic answers CKR_DEVICE_ERROR for it; a revocation
+/// and a restore made by another process are seen on the very next call.
 #[test]
 fn kryoptic_concurrent_unwraps() {
     let t = Token::new(Kind::Kryoptic);
