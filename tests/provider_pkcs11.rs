@@ -267,6 +267,13 @@ fn lifecycle(kind: Kind) {
     t.keygen("kek1", 3072);
     t.keygen("kek2", 2048);
     let mut v = Vol::with_kek(&t.uri("kek1"), &t.env());
+    // The keyslot records the OAEP hash the token was driven with.
+    let header = std::fs::read_to_string(v.c("cmkfs.volume")).unwrap();
+    let alg = match kind {
+        Kind::SoftHsm => "\"algorithm\":\"RSA-OAEP-SHA1\"",
+        Kind::Kryoptic => "\"algorithm\":\"RSA-OAEP-SHA256\"",
+    };
+    assert!(header.replace(' ', "").contains(alg), "{alg} in {header}");
     let revoked = provider_lifecycle(
         &mut v,
         Some(&t.uri("kek2")),

@@ -838,6 +838,10 @@ impl Pkcs11Provider {
 }
 
 impl KeyProvider for Pkcs11Provider {
+    fn oaep_hash(&self) -> OaepHash {
+        self.cfg.oaep
+    }
+
     fn uri(&self) -> &str {
         &self.uri
     }
