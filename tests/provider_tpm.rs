@@ -131,6 +131,12 @@ impl Swtpm {
         }
     }
 
+    /// SIGSTOP / SIGCONT: a TPM that accepts connections but does not answer.
+    fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("swtpm running").id() as i32;
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
     /// Starts it again on the same ports and state (the persisted keys survive).
     fn restart(&mut self) {
         assert!(self.spawn(), "swtpm did not restart");
@@ -466,6 +472,37 @@ fn daemon_recovers_after_swtpm_restart() {
     tpm.restart();
     assert!(
         v.wait_state("Available", Duration::from_secs(15)).is_some(),
+        "{}",
+        v.status()
+    );
+    assert_eq!(std::fs::read(v.p("f")).unwrap(), b"hello");
+    v.umount();
+}
+
+/// On a live mount: swtpm frozen (SIGSTOP: connections hang, no error) → the daemon's call
+/// timeout counts it as unreachable and the mount becomes Inaccessible after the grace
+/// period; swtpm resumed → the hung call returns, later calls work, Available again.
+#[test]
+fn daemon_survives_frozen_swtpm() {
+    let tpm = Swtpm::start();
+    tpm.create_key("k", 2048, None, "0x81000001");
+    let mut v = Vol::with_kek(&tpm.uri("0x81000001", None), &[]);
+    v.mount(&["--check-interval", "300ms", "--unreachable-grace", "1s"]);
+    std::fs::write(v.p("f"), b"hello").unwrap();
+    tpm.signal(libc::SIGSTOP);
+    let inaccessible = v.wait_state("Inaccessible", Duration::from_secs(20));
+    let st = v.status();
+    tpm.signal(libc::SIGCONT);
+    assert!(
+        inaccessible.is_some(),
+        "a TPM that does not answer makes the mount inaccessible: {st}"
+    );
+    assert!(
+        st["reason"].as_str().unwrap_or_default().contains("unreachable"),
+        "{st}"
+    );
+    assert!(
+        v.wait_state("Available", Duration::from_secs(20)).is_some(),
         "{}",
         v.status()
     );

@@ -265,11 +265,15 @@ impl TpmProvider {
                 self.key_id
             ),
             Some(0x05) => format!("the key's hierarchy is disabled ({what}); re-enable it (tpm2_hierarchycontrol)"),
-            Some(0x0E) | Some(0x22) => format!(
-                "the TPM refused the key's auth value ({what}): the value read from {} is wrong or was changed \
-                 (tpm2_changeauth); fix it. Each failure counts towards the TPM's dictionary-attack lockout \
-                 unless the key has the noda attribute",
-                self.auth.as_deref().unwrap_or("(no auth= given: empty auth value)")
+            Some(n @ (0x0E | 0x22)) => format!(
+                "the TPM refused the key's auth value ({what}): the value read from {} is not the key's \
+                 (wrong file, or the key was re-created with another auth value); fix it{}",
+                self.auth.as_deref().unwrap_or("(no auth= given: empty auth value)"),
+                if n == 0x0E {
+                    ". Each failure counts towards the TPM's dictionary-attack lockout"
+                } else {
+                    ""
+                }
             ),
             Some(0x04) | Some(0x15) if kind == ErrorKind::UnwrapFailed => {
                 format!(
