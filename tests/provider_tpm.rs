@@ -192,6 +192,11 @@ impl Swtpm {
     }
 
     fn create_key_with(&self, name: &str, alg: &str, attrs: &str, auth: Option<&str>) {
+        self.create_key_policy(name, alg, attrs, auth, None);
+    }
+
+    /// Like `create_key_with`, with an authPolicy (`tpm2_create -L FILE`).
+    fn create_key_policy(&self, name: &str, alg: &str, attrs: &str, auth: Option<&str>, policy: Option<&str>) {
         if !self.path("primary.ctx").exists() {
             self.primary();
         }
@@ -200,6 +205,9 @@ impl Swtpm {
         let p = auth.map(|a| format!("str:{a}"));
         if let Some(p) = &p {
             args.extend(["-p", p]);
+        }
+        if let Some(f) = policy {
+            args.extend(["-L", f]);
         }
         args.extend(["-u", &public, "-r", &private]);
         self.tool(&args);
@@ -430,6 +438,73 @@ fn lockout_is_denied() {
     assert!(e.message.contains("lockout"), "{e}");
     tpm.tool(&["tpm2_dictionarylockout", "-c"]);
     p.unwrap(&version, &ct).unwrap();
+}
+
+/// A key bound to PCR values (PolicyPCR sha256:0,7, plus PolicyPassword for one with an auth
+/// value): usable while the PCRs hold those values, denied once PCR 7 is extended (as after
+/// booting something else), usable again after a TPM reset (swtpm restarted: PCRs back to their
+/// start values). Policy sessions are flushed: many calls do not exhaust the TPM's slots.
+#[test]
+fn pcr_policy_binding() {
+    let mut tpm = Swtpm::start();
+    require_tool("tpm2_policypcr");
+    let trial = |out: &str, password: bool| {
+        tpm.tool(&["tpm2_startauthsession", "-S", "trial.ctx"]);
+        tpm.tool(&["tpm2_policypcr", "-Q", "-S", "trial.ctx", "-l", "sha256:0,7", "-L", out]);
+        if password {
+            tpm.tool(&["tpm2_policypassword", "-Q", "-S", "trial.ctx", "-L", out]);
+        }
+        tpm.tool(&["tpm2_flushcontext", "trial.ctx"]);
+    };
+    trial("pcr.policy", false);
+    trial("pcrpw.policy", true);
+    let attrs = "fixedtpm|fixedparent|sensitivedataorigin|decrypt|noda";
+    tpm.create_key_policy("p", "rsa2048:oaep-sha256", attrs, None, Some("pcr.policy"));
+    tpm.persist("p", "0x81000001");
+    tpm.create_key_policy("pw", "rsa2048:oaep-sha256", attrs, Some("pin"), Some("pcrpw.policy"));
+    tpm.persist("pw", "0x81000002");
+    let pin = tpm.write_auth("pin", "pin");
+    let bad = tpm.write_auth("bad", "nip");
+
+    let e = open(&tpm.uri("0x81000001", None)).current().unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Misconfigured, "a policy-only key needs pcrs=: {e}");
+    assert!(e.message.contains("pcrs="), "{e}");
+
+    let p = open(&format!("{}&pcrs=sha256:0,7", tpm.uri("0x81000001", None)));
+    let pw = open(&format!("{}&pcrs=sha256:0,7", tpm.uri("0x81000002", Some(&pin))));
+    let pw_bad = open(&format!("{}&pcrs=sha256:0,7", tpm.uri("0x81000002", Some(&bad))));
+    let other_sel = open(&format!("{}&pcrs=sha256:0", tpm.uri("0x81000001", None)));
+    let (v1, c1) = roundtrip(&*p);
+    let (v2, c2) = roundtrip(&*pw);
+    for _ in 0..8 {
+        p.unwrap(&v1, &c1).unwrap();
+    }
+    let e = unwrap_err(&*pw_bad, &v2, &c2);
+    assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+    let e = unwrap_err(&*other_sel, &v1, &c1);
+    assert_eq!(
+        e.kind,
+        ErrorKind::Denied,
+        "another PCR selection is another policy: {e}"
+    );
+
+    tpm.tool(&["tpm2_pcrextend", &format!("7:sha256={}", "ab".repeat(32))]);
+    // Repeated failures too: a leaked session would soon show as TPM_RC_SESSION_MEMORY.
+    for (prov, v, c) in [
+        (&p, &v1, &c1),
+        (&pw, &v2, &c2),
+        (&p, &v1, &c1),
+        (&pw, &v2, &c2),
+        (&p, &v1, &c1),
+    ] {
+        let e = unwrap_err(&**prov, v, c);
+        assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+        assert!(e.message.contains("PCR values of sha256:0,7"), "{e}");
+    }
+    tpm.stop();
+    tpm.restart();
+    p.unwrap(&v1, &c1).unwrap();
+    pw.unwrap(&v2, &c2).unwrap();
 }
 
 /// swtpm stopped: unreachable; started again: the same provider object works again.

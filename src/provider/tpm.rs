@@ -1,7 +1,7 @@
 //! `tpm:` — an RSA decryption key persisted in a TPM 2.0.
 //!
 //! ```text
-//! tpm:HANDLE[?tcti=TCTI][&auth=SECRET-SOURCE][&oaep=sha256|sha1]
+//! tpm:HANDLE[?tcti=TCTI][&auth=SECRET-SOURCE][&oaep=sha256|sha1][&pcrs=sha256:0,7]
 //! tpm:0x81000001?tcti=swtpm:host=127.0.0.1,port=2321&auth=file:/etc/cmkfs/tpm-auth
 //! ```
 //!
@@ -17,6 +17,9 @@
 //!   `str:VALUE` / `hex:HEX`, so the same string given to `tpm2_create -p` works here.
 //! * `oaep`: the OAEP hash. Default: the key's own OAEP hash when its scheme is fixed, else
 //!   sha256. A value that contradicts the key's fixed scheme is refused.
+//! * `pcrs`: the key's authPolicy is `TPM2_PolicyPCR` over this selection (tpm2-tools syntax,
+//!   banks joined by `+`), followed by `TPM2_PolicyPassword` when `auth` is given; unwrap then
+//!   uses a policy session (flushed afterwards) instead of a password session.
 //!
 //! Parameter values are percent-decoded; `&` and `%` inside a value must be written `%26` and
 //! `%25` (the `:`, `,` and `=` of a TCTI string are fine as they are).
@@ -41,11 +44,16 @@ use std::str::FromStr;
 
 use parking_lot::Mutex;
 use rsa::RsaPublicKey;
+use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::response_code::Tss2ResponseCode;
+use tss_esapi::constants::SessionType;
 use tss_esapi::handles::{KeyHandle, ObjectHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
-use tss_esapi::interface_types::session_handles::AuthSession;
-use tss_esapi::structures::{Auth, Data, HashScheme, Public, PublicKeyRsa, RsaDecryptionScheme, RsaScheme};
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures::{
+    Auth, Data, Digest, HashScheme, PcrSelectionListBuilder, PcrSlot, Public, PublicKeyRsa, RsaDecryptionScheme,
+    RsaScheme, SymmetricDefinition,
+};
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::Context;
 use zeroize::Zeroizing;
@@ -60,7 +68,7 @@ pub const SCHEME: &str = "tpm";
 /// The TCTI used when the URI names none: the kernel's resource manager.
 pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
 
-const PARAMS: &[&str] = &["tcti", "auth", "oaep"];
+const PARAMS: &[&str] = &["tcti", "auth", "oaep", "pcrs"];
 const PERSISTENT_FIRST: u32 = 0x8100_0000;
 const PERSISTENT_LAST: u32 = 0x81FF_FFFF;
 
@@ -73,9 +81,14 @@ pub struct TpmProvider {
     tcti_conf: TctiNameConf,
     auth: Option<String>,
     oaep: Option<OaepHash>,
+    /// PCR policy: the selection as written, and parsed.
+    pcrs: Option<(String, PcrBanks)>,
     /// Serialises TPM access from this process (one connection at a time).
     lock: Mutex<()>,
 }
+
+/// A PCR selection: slots per bank.
+type PcrBanks = Vec<(HashingAlgorithm, Vec<PcrSlot>)>;
 
 /// What the TPM says about the key at the handle.
 struct KeyState {
@@ -96,6 +109,10 @@ impl TpmProvider {
         let tcti = p.get("tcti").cloned().unwrap_or_else(|| DEFAULT_TCTI.to_string());
         let tcti_conf = parse_tcti(&tcti).map_err(mis)?;
         let oaep = p.get("oaep").map(|s| OaepHash::parse(s)).transpose().map_err(mis)?;
+        let pcrs = match p.get("pcrs") {
+            Some(v) => Some((v.clone(), parse_pcrs(v).map_err(mis)?)),
+            None => None,
+        };
         let auth = p.get("auth").cloned();
         if let Some(a) = &auth {
             if !(a.starts_with("env:") || a.starts_with("file:/") || a.starts_with('/')) {
@@ -113,6 +130,7 @@ impl TpmProvider {
             tcti_conf,
             auth,
             oaep,
+            pcrs,
             lock: Mutex::new(()),
         })
     }
@@ -175,6 +193,13 @@ impl TpmProvider {
                 "the key at this handle is not an unrestricted decryption key (it needs the 'decrypt' \
                  attribute and not 'restricted': create it with tpm2_create -G rsa3072:oaep-sha256 -a \
                  'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|decrypt')",
+            ));
+        }
+        if !object_attributes.user_with_auth() && self.pcrs.is_none() {
+            return Err(self.err(
+                ErrorKind::Misconfigured,
+                "the key can only be used through its policy (no 'userwithauth' attribute): add the PCR \
+                 selection it is bound to, e.g. pcrs=sha256:0,7, to the URI",
             ));
         }
         let hash = match (parameters.rsa_scheme(), self.oaep) {
@@ -249,6 +274,46 @@ impl TpmProvider {
         })
     }
 
+    /// A policy session satisfying the key's policy: PolicyPCR over the URI's selection (with
+    /// the PCRs' current values), then PolicyPassword when the URI names an auth value. The
+    /// session has continueSession set and is flushed when the connection's context is
+    /// dropped (swtpm and raw devices have no resource manager to do it).
+    fn policy_session(&self, ctx: &mut Context) -> Result<AuthSession, ProviderError> {
+        let (_, banks) = self.pcrs.as_ref().expect("policy_session needs pcrs");
+        let session = ctx
+            .execute_without_session(|c| {
+                c.start_auth_session(
+                    None,
+                    None,
+                    None,
+                    SessionType::Policy,
+                    SymmetricDefinition::Null,
+                    HashingAlgorithm::Sha256,
+                )
+            })
+            .map_err(|e| self.tpm_err(e, Op::Lookup))?
+            .ok_or_else(|| self.err(ErrorKind::Unreachable, "the TPM started no policy session"))?;
+        let (attrs, mask) = SessionAttributesBuilder::new().with_continue_session(true).build();
+        let policy = PolicySession::try_from(session).map_err(|e| self.tpm_err(e, Op::Lookup))?;
+        let mut selection = PcrSelectionListBuilder::new();
+        for (alg, slots) in banks {
+            selection = selection.with_selection(*alg, slots);
+        }
+        let selection = selection
+            .build()
+            .map_err(|e| self.err(ErrorKind::Misconfigured, format!("bad PCR selection: {e}")))?;
+        ctx.execute_without_session(|c| {
+            c.tr_sess_set_attributes(session, attrs, mask)?;
+            c.policy_pcr(policy, Digest::default(), selection)?;
+            if self.auth.is_some() {
+                c.policy_password(policy)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| self.tpm_err(e, Op::Lookup))?;
+        Ok(session)
+    }
+
     fn tpm_err(&self, e: tss_esapi::Error, op: Op) -> ProviderError {
         let (kind, what) = classify(e);
         let rc = raw_rc(e);
@@ -273,6 +338,17 @@ impl TpmProvider {
                     ". Each failure counts towards the TPM's dictionary-attack lockout"
                 } else {
                     ""
+                }
+            ),
+            Some(0x1D) => format!(
+                "the TPM refused the key's policy ({what}){}: re-bind the key (create a new one under the \
+                 new PCR values and rotate to it) or unlock with another keyslot",
+                match &self.pcrs {
+                    Some((sel, _)) => format!(
+                        ": the PCR values of {sel} differ from those the key was bound to (other firmware, boot \
+                         loader, kernel or configuration, or a PCR was extended)"
+                    ),
+                    None => String::new(),
                 }
             ),
             Some(0x04) | Some(0x15) if kind == ErrorKind::UnwrapFailed => {
@@ -350,8 +426,12 @@ impl KeyProvider for TpmProvider {
                 OaepHash::Sha256 => HashingAlgorithm::Sha256,
             };
             let scheme = RsaDecryptionScheme::Oaep(HashScheme::new(alg));
+            let session = match &self.pcrs {
+                None => AuthSession::Password,
+                Some(_) => self.policy_session(ctx)?,
+            };
             let plain = ctx
-                .execute_with_session(Some(AuthSession::Password), |c| {
+                .execute_with_session(Some(session), |c| {
                     c.rsa_decrypt(key.handle, ciphertext, scheme, Data::default())
                 })
                 .map_err(|e| {
@@ -434,6 +514,42 @@ fn parse_tcti(s: &str) -> Result<TctiNameConf, String> {
         other => return bad(format!("unknown TCTI '{other}'")),
     }
     TctiNameConf::from_str(s).or_else(|e| bad(e.to_string()))
+}
+
+/// Parses a PCR selection in tpm2-tools syntax: `sha256:0,7` or `sha256:0,7+sha1:4`.
+fn parse_pcrs(s: &str) -> Result<PcrBanks, String> {
+    let bad = |why: String| format!("bad pcrs '{s}': {why} (expected e.g. pcrs=sha256:0,7 or sha256:0,7+sha1:4)");
+    let mut banks: PcrBanks = Vec::new();
+    for bank in s.split('+') {
+        let (alg, list) = bank
+            .split_once(':')
+            .ok_or_else(|| bad(format!("'{bank}' is not BANK:PCRS")))?;
+        let alg = match alg.to_ascii_lowercase().as_str() {
+            "sha1" => HashingAlgorithm::Sha1,
+            "sha256" => HashingAlgorithm::Sha256,
+            "sha384" => HashingAlgorithm::Sha384,
+            "sha512" => HashingAlgorithm::Sha512,
+            other => return Err(bad(format!("unknown PCR bank '{other}'"))),
+        };
+        if banks.iter().any(|(a, _)| *a == alg) {
+            return Err(bad("a bank is given twice".into()));
+        }
+        let mut slots = Vec::new();
+        for n in list.split(',') {
+            let n: u32 = n
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n < 24)
+                .ok_or_else(|| bad(format!("'{n}' is not a PCR number 0..23")))?;
+            let slot = PcrSlot::try_from(1u32 << n).map_err(|e| bad(e.to_string()))?;
+            if !slots.contains(&slot) {
+                slots.push(slot);
+            }
+        }
+        banks.push((alg, slots));
+    }
+    Ok(banks)
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -537,6 +653,13 @@ mod tests {
         assert_eq!(d.handle, 0x81000002);
         assert_eq!(d.tcti, DEFAULT_TCTI);
         assert!(d.auth.is_none() && d.oaep.is_none());
+        let pcr = TpmProvider::open("u", "0x81000001?pcrs=sha256:0,7,7+sha1:23").unwrap();
+        let banks = &pcr.pcrs.as_ref().unwrap().1;
+        assert_eq!(
+            banks[0],
+            (HashingAlgorithm::Sha256, vec![PcrSlot::Slot0, PcrSlot::Slot7])
+        );
+        assert_eq!(banks[1], (HashingAlgorithm::Sha1, vec![PcrSlot::Slot23]));
         let enc = TpmProvider::open("u", "0x81000001?tcti=device:/dev/tpm%26x").unwrap();
         assert_eq!(enc.tcti, "device:/dev/tpm&x");
         for bad in [
@@ -548,7 +671,10 @@ mod tests {
             "0x81000001?auth=secret",
             "0x81000001?oaep=md5",
             "0x81000001?tcti=device:/dev/tpm0&tcti=device:/dev/tpm0",
-            "0x81000001?pcrs=sha256:0",
+            "0x81000001?pcrs=sha256:24",
+            "0x81000001?pcrs=md5:0",
+            "0x81000001?pcrs=sha256:0+sha256:1",
+            "0x81000001?colour=blue",
             "kek",
             "",
         ] {
