@@ -593,6 +593,43 @@ fn is_lockout(rc: u32) -> bool {
     tpm_rc(rc) == Some(0x921)
 }
 
+/// A description of errors raised by the TSS software layers (tss-esapi only describes TPM
+/// response codes and prints "response code not recognized" for these).
+fn tss_layer_error(rc: u32) -> Option<String> {
+    let layer = match (rc >> 16) & 0xFF {
+        6 => "TSS feature API",
+        7 => "TSS ESAPI",
+        8 => "TSS SAPI",
+        9 => "TSS marshalling",
+        10 => "TCTI (connection to the TPM)",
+        11 => "resource manager",
+        _ => return None,
+    };
+    let base = match rc & 0xFFFF {
+        1 => "general failure",
+        2 => "not implemented",
+        3 => "bad context",
+        4 => "ABI mismatch",
+        5 => "bad reference",
+        6 => "insufficient buffer",
+        7 => "bad sequence",
+        8 => "no connection",
+        9 => "try again",
+        10 => "I/O error (connection refused or closed, or device missing)",
+        11 => "bad value",
+        12 => "not permitted",
+        16 => "bad size",
+        17 => "malformed response",
+        19 => "insufficient response",
+        20 => "incompatible TCTI",
+        21 => "not supported",
+        23 => "out of memory",
+        27 => "response authorization failed",
+        _ => "error",
+    };
+    Some(format!("{layer}: {base}"))
+}
+
 /// Classifies a TSS error. `UnwrapFailed` stands for "bad ciphertext parameter", which the
 /// caller turns into Denied outside the decrypt itself.
 fn classify(e: tss_esapi::Error) -> (ErrorKind, String) {
@@ -600,7 +637,10 @@ fn classify(e: tss_esapi::Error) -> (ErrorKind, String) {
         tss_esapi::Error::WrapperError(w) => return (ErrorKind::Misconfigured, format!("{w}")),
         _ => raw_rc(e),
     };
-    let what = format!("{e} (TSS2_RC {rc:#x})");
+    let what = match tss_layer_error(rc) {
+        Some(text) => format!("{text} (TSS2_RC {rc:#x})"),
+        None => format!("{e} (TSS2_RC {rc:#x})"),
+    };
     let Some(t) = tpm_rc(rc) else {
         // TCTI (connection), ESAPI, SYS, MU or resource-manager errors: the TPM could not
         // be asked properly.
