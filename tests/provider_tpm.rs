@@ -85,7 +85,15 @@ impl Swtpm {
 
     /// Starts swtpm on this instance's ports and state; true once it accepts connections.
     fn spawn(&mut self) -> bool {
-        let child = Command::new("swtpm")
+        let mut cmd = Command::new("swtpm");
+        // Dies with the test thread that started it, even if the test binary is killed.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd
             .args(["socket", "--tpm2", "--tpmstate"])
             .arg(format!("dir={}", self.dir.path().display()))
             .arg("--server")
