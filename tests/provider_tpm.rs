@@ -139,6 +139,14 @@ impl Swtpm {
         }
     }
 
+    /// SIGKILL: swtpm dies without saving anything (its NV state was written when it changed).
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
     /// SIGSTOP / SIGCONT: a TPM that accepts connections but does not answer.
     fn signal(&self, sig: i32) {
         let pid = self.child.as_ref().expect("swtpm running").id() as i32;
@@ -531,7 +539,7 @@ fn unreachable_and_reconnect() {
     p.unwrap(&version, &ct).unwrap();
 }
 
-/// On a live mount: swtpm killed → Inaccessible once the grace period is over, with the
+/// On a live mount: swtpm killed (SIGKILL) → Inaccessible once the grace period is over, with the
 /// provider named unreachable; swtpm started again → Available by itself.
 #[test]
 fn daemon_recovers_after_swtpm_restart() {
@@ -540,7 +548,7 @@ fn daemon_recovers_after_swtpm_restart() {
     let mut v = Vol::with_kek(&tpm.uri("0x81000001", None), &[]);
     v.mount(&["--check-interval", "300ms", "--unreachable-grace", "1s"]);
     std::fs::write(v.p("f"), b"hello").unwrap();
-    tpm.stop();
+    tpm.kill();
     assert!(
         v.wait_state("Inaccessible", Duration::from_secs(15)).is_some(),
         "{}",
