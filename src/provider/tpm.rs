@@ -380,6 +380,13 @@ impl KeyProvider for TpmProvider {
         &self.uri
     }
 
+    fn oaep_hash(&self) -> OaepHash {
+        // The URI's choice, else the key's own fixed scheme (what wrap used).
+        self.oaep
+            .or_else(|| self.with_tpm(|ctx| Ok(self.lookup(ctx)?.hash)).ok())
+            .unwrap_or(OaepHash::Sha256)
+    }
+
     fn current(&self) -> Result<KeyInfo, ProviderError> {
         self.with_tpm(|ctx| Ok(self.lookup(ctx)?.info))
     }
