@@ -308,7 +308,7 @@ pub fn provider_lifecycle(
 ) -> serde_json::Value {
     let deadline = Duration::from_secs(15);
     v.mount(&["--check-interval", "300ms", "--unreachable-grace", "1s"]);
-    assert_eq!(v.status()["state"], "available", "fresh mount is available");
+    assert_eq!(v.status()["state"], "Available", "fresh mount is available");
     let data = pattern(0x5eed, 3 * 4096 + 123);
     std::fs::write(v.p("file"), &data).unwrap();
     assert_eq!(std::fs::read(v.p("file")).unwrap(), data);
@@ -342,7 +342,7 @@ pub fn provider_lifecycle(
 
     revoke();
     assert!(
-        v.wait_state("inaccessible", deadline).is_some(),
+        v.wait_state("Inaccessible", deadline).is_some(),
         "revoking in the provider makes the mount inaccessible: {}",
         v.status()
     );
@@ -361,7 +361,7 @@ pub fn provider_lifecycle(
 
     restore();
     assert!(
-        v.wait_state("available", deadline).is_some(),
+        v.wait_state("Available", deadline).is_some(),
         "restoring in the provider brings access back without a remount: {}",
         v.status()
     );
