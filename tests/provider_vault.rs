@@ -53,58 +53,48 @@ struct Bao {
     child: Option<Child>,
     root: String,
     unseal_key: String,
+    /// The dev TLS server's CA certificate.
+    ca: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Dev,
+    DevTls,
+    Persistent,
 }
 
 impl Bao {
     /// A dev server (in memory, unsealed, root token `root`) with Transit at `transit/`.
     fn start() -> Bao {
-        Bao::start_with(false)
+        Bao::start_with(Mode::Dev)
     }
 
     /// A server with raft storage in its directory, initialised and unsealed, with Transit at
     /// `transit/`: it keeps its keys across a restart and comes back sealed, like a real one.
     fn start_persistent() -> Bao {
-        Bao::start_with(true)
+        Bao::start_with(Mode::Persistent)
     }
 
-    fn start_with(persistent: bool) -> Bao {
+    fn start_with(mode: Mode) -> Bao {
         let dir = tempfile::Builder::new().prefix("cmkfs-bao-").tempdir().unwrap();
-        let port = free_port();
-        let addr = format!("http://127.0.0.1:{port}");
-        let mut args: Vec<String> = vec!["server".into()];
-        if persistent {
-            let cluster = free_port();
-            std::fs::create_dir(dir.path().join("data")).unwrap();
-            std::fs::write(
-                dir.path().join("config.hcl"),
-                format!(
-                    "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"n1\"\n}}\n\
-                     listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
-                     cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\n\
-                     api_addr = \"{addr}\"\ncluster_addr = \"http://127.0.0.1:{cluster}\"\n",
-                    dir.path().join("data").display()
-                ),
-            )
-            .unwrap();
-            args.push(format!("-config={}", dir.path().join("config.hcl").display()));
-        } else {
-            args.extend([
-                "-dev".into(),
-                "-dev-root-token-id=root".into(),
-                format!("-dev-listen-address=127.0.0.1:{port}"),
-            ]);
-        }
         let mut b = Bao {
             dir,
-            port,
-            addr,
-            args,
+            port: 0,
+            addr: String::new(),
+            args: vec![],
             child: None,
             root: "root".into(),
             unseal_key: String::new(),
+            ca: None,
         };
-        b.spawn();
-        if persistent {
+        // A dev server also listens on port+1 (cluster), which may be taken: a few tries.
+        let mut tries = 0;
+        while !b.try_start(mode) {
+            tries += 1;
+            assert!(tries < 5, "bao server did not start: {}", b.log());
+        }
+        if mode == Mode::Persistent {
             let init: serde_json::Value =
                 serde_json::from_str(&b.ok(&["operator", "init", "-key-shares=1", "-key-threshold=1", "-format=json"]))
                     .unwrap();
@@ -130,7 +120,52 @@ impl Bao {
         b
     }
 
-    fn spawn(&mut self) {
+    /// Picks ports and starts the server; false if it exited (port taken).
+    fn try_start(&mut self, mode: Mode) -> bool {
+        let d = self.dir.path().to_path_buf();
+        self.port = free_port();
+        let port = self.port;
+        let scheme = if mode == Mode::DevTls { "https" } else { "http" };
+        self.addr = format!("{scheme}://127.0.0.1:{port}");
+        self.args = vec!["server".into()];
+        match mode {
+            Mode::Persistent => {
+                let cluster = free_port();
+                std::fs::create_dir_all(d.join("data")).unwrap();
+                std::fs::write(
+                    d.join("config.hcl"),
+                    format!(
+                        "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"n1\"\n}}\n\
+                         listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
+                         cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\n\
+                         api_addr = \"{}\"\ncluster_addr = \"http://127.0.0.1:{cluster}\"\n",
+                        d.join("data").display(),
+                        self.addr
+                    ),
+                )
+                .unwrap();
+                self.args.push(format!("-config={}", d.join("config.hcl").display()));
+            }
+            Mode::Dev | Mode::DevTls => {
+                self.args.extend([
+                    "-dev".into(),
+                    "-dev-root-token-id=root".into(),
+                    format!("-dev-listen-address=127.0.0.1:{port}"),
+                ]);
+                if mode == Mode::DevTls {
+                    let certs = d.join(format!("tls-{port}"));
+                    std::fs::create_dir_all(&certs).unwrap();
+                    self.args.push("-dev-tls".into());
+                    self.args.push(format!("-dev-tls-cert-dir={}", certs.display()));
+                    self.ca = Some(certs.join("vault-ca.pem"));
+                }
+            }
+        }
+        self.spawn()
+    }
+
+    /// Starts the server process; true once it listens, false if it exited.
+    fn spawn(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -147,13 +182,15 @@ impl Bao {
         let listening = wait_until(DEADLINE, || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() || child.try_wait().unwrap().is_some()
         });
-        let exited = child.try_wait().unwrap();
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
         self.child = Some(child);
-        assert!(
-            listening && exited.is_none(),
-            "bao server did not listen on {port} ({exited:?}): {}",
-            self.log()
-        );
+        assert!(listening, "bao server did not listen on {port}: {}", self.log());
+        if let Some(ca) = &self.ca {
+            assert!(wait_until(DEADLINE, || ca.exists()), "no dev TLS CA written");
+        }
+        true
     }
 
     fn unseal(&self) {
@@ -174,7 +211,7 @@ impl Bao {
     /// Stops and starts the server again: it comes back sealed, as a real one does.
     fn restart_sealed(&mut self) {
         self.stop();
-        self.spawn();
+        assert!(self.spawn(), "bao server did not restart: {}", self.log());
     }
 
     fn log(&self) -> String {
@@ -182,8 +219,11 @@ impl Bao {
     }
 
     fn bao_as(&self, token: &str, args: &[&str]) -> Output {
-        Command::new(bao_bin())
-            .args(args)
+        let mut c = Command::new(bao_bin());
+        if let Some(ca) = &self.ca {
+            c.env("BAO_CACERT", ca);
+        }
+        c.args(args)
             .env("BAO_ADDR", &self.addr)
             .env("BAO_TOKEN", token)
             .env_remove("VAULT_TOKEN")
@@ -341,6 +381,17 @@ fn revocations_are_classified() {
     assert!(p.current().is_ok(), "reading the key is still allowed");
     bao.policy("cmkfs", true);
     assert!(p.unwrap("1", &w.ciphertext).is_ok());
+
+    // A token that may decrypt but not read the key still unwraps (no fingerprint then).
+    let f = bao.dir.path().join("decrypt-only.hcl");
+    std::fs::write(&f, "path \"transit/decrypt/*\" { capabilities = [\"update\"] }\n").unwrap();
+    bao.ok(&["policy", "write", "decrypt-only", f.to_str().unwrap()]);
+    let (_, tf_dec) = bao.token("decrypt-only");
+    let dec = open(&bao.uri("kek", &tf_dec, ""));
+    let u = dec.unwrap("1", &w.ciphertext).unwrap();
+    assert_eq!(u.secret.expose(), secret.expose());
+    assert_eq!((u.key.bits, u.key.fingerprint.as_str()), (2048, ""));
+    expect_err(dec.current(), ErrorKind::Denied, "permission denied");
 
     // Soft deletion (OpenBao) and its undo.
     bao.ok(&["delete", "transit/keys/kek/soft-delete"]);
@@ -526,7 +577,7 @@ fn hung_or_absent_server_is_unreachable() {
         t0.elapsed()
     );
     drop(l);
-    let e = p.current().err().expect("nothing listening is an error");
+    let e = p.current().unwrap_err();
     assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
 }
@@ -534,53 +585,16 @@ fn hung_or_absent_server_is_unreachable() {
 /// TLS with a private CA given by ca=: without it the server's certificate is not trusted.
 #[test]
 fn tls_with_private_ca() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = Command::new(bao_bin())
-        .args(["server", "-dev", "-dev-tls", "-dev-root-token-id=root"])
-        .arg(format!("-dev-tls-cert-dir={}", dir.path().display()))
-        .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill<'a>(&'a mut Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _k = Kill(&mut child);
-    let ca = dir.path().join("vault-ca.pem");
-    assert!(
-        wait_until(DEADLINE, || ca.exists()
-            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
-        "dev TLS server did not start"
-    );
-    let addr = format!("https://127.0.0.1:{port}");
-    let bao = |args: &[&str]| {
-        Command::new(bao_bin())
-            .args(args)
-            .env("BAO_ADDR", &addr)
-            .env("BAO_TOKEN", "root")
-            .env("BAO_CACERT", &ca)
-            .output()
-            .unwrap()
-    };
-    assert!(wait_until(DEADLINE, || bao(&["secrets", "enable", "transit"])
-        .status
-        .success()));
-    assert!(bao(&["write", "-f", "transit/keys/kek", "type=rsa-2048"])
-        .status
-        .success());
-    std::env::set_var("CMKFS_TEST_VAULT_ROOT", "root");
-    let base = format!("vault:{addr}/transit/kek?token=env:CMKFS_TEST_VAULT_ROOT");
-    let e = open(&base).current().err().expect("an unknown CA is refused");
+    let bao = Bao::start_with(Mode::DevTls);
+    bao.create_key("kek", "rsa-2048");
+    let tf = bao.dir.path().join("root-token");
+    std::fs::write(&tf, "root").unwrap();
+    let base = format!("vault:{}/transit/kek?token={}", bao.addr, tf.display());
+    assert!(base.starts_with("vault:https://"));
+    let e = open(&base).current().unwrap_err();
     assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
     assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
-    let p = open(&format!("{base}&ca={}", ca.display()));
+    let p = open(&format!("{base}&ca={}", bao.ca.as_ref().unwrap().display()));
     let s = SecretKey::random();
     let w = p.wrap(&s).unwrap();
     assert_eq!(

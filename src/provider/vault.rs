@@ -99,9 +99,11 @@ impl VaultProvider {
         let path = path.trim_end_matches('/');
         let (mount, name) = match path.rsplit_once('/') {
             Some((m, n)) if !m.is_empty() && !n.is_empty() => (m.trim_start_matches('/'), n),
-            _ => return Err(bad(format!(
+            _ => {
+                return Err(bad(format!(
                 "'{url}' names no Transit mount and key: expected vault:{addr}/MOUNT/KEYNAME (e.g. {addr}/transit/kek)"
-            ))),
+            )))
+            }
         };
         if mount.starts_with("v1/") || mount == "v1" {
             return Err(bad(format!(
@@ -294,7 +296,11 @@ impl VaultProvider {
         let url = format!("{}/v1/{path}", self.addr);
         let token = self.token()?;
         let r = match self.send(method, &url, Some(&token), body, what) {
-            Err(e) if e.kind == ErrorKind::Denied && matches!(self.auth, Auth::AppRole { .. }) => {
+            Err(e)
+                if e.kind == ErrorKind::Denied
+                    && e.message.contains("HTTP 403")
+                    && matches!(self.auth, Auth::AppRole { .. }) =>
+            {
                 // The AppRole token may have expired: one fresh login, one retry.
                 *self.login.lock() = None;
                 let token = self.approle_login()?;
