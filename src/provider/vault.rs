@@ -356,10 +356,9 @@ impl VaultProvider {
         Ok(KeyMeta { latest, keys })
     }
 
+    /// The public key of `version` as Vault just listed it (a key deleted and created again
+    /// under the same name has new public keys), remembered for unwrap's key details.
     fn public_key(&self, meta: &KeyMeta, version: u32) -> Result<RsaPublicKey, ProviderError> {
-        if let Some(k) = self.public.lock().get(&version) {
-            return Ok(k.clone());
-        }
         let pem = meta.keys.get(&version).ok_or_else(|| {
             self.err(
                 ErrorKind::Denied,
