@@ -339,46 +339,57 @@ impl FakeKms {
         let endpoint = format!("http://{}", l.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(vec![]));
         let rec = seen.clone();
+        let handler: Arc<Handler> = Arc::from(handler);
         std::thread::spawn(move || {
+            // One thread per connection: clients (a mounted daemon) keep theirs alive.
             for conn in l.incoming() {
-                let Ok(mut conn) = conn else { return };
-                let mut r = BufReader::new(conn.try_clone().unwrap());
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        break;
-                    }
-                    let mut headers = BTreeMap::new();
-                    loop {
-                        let mut h = String::new();
-                        r.read_line(&mut h).unwrap();
-                        let h = h.trim_end();
-                        if h.is_empty() {
-                            break;
-                        }
-                        let (k, v) = h.split_once(':').unwrap();
-                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                    }
-                    let n: usize = headers.get("content-length").map(|v| v.parse().unwrap()).unwrap_or(0);
-                    let mut body = vec![0; n];
-                    r.read_exact(&mut body).unwrap();
-                    let seen = Seen {
-                        headers,
-                        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-                    };
-                    let (status, answer) = handler(&seen);
-                    rec.lock().unwrap().push(seen);
-                    let resp = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{answer}",
-                        answer.len()
-                    );
-                    if conn.write_all(resp.as_bytes()).is_err() {
-                        break;
-                    }
-                }
+                let Ok(conn) = conn else { return };
+                let (handler, rec) = (handler.clone(), rec.clone());
+                std::thread::spawn(move || serve(conn, &*handler, &rec));
             }
         });
         FakeKms { endpoint, seen }
+    }
+}
+
+fn serve(mut conn: std::net::TcpStream, handler: &Handler, rec: &Mutex<Vec<Seen>>) {
+    let mut r = BufReader::new(conn.try_clone().unwrap());
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap();
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+        let n: usize = headers.get("content-length").map(|v| v.parse().unwrap()).unwrap_or(0);
+        let mut body = vec![0; n];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        let seen = Seen {
+            headers,
+            body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        };
+        let (status, answer) = handler(&seen);
+        rec.lock().unwrap().push(seen);
+        let resp = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if conn.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
     }
 }
 
@@ -526,5 +537,82 @@ fn local_wrap_with_get_public_key() {
         targets.iter().filter(|t| *t == "TrentService.Decrypt").count(),
         4,
         "every unwrap asks KMS"
+    );
+}
+
+/// The mount lifecycle with local wrapping against a stand-in KMS that holds two real RSA
+/// keys and answers as KMS does: revocation is `DisableKey` (DisabledException on Decrypt),
+/// restore is `EnableKey`. This is the daemon's path for the real service's key states, which
+/// no emulator enforces.
+#[test]
+fn stand_in_kms_lifecycle_disable_enable() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let arn2 = ARN.replace("1234abcd", "5678efab");
+    let keys: Arc<BTreeMap<String, rsa::RsaPrivateKey>> = Arc::new(
+        [ARN.to_string(), arn2.clone()]
+            .into_iter()
+            .map(|a| (a, rsa_kek::generate(2048).unwrap()))
+            .collect(),
+    );
+    let disabled = Arc::new(AtomicBool::new(false));
+    let d = disabled.clone();
+    let fake = FakeKms::start(Box::new(move |r| {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let id = r.body["KeyId"].as_str().unwrap_or_default();
+        let Some(k) = keys.get(id) else {
+            return (
+                400,
+                serde_json::json!({"__type": "NotFoundException", "message": format!("Key '{id}' does not exist")})
+                    .to_string(),
+            );
+        };
+        if d.load(Ordering::SeqCst) && id == ARN {
+            return (
+                400,
+                serde_json::json!({"__type": "DisabledException", "message": format!("{id} is disabled.")}).to_string(),
+            );
+        }
+        match r.headers["x-amz-target"].as_str() {
+            "TrentService.GetPublicKey" => {
+                use rsa::pkcs8::EncodePublicKey;
+                let der = k.to_public_key().to_public_key_der().unwrap();
+                (200, serde_json::json!({"KeyId": id, "PublicKey": b64.encode(der.as_bytes()), "KeyUsage": "ENCRYPT_DECRYPT",
+                    "EncryptionAlgorithms": ["RSAES_OAEP_SHA_256"]}).to_string())
+            }
+            "TrentService.Decrypt" => {
+                let ct = b64.decode(r.body["CiphertextBlob"].as_str().unwrap()).unwrap();
+                match rsa_kek::unwrap_with(k, rsa_kek::OaepHash::Sha256, &ct) {
+                    Some(s) => (
+                        200,
+                        serde_json::json!({"KeyId": id, "Plaintext": b64.encode(s.expose())}).to_string(),
+                    ),
+                    None => (400, serde_json::json!({"__type": "IncorrectKeyException"}).to_string()),
+                }
+            }
+            _ => (
+                400,
+                serde_json::json!({"__type": "UnsupportedOperationException"}).to_string(),
+            ),
+        }
+    }));
+    let uri = |arn: &str| format!("awskms:{arn}?endpoint={}&timeout=2s", fake.endpoint);
+    let (u1, u2) = (uri(&arn2), uri(ARN));
+    let mut v = Vol::with_kek(
+        &u1,
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE".as_ref()),
+            ("AWS_SECRET_ACCESS_KEY", "secret".as_ref()),
+        ],
+    );
+    let revoked = provider_lifecycle(
+        &mut v,
+        Some(&u2),
+        || disabled.store(true, Ordering::SeqCst),
+        || disabled.store(false, Ordering::SeqCst),
+    );
+    let err = revoked["last_check_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("DisabledException") && err.contains("enable-key"),
+        "the reason names KMS's answer and the fix: {revoked}"
     );
 }
