@@ -13,6 +13,8 @@
 #[cfg(feature = "aws-kms")]
 pub mod awskms;
 pub mod exec;
+#[cfg(any(feature = "vault", feature = "aws-kms"))]
+pub mod http;
 pub mod local;
 pub mod params;
 pub mod pem;

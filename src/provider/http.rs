@@ -1,0 +1,174 @@
+//! The small blocking HTTP(S) client shared by the remote KMS providers (`vault:`, `awskms:`).
+//!
+//! `ureq` over rustls with the aws-lc-rs crypto provider cmkfs already links (no `ring`).
+//! Every request has an overall timeout; connections are pooled and kept alive by the agent,
+//! and a broken connection is simply replaced on the next request, so a daemon recovers by
+//! itself when the server comes back. HTTP error statuses are returned as answers (the
+//! providers classify them), only transport failures are errors.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+
+/// Default overall timeout of one request (connect, TLS, send, answer).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest answer body read (KMS answers are a few KiB).
+const MAX_BODY: u64 = 1 << 20;
+
+/// A server's answer, whatever its status.
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// The body as text (lossy UTF-8).
+    pub body: String,
+}
+
+/// A transport failure: no HTTP answer (connection refused, DNS, TLS, timeout).
+#[derive(Debug)]
+pub struct TransportError(pub String);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A pooled HTTP(S) client with a timeout and an optional private CA.
+pub struct Http {
+    agent: ureq::Agent,
+}
+
+impl Http {
+    /// A client whose requests time out after `timeout`. `ca_file`: PEM file of the CA
+    /// certificates to trust instead of the built-in public roots (a private CA).
+    pub fn new(timeout: Duration, ca_file: Option<&Path>) -> Result<Http, String> {
+        let roots = match ca_file {
+            None => RootCerts::WebPki,
+            Some(p) => {
+                let pem = std::fs::read(p).map_err(|e| format!("cannot read CA file {}: {e}", p.display()))?;
+                let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                    .filter_map(|item| match item {
+                        Ok(PemItem::Certificate(c)) => Some(c.to_owned()),
+                        _ => None,
+                    })
+                    .collect();
+                if certs.is_empty() {
+                    return Err(format!("CA file {} holds no PEM certificate", p.display()));
+                }
+                RootCerts::Specific(Arc::new(certs))
+            }
+        };
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(roots)
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .build();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .user_agent(concat!("cmkfs/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls)
+            .build()
+            .into();
+        Ok(Http { agent })
+    }
+
+    /// GET `url` with `headers`.
+    pub fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<Response, TransportError> {
+        let mut req = self.agent.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::answer(req.call())
+    }
+
+    /// POST `body` to `url` with `headers`.
+    pub fn post(&self, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Response, TransportError> {
+        let mut req = self.agent.post(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::answer(req.send(body))
+    }
+
+    fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Response, TransportError> {
+        let mut resp = r.map_err(|e| TransportError(describe(&e)))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(|e| TransportError(format!("reading the answer failed: {}", describe(&e))))?;
+        Ok(Response {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+fn describe(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Timeout(t) => format!("timed out ({t})"),
+        ureq::Error::ConnectionFailed => "connection failed (refused or unreachable)".into(),
+        ureq::Error::HostNotFound => "host not found (DNS)".into(),
+        ureq::Error::Io(io) => format!("connection error: {io}"),
+        other => other.to_string(),
+    }
+}
+
+/// Splits `scheme://host[:port]/path` into the origin (`scheme://host[:port]`) and the path
+/// (without its leading `/`). Only `http` and `https` are accepted.
+pub fn split_url(url: &str) -> Result<(String, String), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("'{url}' is not an http:// or https:// address"))?;
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("'{url}': only http:// and https:// are supported"));
+    }
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if host.is_empty() || host.contains('@') {
+        return Err(format!("'{url}': bad host (credentials never go in the address)"));
+    }
+    Ok((format!("{scheme}://{host}"), path.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            split_url("https://vault.example:8200/transit/kek").unwrap(),
+            ("https://vault.example:8200".into(), "transit/kek".into())
+        );
+        assert_eq!(split_url("http://h").unwrap(), ("http://h".into(), "".into()));
+        assert!(split_url("ftp://h/x").is_err());
+        assert!(split_url("h/x").is_err());
+        assert!(split_url("https://user:pw@h/x").is_err());
+    }
+
+    #[test]
+    fn refused_connection_is_a_transport_error() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let h = Http::new(Duration::from_secs(2), None).unwrap();
+        let e = h.get(&format!("http://127.0.0.1:{port}/"), &[]).unwrap_err();
+        assert!(e.0.contains("connection"), "{e}");
+    }
+
+    #[test]
+    fn bad_ca_file() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("ca.pem");
+        std::fs::write(&f, "not a certificate").unwrap();
+        assert!(Http::new(DEFAULT_TIMEOUT, Some(&f)).is_err());
+        assert!(Http::new(DEFAULT_TIMEOUT, Some(&d.path().join("missing"))).is_err());
+    }
+}
