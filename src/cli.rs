@@ -437,7 +437,8 @@ pub fn run() -> Result<()> {
             let r = volume::init(&dir, &kek);
             match &r {
                 Ok(h) => audit.record("init", json!({"cipher_dir": dir.display().to_string(), "volume_id": h.volume_id, "kek_uri": h.keyslots[0].kek_uri, "key_id": h.keyslots[0].key_id, "key_version": h.keyslots[0].key_version, "outcome": "ok"})),
-                Err(e) => audit.record("init", json!({"cipher_dir": dir.display().to_string(), "kek_uri": kek, "outcome": "failed", "error": e.to_string()})),
+                // A URI that failed may hold a pasted secret: only its scheme is recorded.
+                Err(e) => audit.record("init", json!({"cipher_dir": dir.display().to_string(), "kek_scheme": kek.split(':').next().unwrap_or(""), "outcome": "failed", "error": e.to_string()})),
             }
             let h = r?;
             let s = &h.keyslots[0];
