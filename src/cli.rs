@@ -32,7 +32,7 @@ enum Command {
     Key(KeyCommand),
     /// Create an encrypted volume in a cipher directory, wrapped by a KEK.
     Init {
-        /// KEK URI: local:/STORE/NAME (from 'cmkfs key create'), pem:/path/key.pem, or a PEM file path.
+        /// KEK URI: local:/STORE/NAME (from 'cmkfs key create'), pkcs11:, tpm:, vault:, awskms:, exec: (see README), pem:/path/key.pem, or a PEM file path.
         #[arg(long)]
         kek: String,
         /// Cipher directory (created if missing; must be empty).
