@@ -297,18 +297,21 @@ impl Checker {
                 }
             }
             Err(e) => {
-                let first = {
+                // The error and the start of the grace period change together, so that status
+                // never shows one without the other.
+                let (first, since) = {
                     let mut st = self.status.lock();
                     let first = st.last_error.is_none();
                     st.last_error = Some(e.to_string());
-                    first
+                    let since = (e.kind == ErrorKind::Unreachable)
+                        .then(|| *st.unreachable_since.get_or_insert_with(SystemTime::now));
+                    (first, since)
                 };
                 if first {
                     self.audit("check_failed", json!({"provider": e.provider, "key": e.key, "kind": e.kind, "error": e.message, "latency_ms": latency.as_secs_f64() * 1000.0}));
                 }
                 tracing::warn!(error = %e, "key revalidation failed");
-                if e.kind == ErrorKind::Unreachable {
-                    let since = *self.status.lock().unreachable_since.get_or_insert_with(SystemTime::now);
+                if let Some(since) = since {
                     let elapsed = since.elapsed().unwrap_or_default();
                     if elapsed >= self.cfg.grace {
                         self.revoke(&format!(

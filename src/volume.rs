@@ -153,6 +153,40 @@ pub fn read_header(dir: &Path) -> Result<ParsedHeader, VolumeError> {
     VolumeHeader::parse(&bytes).map_err(|source| VolumeError::Header { path, source })
 }
 
+/// How long unlocking waits for a provider's unwrap: `CMKFS_UNLOCK_TIMEOUT` (e.g. `2m`),
+/// default 60 s. A hung HSM, TPM or KMS must make `cmkfs mount` fail with a clear error,
+/// not hang it; the revalidation loop has its own, shorter timeout.
+pub fn unlock_timeout() -> std::time::Duration {
+    std::env::var("CMKFS_UNLOCK_TIMEOUT")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .unwrap_or(std::time::Duration::from_secs(60))
+}
+
+/// Unwraps `slot` through `p` on a helper thread, giving up after `timeout` (the thread is
+/// left to finish on its own; the command fails with an *unreachable* error).
+fn unwrap_with_deadline(
+    p: Arc<dyn KeyProvider>,
+    slot: &Keyslot,
+    wrapped: Vec<u8>,
+    timeout: std::time::Duration,
+) -> Result<provider::Unwrapped, ProviderError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let version = slot.key_version.clone();
+    let spawned = std::thread::Builder::new().name("cmkfs-unlock".into()).spawn(move || {
+        let _ = tx.send(p.unwrap(&version, &wrapped));
+    });
+    let unreachable = |m: String| ProviderError::new(provider::ErrorKind::Unreachable, &slot.provider, &slot.key_id, m);
+    if let Err(e) = spawned {
+        return Err(unreachable(format!("cannot start provider call: {e}")));
+    }
+    rx.recv_timeout(timeout).unwrap_or_else(|_| {
+        Err(unreachable(format!(
+            "the provider did not answer within {timeout:?}; is the token, TPM or server responsive?"
+        )))
+    })
+}
+
 /// Unlocks the volume in `dir`. Without `kek_override` each keyslot is tried with the
 /// provider its URI names, primary slots first. With it, only that KEK is used, on the slots
 /// whose fingerprint matches it first (a key store that moved, or a recovery key).
@@ -168,9 +202,9 @@ pub fn open(dir: &Path, kek_override: Option<&str>) -> Result<Volume, VolumeErro
         .cloned()
         .collect();
     slots.sort_by_key(|s| (s.role != SlotRole::Primary, s.id));
-    let override_provider = match kek_override {
+    let override_provider: Option<Arc<dyn KeyProvider>> = match kek_override {
         Some(uri) => {
-            let p = provider::open(uri)?;
+            let p: Arc<dyn KeyProvider> = Arc::from(provider::open(uri)?);
             if let Ok(info) = p.current() {
                 slots.sort_by_key(|s| s.kek_fingerprint != info.fingerprint);
             }
@@ -183,22 +217,22 @@ pub fn open(dir: &Path, kek_override: Option<&str>) -> Result<Volume, VolumeErro
         let provider = match override_provider {
             Some(_) => None,
             None => match provider::open(&slot.kek_uri) {
-                Ok(p) => Some(p),
+                Ok(p) => Some(Arc::<dyn KeyProvider>::from(p)),
                 Err(e) => {
                     errors.push((slot.id, e));
                     continue;
                 }
             },
         };
-        let p: &dyn KeyProvider = match (&override_provider, &provider) {
-            (Some(p), _) | (None, Some(p)) => p.as_ref(),
+        let p: Arc<dyn KeyProvider> = match (&override_provider, &provider) {
+            (Some(p), _) | (None, Some(p)) => p.clone(),
             _ => unreachable!(),
         };
         let wrapped = slot.wrapped_bytes().map_err(|source| VolumeError::Header {
             path: header_path(dir),
             source,
         })?;
-        match p.unwrap(&slot.key_version, &wrapped) {
+        match unwrap_with_deadline(p, &slot, wrapped, unlock_timeout()) {
             Ok(u) => {
                 let keys = VolumeKeys::derive(&u.secret, parsed.header.volume_id_bytes());
                 parsed.verify(&keys).map_err(|source| VolumeError::Header {
@@ -206,9 +240,9 @@ pub fn open(dir: &Path, kek_override: Option<&str>) -> Result<Volume, VolumeErro
                     source,
                 })?;
                 tracing::info!(volume = %parsed.header.volume_id, slot = slot.id, key = %u.key.key_id, version = %u.key.version, "volume unlocked");
-                let provider = match provider {
-                    Some(p) => p,
-                    None => provider::open(kek_override.unwrap())?,
+                let provider = match (provider, override_provider) {
+                    (Some(p), _) | (None, Some(p)) => p,
+                    (None, None) => unreachable!(),
                 };
                 return Ok(Volume {
                     dir: dir.to_path_buf(),
@@ -217,7 +251,7 @@ pub fn open(dir: &Path, kek_override: Option<&str>) -> Result<Volume, VolumeErro
                     volume_key: u.secret,
                     slot,
                     key: u.key,
-                    provider: Arc::from(provider),
+                    provider,
                 });
             }
             Err(e) => errors.push((slot.id, e)),

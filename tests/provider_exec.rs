@@ -208,3 +208,41 @@ fn unwrap_by_another_key_is_unwrap_failed_not_denied() {
     let err = stderr(&out);
     assert!(err.contains("unwrap failed") && err.contains("k2"), "{err}");
 }
+
+#[test]
+fn mount_with_a_hung_provider_fails_at_the_unlock_timeout_instead_of_hanging() {
+    let keys = tempfile::tempdir().unwrap();
+    let k = new_key(keys.path(), "k");
+    let marker = keys.path().join("hang");
+    // The example program, except that unwrap hangs while the marker exists.
+    let prog = keys.path().join("hanging-kms");
+    std::fs::write(
+        &prog,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = unwrap ] && [ -e {} ] && exec sleep 60\nexec {} \"$@\"\n",
+            marker.display(),
+            kms().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let uri = format!("exec:{}?key={}&timeout=1h", prog.display(), k.display());
+    let mut v = Vol::with_kek(&uri, &[("CMKFS_UNLOCK_TIMEOUT", OsStr::new("1s"))]);
+    std::fs::write(&marker, "").unwrap();
+    let t0 = Instant::now();
+    let out = v.mount_output(&[]);
+    assert!(!out.status.success(), "mount must fail");
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "failed after {:?}",
+        t0.elapsed()
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("did not answer within 1s") && err.contains("unreachable"),
+        "{err}"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    v.mount(&[]);
+    v.umount();
+}
