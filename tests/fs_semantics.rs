@@ -557,3 +557,39 @@ fn many_files_under_a_small_descriptor_limit() {
     let fds = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
     assert!(fds < 200, "daemon holds {fds} descriptors");
 }
+
+#[test]
+fn o_trunc_is_a_guarded_truncate_like_on_a_local_filesystem() {
+    let v = Vol::new();
+    // O_RDONLY|O_TRUNC truncates on Linux local filesystems; it must here too.
+    fs::write(v.p("t"), pattern(1, 10_000)).unwrap();
+    let c = cpath(&v.p("t"));
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_TRUNC) };
+    assert!(fd >= 0);
+    unsafe { libc::close(fd) };
+    assert_eq!(fs::metadata(v.p("t")).unwrap().len(), 0);
+    // A running executable cannot be truncated or opened for writing (ETXTBSY), on every
+    // try: with FUSE_ATOMIC_O_TRUNC the kernel let O_RDONLY|O_TRUNC through now and then.
+    for i in 0..40 {
+        let p = v.p(&format!("exe{i}"));
+        fs::copy("/bin/sleep", &p).unwrap();
+        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let mut child = std::process::Command::new(&p).arg("10").spawn().unwrap();
+        let c = cpath(&p);
+        for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
+            let fd = unsafe { libc::open(c.as_ptr(), flags) };
+            let err = std::io::Error::last_os_error().raw_os_error();
+            if fd >= 0 {
+                unsafe { libc::close(fd) };
+            }
+            assert_eq!((fd, err), (-1, Some(libc::ETXTBSY)), "try {i}, flags {flags:#x}");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            fs::read(&p).unwrap(),
+            fs::read("/bin/sleep").unwrap(),
+            "the executable is intact"
+        );
+    }
+}

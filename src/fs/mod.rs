@@ -435,15 +435,16 @@ impl CmkFs {
         let want_write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let keys = self.access.keys()?;
         i.data.open(self.pfd(&i)?.as_fd(), &keys, want_write)?;
-        // A file whose header cannot be used is EIO at open: its size may show as 0, so the
-        // kernel would never ask us for a read. O_TRUNC rewrites it with a fresh header.
-        if want_write && flags.0 & libc::O_TRUNC != 0 {
-            // FUSE_ATOMIC_O_TRUNC: the kernel leaves truncation to the open.
-            if let Err(e) = i.data.truncate(&keys, 0) {
-                i.data.release();
-                return Err(e);
-            }
-        } else if i.data.is_damaged() {
+        // A file whose header cannot be used is EIO at a read-only open: its size may show
+        // as 0, so the kernel would never ask us for a read. An open for writing goes through,
+        // so that `O_TRUNC` (the kernel's truncate to 0, which needs no header) can replace
+        // it with a fresh one; reads and writes of the damaged content stay EIO.
+        //
+        // FUSE_ATOMIC_O_TRUNC is deliberately not negotiated: with it, the kernel skipped
+        // its ETXTBSY check for `O_RDONLY|O_TRUNC` of a running executable on some lookup
+        // paths (pjdfstest open::etxtbsy, under load). Without it, O_TRUNC is a setattr the
+        // kernel guards like on any local filesystem.
+        if i.data.is_damaged() && !want_write {
             i.data.release();
             return Err(Errno::EIO);
         }
@@ -763,8 +764,6 @@ impl Filesystem for CmkFs {
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
-        // O_TRUNC arrives with the open instead of as a separate setattr round trip.
-        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
         // Writeback cache (opt-in, CMKFS_WRITEBACK_CACHE=1): small writes land in the kernel
         // page cache and reach us as large page-aligned flushes. Not the default: it breaks the
         // "no acknowledged write lost" promise of revocation (see `writeback_cache` above).
