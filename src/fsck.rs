@@ -15,10 +15,11 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+use crate::util::read_full_at;
 
 use crate::format::content::{block_offset, plain_size};
 use crate::format::volume::is_reserved_root_name;
@@ -221,7 +222,7 @@ fn check_file(
         quarantined_to: None,
     };
     let mut hdr = [0u8; FILE_HEADER_LEN as usize];
-    let n = read_full(&f, &mut hdr, 0)?;
+    let n = read_full_at(&f, &mut hdr, 0)?;
     report.bytes += n as u64;
     let cipher = match FileHeader::open(&hdr[..n], keys) {
         Ok(c) => c,
@@ -245,7 +246,7 @@ fn check_file(
         let end_block = (b + CHUNK_BLOCKS).min(nblocks);
         let off = block_offset(b);
         let want = (block_offset(end_block).min(len) - off) as usize;
-        let got = read_full(&f, &mut buf[..want], off)?;
+        let got = read_full_at(&f, &mut buf[..want], off)?;
         report.bytes += got as u64;
         for i in b..end_block {
             let s = (block_offset(i) - off) as usize;
@@ -274,7 +275,7 @@ fn check_file(
         bad.retain(|&i| {
             let block_plain = (plain_len - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
             let want = block_plain + BLOCK_OVERHEAD as usize;
-            match read_full(&f, &mut stored[..want], block_offset(i)) {
+            match read_full_at(&f, &mut stored[..want], block_offset(i)) {
                 Ok(n) if n == want => cipher
                     .open_block(i, &stored[..want], &mut plain[..block_plain])
                     .is_err(),
@@ -347,19 +348,6 @@ fn check_xattrs(path: &Path, rel: &str, keys: &VolumeKeys, report: &mut Report) 
             });
         }
     }
-}
-
-fn read_full(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], off + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 /// Moves a file, across filesystems too (copy, fsync, then remove).

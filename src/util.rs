@@ -73,3 +73,19 @@ pub fn is_root() -> bool {
 pub fn home_dir() -> Option<std::path::PathBuf> {
     std::env::var_os("HOME").map(Into::into)
 }
+
+/// Reads up to `buf.len()` bytes at `off`, retrying short reads and EINTR; returns fewer
+/// only at end of file.
+pub fn read_full_at(f: &std::fs::File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}

@@ -29,6 +29,7 @@ use crate::format::file::HeaderError;
 use crate::format::{
     ContentCipher, FileHeader, VolumeKeys, BLOCK_OVERHEAD, BLOCK_SIZE, CIPHER_BLOCK_SIZE, FILE_HEADER_LEN,
 };
+use crate::util::read_full_at;
 
 use super::sys;
 
@@ -127,19 +128,6 @@ fn load_cipher(f: &File, keys: &VolumeKeys) -> io::Result<CipherState> {
             CipherState::Bad(e)
         }
     })
-}
-
-fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], off + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 impl FileData {

@@ -257,7 +257,7 @@ impl TpmProvider {
         };
         let s = params::read_secret(spec, SCHEME, &self.key_id)?;
         let bytes: Zeroizing<Vec<u8>> = if let Some(h) = s.strip_prefix("hex:") {
-            Zeroizing::new(decode_hex(h).ok_or_else(|| {
+            Zeroizing::new(crate::crypto::unhex(h.trim()).ok_or_else(|| {
                 self.err(
                     ErrorKind::Misconfigured,
                     format!("the auth value from {spec} starts with 'hex:' but is not hex"),
@@ -559,17 +559,6 @@ fn parse_pcrs(s: &str) -> Result<PcrBanks, String> {
     Ok(banks)
 }
 
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// The TSS2_RC of an error (0 for wrapper errors).
 fn raw_rc(e: tss_esapi::Error) -> u32 {
     match e {
@@ -749,8 +738,8 @@ mod tests {
             "TPM_RC_HANDLE relayed by a resource manager"
         );
         assert!(is_lockout(0x921) && !is_lockout(0xA0921));
-        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
-        assert_eq!(decode_hex("0"), None);
+        assert_eq!(crate::crypto::unhex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(crate::crypto::unhex("0"), None);
     }
 
     fn rc_err(rc: u32) -> tss_esapi::Error {
