@@ -1077,6 +1077,12 @@ fn fsck_cmd(target: &Path, kek: Option<&str>, json: bool, quarantine: Option<&Pa
             report.xattrs,
             report.bytes as f64 / (1 << 20) as f64,
         );
+        if report.interrupted_writes > 0 {
+            println!(
+                "{} blocks had an interrupted last write (a crash); they read as their previous content, which is intact",
+                report.interrupted_writes
+            );
+        }
         for d in &report.damaged {
             let q = d
                 .quarantined_to

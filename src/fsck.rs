@@ -21,9 +21,9 @@ use serde::Serialize;
 
 use crate::util::read_full_at;
 
-use crate::format::content::{block_offset, plain_size};
+use crate::format::layout::{BlockRead, ReadError};
 use crate::format::volume::is_reserved_root_name;
-use crate::format::{FileHeader, VolumeKeys, BLOCK_OVERHEAD, BLOCK_SIZE, CIPHER_BLOCK_SIZE, FILE_HEADER_LEN};
+use crate::format::{FileHeader, VolumeKeys, BLOCK_SIZE, FILE_HEADER_LEN};
 
 /// Exit code: nothing damaged.
 pub const EXIT_CLEAN: i32 = 0;
@@ -81,6 +81,9 @@ pub struct Report {
     pub blocks: u64,
     /// Holes (all-zero stored blocks) seen.
     pub holes: u64,
+    /// Blocks whose last write was interrupted (layout 2): the previous content is on disk
+    /// and authenticates, so they read as that content. Not damage.
+    pub interrupted_writes: u64,
     /// Encrypted extended attributes checked.
     pub xattrs: u64,
     /// Ciphertext bytes read.
@@ -229,60 +232,51 @@ fn check_file(
         Err(e) => {
             return Ok(Some(damage(
                 DamageKind::Header,
-                format!("{e}; the whole file ({} bytes) is unreadable", plain_size(len)),
-                vec![(0, plain_size(len))],
+                format!("{e}; the whole file ({} bytes) is unreadable", keys.layout().plain_size(len)),
+                vec![(0, keys.layout().plain_size(len))],
             )))
         }
     };
-    let plain_len = plain_size(len);
+    let plain_len = keys.layout().plain_size(len);
     let nblocks = plain_len.div_ceil(BLOCK_SIZE);
-    // Read in 1 MiB chunks of whole blocks.
-    const CHUNK_BLOCKS: u64 = 256;
-    let mut buf = vec![0u8; (CHUNK_BLOCKS * CIPHER_BLOCK_SIZE) as usize];
-    let mut plain = vec![0u8; BLOCK_SIZE as usize];
+    let layout = keys.layout();
+    let mut plain = zeroize::Zeroizing::new(vec![0u8; BLOCK_SIZE as usize]);
     let mut bad: Vec<u64> = vec![];
-    let mut b = 0;
-    while b < nblocks {
-        let end_block = (b + CHUNK_BLOCKS).min(nblocks);
-        let off = block_offset(b);
-        let want = (block_offset(end_block).min(len) - off) as usize;
-        let got = read_full_at(&f, &mut buf[..want], off)?;
-        report.bytes += got as u64;
-        for i in b..end_block {
-            let s = (block_offset(i) - off) as usize;
-            let block_plain = (plain_len - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
-            let e = s + block_plain + BLOCK_OVERHEAD as usize;
-            if e > got {
-                bad.push(i);
-                continue;
+    let mut check = |i: u64, report: &mut Report, count: bool| -> io::Result<bool> {
+        let block_plain = (plain_len - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
+        match layout.read_block(&f, &cipher, i, block_plain, &mut plain) {
+            Ok(found) => {
+                if count {
+                    report.bytes += block_plain as u64;
+                    match found {
+                        BlockRead::Hole => report.holes += 1,
+                        BlockRead::Data => report.blocks += 1,
+                        BlockRead::Previous => {
+                            report.blocks += 1;
+                            report.interrupted_writes += 1;
+                        }
+                    }
+                }
+                Ok(true)
             }
-            let stored = &buf[s..e];
-            if crate::format::content::is_zero(stored) {
-                report.holes += 1;
-                continue;
-            }
-            report.blocks += 1;
-            if cipher.open_block(i, stored, &mut plain[..block_plain]).is_err() {
-                bad.push(i);
-            }
+            Err(ReadError::Io(e)) => Err(e),
+            Err(ReadError::Short(_) | ReadError::Bad(..)) => Ok(false),
         }
-        b = end_block;
+    };
+    for i in 0..nblocks {
+        if !check(i, report, true)? {
+            bad.push(i);
+        }
     }
-    plain.fill(0);
     if online && !bad.is_empty() {
         // A block being rewritten right now can look torn: read each again once.
-        let mut stored = vec![0u8; CIPHER_BLOCK_SIZE as usize];
-        bad.retain(|&i| {
-            let block_plain = (plain_len - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
-            let want = block_plain + BLOCK_OVERHEAD as usize;
-            match read_full_at(&f, &mut stored[..want], block_offset(i)) {
-                Ok(n) if n == want => cipher
-                    .open_block(i, &stored[..want], &mut plain[..block_plain])
-                    .is_err(),
-                _ => true,
+        let mut still = vec![];
+        for &i in &bad {
+            if !check(i, report, false)? {
+                still.push(i);
             }
-        });
-        plain.fill(0);
+        }
+        bad = still;
     }
     if bad.is_empty() {
         return Ok(None);

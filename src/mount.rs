@@ -369,7 +369,7 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
         }
     }
     // Finish rekeys a crash interrupted, before anything reads those files.
-    match crate::fs::rekey::recover(&o.cipher_dir) {
+    match crate::fs::rekey::recover(&o.cipher_dir, vol.keys().layout()) {
         Ok(done) if !done.is_empty() => {
             tracing::warn!(files = ?done, "completed interrupted rekeys");
             let mut rec = base.clone();
@@ -379,6 +379,9 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
         Ok(_) => {}
         Err(e) => return Err(anyhow::anyhow!("cannot complete an interrupted rekey: {e}")),
     }
+    // Layout 2 stamps every entry it writes with this session (see fs::session).
+    let _session = crate::fs::session::begin(&o.cipher_dir)
+        .with_context(|| format!("cannot create the session marker in {}", o.cipher_dir.display()))?;
     let access = Arc::new(Access::new(vol.keys().clone(), vol.volume_key().clone()));
     let fs = CmkFs::new(&o.cipher_dir, access.clone())
         .with_context(|| format!("cannot open cipher directory {}", o.cipher_dir.display()))?;

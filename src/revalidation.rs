@@ -409,7 +409,7 @@ impl Checker {
             return;
         }
         let verified = self.access.with_volume_key(|vk, _| {
-            let keys = VolumeKeys::derive(vk, parsed.header.volume_id_bytes());
+            let keys = VolumeKeys::derive(vk, parsed.header.volume_id_bytes()).for_format(parsed.header.version);
             parsed.verify(&keys).is_ok()
         });
         if verified != Some(true) {

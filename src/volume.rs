@@ -234,7 +234,7 @@ pub fn open(dir: &Path, kek_override: Option<&str>) -> Result<Volume, VolumeErro
         })?;
         match unwrap_with_deadline(p, &slot, wrapped, unlock_timeout()) {
             Ok(u) => {
-                let keys = VolumeKeys::derive(&u.secret, parsed.header.volume_id_bytes());
+                let keys = VolumeKeys::derive(&u.secret, parsed.header.volume_id_bytes()).for_format(parsed.header.version);
                 parsed.verify(&keys).map_err(|source| VolumeError::Header {
                     path: header_path(dir),
                     source,
@@ -297,7 +297,7 @@ impl Volume {
 /// Reads the header and authenticates it with `volume_key`.
 pub fn read_verified(dir: &Path, volume_key: &SecretKey) -> Result<(VolumeHeader, VolumeKeys), VolumeError> {
     let parsed = read_header(dir)?;
-    let keys = VolumeKeys::derive(volume_key, parsed.header.volume_id_bytes());
+    let keys = VolumeKeys::derive(volume_key, parsed.header.volume_id_bytes()).for_format(parsed.header.version);
     parsed.verify(&keys).map_err(|source| VolumeError::Header {
         path: header_path(dir),
         source,

@@ -9,8 +9,24 @@ use std::process::Command;
 
 use common::*;
 
-const HDR: u64 = 84;
-const CB: u64 = 4124;
+/// Format 2 (docs/FORMAT.md): block `i`'s ciphertext is one page, its nonce and tag are in
+/// a 64-byte entry in the entry page of its group of 62.
+fn data_off(i: u64) -> u64 {
+    (i / 62 * 63 + 1 + i % 62) * 4096
+}
+fn entry_off(i: u64) -> u64 {
+    i / 62 * 63 * 4096 + 128 + i % 62 * 64
+}
+/// A stored block of a full-block file: (entry, ciphertext page).
+fn blk(d: &[u8], i: u64) -> (Vec<u8>, Vec<u8>) {
+    let (e, c) = (entry_off(i) as usize, data_off(i) as usize);
+    (d[e..e + 64].to_vec(), d[c..c + 4096].to_vec())
+}
+fn put(d: &mut [u8], i: u64, b: &(Vec<u8>, Vec<u8>)) {
+    let (e, c) = (entry_off(i) as usize, data_off(i) as usize);
+    d[e..e + 64].copy_from_slice(&b.0);
+    d[c..c + 4096].copy_from_slice(&b.1);
+}
 
 fn read_block(v: &Vol, name: &str, b: u64) -> std::io::Result<Vec<u8>> {
     let f = fs::File::open(v.p(name))?;
@@ -38,7 +54,7 @@ fn flipped_bit_is_eio_for_that_block_only_and_logged() {
     let data = pattern(1, 3 * 4096);
     fs::write(v.p("victim"), &data).unwrap();
     v.umount();
-    flip(&v.c("victim"), HDR + CB + 100);
+    flip(&v.c("victim"), data_off(1) + 100);
     v.mount(&[]);
     assert_eq!(read_block(&v, "victim", 0).unwrap(), data[..4096]);
     assert!(eio(read_block(&v, "victim", 1)), "tampered block must be EIO");
@@ -64,18 +80,19 @@ fn swapped_reordered_and_moved_blocks_are_detected() {
     v.umount();
     let a = fs::read(v.c("a")).unwrap();
     let b = fs::read(v.c("b")).unwrap();
-    let blk = |d: &[u8], i: u64| d[(HDR + i * CB) as usize..(HDR + (i + 1) * CB) as usize].to_vec();
-    // Reorder blocks 0 and 1 of a.
+    // Reorder blocks 0 and 1 of a (entries and ciphertext both).
     let mut a2 = a.clone();
-    a2[HDR as usize..(HDR + CB) as usize].copy_from_slice(&blk(&a, 1));
-    a2[(HDR + CB) as usize..(HDR + 2 * CB) as usize].copy_from_slice(&blk(&a, 0));
+    put(&mut a2, 0, &blk(&a, 1));
+    put(&mut a2, 1, &blk(&a, 0));
     fs::write(v.c("a"), &a2).unwrap();
     // Move block 0 of a into b at the same index.
     let mut b2 = b.clone();
-    b2[HDR as usize..(HDR + CB) as usize].copy_from_slice(&blk(&a, 0));
+    put(&mut b2, 0, &blk(&a, 0));
     fs::write(v.c("b"), &b2).unwrap();
-    // Copy a's whole file header onto a third file.
-    fs::write(v.c("c"), [&a[..HDR as usize], &blk(&b, 0)].concat()).unwrap();
+    // Copy a's whole file header onto a third file that holds b's block 0.
+    let mut c = b.clone();
+    c[..84].copy_from_slice(&a[..84]);
+    fs::write(v.c("c"), &c).unwrap();
     v.mount(&[]);
     assert!(
         eio(read_block(&v, "a", 0)) && eio(read_block(&v, "a", 1)),

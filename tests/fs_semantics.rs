@@ -10,14 +10,14 @@ use std::sync::Arc;
 
 use common::*;
 
-const HDR: u64 = 84;
-const CB: u64 = 4124;
-
+/// Backing length of a format-2 file (docs/FORMAT.md): a header/entry page, then each
+/// block's ciphertext in its own page, one more entry page every 62 blocks.
 fn cipher_len(plain: u64) -> u64 {
     if plain == 0 {
         return 0;
     }
-    HDR + plain / 4096 * CB + if plain % 4096 > 0 { plain % 4096 + 28 } else { 0 }
+    let last = (plain - 1) / 4096;
+    (last / 62 * 63 + 1 + last % 62) * 4096 + (plain - last * 4096)
 }
 
 #[test]

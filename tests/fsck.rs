@@ -11,8 +11,10 @@ use std::process::Output;
 use common::*;
 
 const BS: u64 = 4096;
-const CBS: u64 = 4096 + 28;
-const HDR: u64 = 84;
+/// Format 2: block `i`'s ciphertext page (docs/FORMAT.md).
+fn data_off(i: u64) -> u64 {
+    (i / 62 * 63 + 1 + i % 62) * 4096
+}
 
 fn fsck(v: &Vol, target: &std::path::Path, extra: &[&str]) -> (i32, serde_json::Value, Output) {
     let mut args: Vec<&OsStr> = vec![OsStr::new("fsck"), OsStr::new("--json")];
@@ -81,7 +83,7 @@ fn clean_volume_is_clean() {
 fn damage_is_found_and_located_offline_and_online() {
     let mut v = populated();
     // One bit in block 3 of ten-blocks, one in the DEK of header, one in the xattr value.
-    flip(&v.c("d/e/ten-blocks"), HDR + 3 * CBS + 100);
+    flip(&v.c("d/e/ten-blocks"), data_off(3) + 100);
     flip(&v.c("d/header"), 40);
     let c = cpath(&v.c("xattrs"));
     let n = std::ffi::CString::new("user.note").unwrap();

@@ -107,6 +107,30 @@ impl ContentCipher {
         out[body_end..].copy_from_slice(&tag);
     }
 
+    /// Layout 2: encrypts `buf` (1..=4096 bytes of block `index`) in place under `nonce`
+    /// and returns the tag; nonce and tag are stored apart from the ciphertext.
+    pub fn seal_detached(&self, index: u64, nonce: &[u8; NONCE_LEN], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        debug_assert!(!buf.is_empty() && buf.len() as u64 <= BLOCK_SIZE);
+        self.aead.seal_in_place(nonce, &self.aad(index), buf)
+    }
+
+    /// Layout 2: checks `tag` and decrypts `buf` in place. On failure `buf` holds garbage
+    /// (zeroed here, so it can never be mistaken for plaintext) and must be read again.
+    pub fn open_detached(
+        &self,
+        index: u64,
+        nonce: &[u8; NONCE_LEN],
+        tag: &[u8; TAG_LEN],
+        buf: &mut [u8],
+    ) -> Result<(), BlockError> {
+        self.aead
+            .open_in_place(nonce, &self.aad(index), buf, tag)
+            .map_err(|AuthFailed| {
+                buf.fill(0);
+                BlockError::Auth
+            })
+    }
+
     /// Opens stored block `index` into `out` (`stored.len() - BLOCK_OVERHEAD` bytes).
     /// An all-zero stored block is a hole and yields zeros.
     pub fn open_block(&self, index: u64, stored: &[u8], out: &mut [u8]) -> Result<(), BlockError> {

@@ -23,7 +23,6 @@ use super::volume::VolumeKeys;
 /// Length of the file header in bytes.
 pub const FILE_HEADER_LEN: u64 = 84;
 const MAGIC: &[u8; 4] = b"CMKF";
-const VERSION: u16 = 1;
 const DEK_AAD_LABEL: &[u8] = b"cmkfs-dek-v1";
 
 /// Why a file header could not be used.
@@ -55,7 +54,7 @@ impl FileHeader {
     pub fn create(keys: &VolumeKeys) -> ([u8; FILE_HEADER_LEN as usize], ContentCipher) {
         let mut h = [0u8; FILE_HEADER_LEN as usize];
         h[..4].copy_from_slice(MAGIC);
-        h[4..6].copy_from_slice(&VERSION.to_be_bytes());
+        h[4..6].copy_from_slice(&keys.layout().file_version().to_be_bytes());
         h[6..8].copy_from_slice(&0u16.to_be_bytes());
         let mut file_id = [0u8; 16];
         crate::crypto::fill_random(&mut file_id);
@@ -79,7 +78,7 @@ impl FileHeader {
             return Err(HeaderError::BadMagic);
         }
         let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-        if version != VERSION {
+        if version != keys.layout().file_version() {
             return Err(HeaderError::UnsupportedVersion(version));
         }
         let flags = u16::from_be_bytes([bytes[6], bytes[7]]);

@@ -10,10 +10,12 @@
 
 pub mod content;
 pub mod file;
+pub mod layout;
 pub mod volume;
 
 pub use content::{ContentCipher, BLOCK_OVERHEAD, BLOCK_SIZE, CIPHER_BLOCK_SIZE};
 pub use file::{FileHeader, FILE_HEADER_LEN};
+pub use layout::Layout;
 pub use volume::{Keyslot, VolumeHeader, VolumeKeys, VOLUME_HEADER_NAME};
 
 /// Associated data of an extended attribute value: `"cmkfs-xattr-v1\0" || name`, so a value

@@ -22,7 +22,7 @@ pub fn is_reserved_root_name(name: &[u8]) -> bool {
 /// The `format` string of a volume header.
 pub const FORMAT_NAME: &str = "cmkfs-volume";
 /// The format version this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Feature flags this build understands. A header that requires any other is refused with
 /// a message naming it (filename encryption will be the first).
 pub const KNOWN_FEATURES: &[&str] = &[];
@@ -39,6 +39,7 @@ pub struct VolumeKeys {
     dek_wrap: Aead,
     header_mac: SecretKey,
     xattr: Aead,
+    layout: super::layout::Layout,
 }
 
 impl VolumeKeys {
@@ -49,7 +50,17 @@ impl VolumeKeys {
             dek_wrap: Aead::new(&volume_key.derive(&volume_id, b"cmkfs v1 dek-wrap")),
             header_mac: volume_key.derive(&volume_id, b"cmkfs v1 header-mac"),
             xattr: Aead::new(&volume_key.derive(&volume_id, b"cmkfs v1 xattr")),
+            layout: super::layout::Layout::for_format(FORMAT_VERSION),
         }
+    }
+    /// The same keys for a volume of format `version` (which decides the content layout).
+    pub fn for_format(mut self, version: u32) -> Self {
+        self.layout = super::layout::Layout::for_format(version);
+        self
+    }
+    /// How file content is laid out in this volume.
+    pub fn layout(&self) -> super::layout::Layout {
+        self.layout
     }
     /// The volume id these keys belong to.
     pub fn volume_id(&self) -> &[u8; 16] {
@@ -115,7 +126,7 @@ impl Keyslot {
 pub struct VolumeHeader {
     /// Always `cmkfs-volume`.
     pub format: String,
-    /// Format version (1).
+    /// Format version (1 or 2; 2 is written by this build, see docs/FORMAT.md).
     pub version: u32,
     /// Random volume id, 32 hex digits.
     pub volume_id: String,
@@ -339,10 +350,10 @@ mod tests {
         let e = VolumeHeader::parse(&h.seal(&k)).err().unwrap();
         assert!(e.to_string().contains("filename-encryption-v9"), "{e}");
         let (mut h, k) = sample();
-        h.version = 2;
+        h.version = FORMAT_VERSION + 1;
         assert!(matches!(
             VolumeHeader::parse(&h.seal(&k)),
-            Err(VolumeHeaderError::UnsupportedVersion(2))
+            Err(VolumeHeaderError::UnsupportedVersion(v)) if v == FORMAT_VERSION + 1
         ));
         assert!(matches!(
             VolumeHeader::parse(b"garbage"),

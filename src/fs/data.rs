@@ -24,18 +24,14 @@ use std::sync::Arc;
 use fuser::Errno;
 use parking_lot::RwLock;
 
-use crate::format::content::{block_offset, cipher_size, plain_size};
 use crate::format::file::HeaderError;
-use crate::format::{
-    ContentCipher, FileHeader, VolumeKeys, BLOCK_OVERHEAD, BLOCK_SIZE, CIPHER_BLOCK_SIZE, FILE_HEADER_LEN,
-};
+use crate::format::layout::{BlockRead, ReadError};
+use crate::format::{ContentCipher, FileHeader, Layout, VolumeKeys, BLOCK_SIZE, FILE_HEADER_LEN};
 use crate::util::read_full_at;
 
 use super::sys;
 
 const BS: u64 = BLOCK_SIZE;
-const CB: u64 = CIPHER_BLOCK_SIZE;
-const OVH: usize = BLOCK_OVERHEAD as usize;
 
 #[derive(Default)]
 enum CipherState {
@@ -50,12 +46,29 @@ enum CipherState {
     Bad(#[allow(dead_code)] HeaderError),
 }
 
-#[derive(Default)]
 struct State {
     backing: Option<Arc<File>>,
     writable: bool,
     opens: u32,
     cipher: CipherState,
+    /// The volume's content layout (set on open).
+    layout: Layout,
+    /// Layout 2: entries past the end of the file are known to be zero (checked before the
+    /// first growth after open; see [`Layout::clear_entries_past`]).
+    tail_clean: bool,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            backing: None,
+            writable: false,
+            opens: 0,
+            cipher: CipherState::Unknown,
+            layout: Layout::V2,
+            tail_clean: false,
+        }
+    }
 }
 
 /// Content state of one inode.
@@ -114,6 +127,26 @@ fn errno(e: io::Error) -> Errno {
     Errno::from(e)
 }
 
+/// EIO for a block that cannot be read (logged once per block), or the I/O error.
+fn read_err(f: &File, e: ReadError) -> Errno {
+    match e {
+        ReadError::Io(e) => errno(e),
+        ReadError::Short(b) => {
+            tracing::error!(file = %describe(f.as_fd()), block = b, "backing file ends inside a block (truncated)");
+            Errno::EIO
+        }
+        ReadError::Bad(b, x) => {
+            report_bad_block(f, b, x);
+            Errno::EIO
+        }
+    }
+}
+
+/// An errno as an `io::Error`, for the layout's fill callbacks.
+fn to_io(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.code())
+}
+
 fn load_cipher(f: &File, keys: &VolumeKeys) -> io::Result<CipherState> {
     let len = f.metadata()?.len();
     if len == 0 {
@@ -146,8 +179,10 @@ impl FileData {
             st.backing = Some(Arc::new(File::from(f)));
             st.writable = writable;
             st.cipher = CipherState::Unknown;
+            st.tail_clean = false;
             self.clen.store(UNKNOWN, Relaxed);
         }
+        st.layout = keys.layout();
         if matches!(st.cipher, CipherState::Unknown) {
             let f = st.backing.clone().unwrap();
             st.cipher = load_cipher(&f, keys).map_err(errno)?;
@@ -226,33 +261,20 @@ impl FileData {
             // an empty answer would be wrong plaintext.
             CipherState::Bad(_) | CipherState::Unknown => return Err(Errno::EIO),
         };
+        let layout = st.layout;
         let clen = self.cached_len(f)?;
-        let size = plain_size(clen);
+        let size = layout.plain_size(clen);
         if off >= size || len == 0 {
             return Ok(vec![]);
         }
         let end = (off + len as u64).min(size);
         let first = off / BS;
         let last = (end - 1) / BS;
-        let cstart = block_offset(first);
-        let cend = block_offset(last + 1).min(clen);
-        let mut cbuf = vec![0u8; (cend - cstart) as usize];
-        let n = read_full_at(f, &mut cbuf, cstart).map_err(errno)?;
-        if n < cbuf.len() {
-            tracing::error!(file = %describe(f.as_fd()), "short read of backing file");
-            return Err(Errno::EIO);
-        }
         let plain_end = ((last + 1) * BS).min(size);
         let mut plain = vec![0u8; (plain_end - first * BS) as usize];
-        for (i, stored) in cbuf.chunks(CB as usize).enumerate() {
-            let b = first + i as u64;
-            let p0 = i * BS as usize;
-            let p1 = (p0 + stored.len().saturating_sub(OVH)).min(plain.len());
-            if let Err(e) = cipher.open_block(b, stored, &mut plain[p0..p1]) {
-                report_bad_block(f, b, e);
-                return Err(Errno::EIO);
-            }
-        }
+        layout
+            .read_run(f, cipher, first, &mut plain)
+            .map_err(|e| read_err(f, e))?;
         let s = (off - first * BS) as usize;
         let e = (end - first * BS) as usize;
         plain.truncate(e);
@@ -261,31 +283,23 @@ impl FileData {
     }
 
     /// Reads and opens block `b` whose stored plaintext length is `len` into `out[..len]`.
-    fn read_block(f: &File, cipher: &ContentCipher, b: u64, len: usize, out: &mut [u8]) -> Result<(), Errno> {
-        let mut stored = vec![0u8; len + OVH];
-        let n = read_full_at(f, &mut stored, block_offset(b)).map_err(errno)?;
-        if n < stored.len() {
-            tracing::error!(file = %describe(f.as_fd()), block = b, "block is truncated");
-            return Err(Errno::EIO);
-        }
-        cipher.open_block(b, &stored, &mut out[..len]).map_err(|e| {
-            report_bad_block(f, b, e);
-            Errno::EIO
-        })
+    fn read_block(f: &File, layout: Layout, cipher: &ContentCipher, b: u64, len: usize, out: &mut [u8]) -> Result<BlockRead, Errno> {
+        layout.read_block(f, cipher, b, len, out).map_err(|e| read_err(f, e))
     }
 
     /// Re-seals block `b` changing its plaintext length from `old_len` to `new_len` (zero
     /// padded or cut).
-    fn resize_block(f: &File, cipher: &ContentCipher, b: u64, old_len: usize, new_len: usize) -> Result<(), Errno> {
-        let mut p = [0u8; BS as usize];
-        Self::read_block(f, cipher, b, old_len, &mut p)?;
-        if new_len > old_len {
-            p[old_len..new_len].fill(0);
-        }
-        let mut out = vec![0u8; new_len + OVH];
-        cipher.seal_block(b, &p[..new_len], &mut out);
-        zeroize::Zeroize::zeroize(&mut p);
-        f.write_all_at(&out, block_offset(b)).map_err(errno)
+    fn resize_block(f: &File, layout: Layout, cipher: &ContentCipher, b: u64, old_len: usize, new_len: usize) -> Result<(), Errno> {
+        let bstart = b * BS;
+        layout
+            .write_run(f, cipher, b, b, bstart + new_len as u64, bstart + old_len as u64, &mut |_, buf| {
+                let mut p = zeroize::Zeroizing::new([0u8; BS as usize]);
+                Self::read_block(f, layout, cipher, b, old_len, &mut p[..]).map_err(to_io)?;
+                let n = buf.len();
+                buf.copy_from_slice(&p[..n]);
+                Ok(())
+            })
+            .map_err(errno)
     }
 
     /// After a failed write: puts the old partial last block back and cuts the backing file
@@ -294,14 +308,18 @@ impl FileData {
     /// place, which needs no new space on a non-copy-on-write backing filesystem.)
     fn undo_growth(
         f: &File,
+        layout: Layout,
         cipher: &ContentCipher,
         before: u64,
         old_tail: Option<&(u64, usize, zeroize::Zeroizing<[u8; BS as usize]>)>,
     ) {
         if let Some((b, l, keep)) = old_tail {
-            let mut out = vec![0u8; l + OVH];
-            cipher.seal_block(*b, &keep[..*l], &mut out);
-            if let Err(e) = f.write_all_at(&out, block_offset(*b)) {
+            let bstart = b * BS;
+            let r = layout.write_run(f, cipher, *b, *b, bstart + *l as u64, bstart + BS, &mut |_, buf| {
+                buf.copy_from_slice(&keep[..*l]);
+                Ok(())
+            });
+            if let Err(e) = r {
                 tracing::error!(file = %describe(f.as_fd()), block = b, error = %e, "cannot restore the last block after a failed write");
             }
         }
@@ -363,29 +381,25 @@ impl FileData {
             .open(&journal.tmp)
             .map_err(errno)?;
         j.write_all_at(&hdr, 0).map_err(errno)?;
-        let mut stored = vec![0u8; CB as usize];
+        let layout = st.layout;
+        let size = layout.plain_size(clen);
         let mut plain = vec![0u8; BS as usize];
-        let mut b = 0u64;
-        while block_offset(b) < clen {
-            let off = block_offset(b);
-            let n = (clen - off).min(CB) as usize;
-            if n <= OVH {
-                break; // a torn fragment: not part of the plaintext
+        for b in 0..size.div_ceil(BS) {
+            let len = (size - b * BS).min(BS) as usize;
+            let found = layout.read_block(&f, &old, b, len, &mut plain).map_err(|e| {
+                tracing::error!(file = %describe(f.as_fd()), block = b, error = ?e, "cannot rekey: block unreadable");
+                Errno::EIO
+            })?;
+            if found == BlockRead::Hole {
+                continue;
             }
-            let got = read_full_at(&f, &mut stored[..n], off).map_err(errno)?;
-            if got < n {
-                return Err(Errno::EIO);
-            }
-            if !crate::format::content::is_zero(&stored[..n]) {
-                let p = &mut plain[..n - OVH];
-                old.open_block(b, &stored[..n], p).map_err(|e| {
-                    tracing::error!(file = %describe(f.as_fd()), block = b, error = ?e, "cannot rekey: block fails authentication");
-                    Errno::EIO
-                })?;
-                new.seal_block(b, p, &mut stored[..n]);
-                j.write_all_at(&stored[..n], off).map_err(errno)?;
-            }
-            b += 1;
+            // Into the journal: a fresh file, so every block gets a fresh entry.
+            layout
+                .write_run(&j, &new, b, b, b * BS + len as u64, 0, &mut |_, buf| {
+                    buf.copy_from_slice(&plain[..len]);
+                    Ok(())
+                })
+                .map_err(errno)?;
         }
         zeroize::Zeroize::zeroize(&mut plain[..]);
         j.set_len(clen).map_err(errno)?;
@@ -393,7 +407,7 @@ impl FileData {
         std::fs::rename(&journal.tmp, &journal.done).map_err(errno)?;
         crate::util::fsync_dir(root).map_err(errno)?;
         crate::util::crash_point("rekey:journal-committed");
-        super::rekey::replay(&j, &f).map_err(errno)?;
+        super::rekey::replay(layout, &j, &f).map_err(errno)?;
         st.cipher = CipherState::Ready(new);
         drop(st);
         std::fs::remove_file(&journal.done).map_err(errno)?;
@@ -412,67 +426,58 @@ impl FileData {
             return Err(Errno::EBADF);
         }
         let f = st.backing.clone().ok_or(Errno::EBADF)?;
+        let layout = st.layout;
         let before = self.cached_len(&f)?;
-        let size = plain_size(before);
+        let size = layout.plain_size(before);
         // Anything below may change the length; on success it is set to the exact new one.
         self.clen.store(UNKNOWN, Relaxed);
         let cipher = Self::ensure_cipher(&mut st, keys)?;
         let end = off.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
         let first = off / BS;
         let last = (end - 1) / BS;
+        if end > size && !st.tail_clean {
+            layout
+                .clear_entries_past(&f, size.div_ceil(BS), before)
+                .map_err(errno)?;
+            st.tail_clean = true;
+        }
         // An old partial last block that now ends up in the middle becomes a full block. Its
         // old content is kept so that a failed write (ENOSPC, EDQUOT) can put it back.
         let mut old_tail = None;
         if size % BS != 0 && size / BS < first {
             let (b, l) = (size / BS, (size % BS) as usize);
             let mut keep = zeroize::Zeroizing::new([0u8; BS as usize]);
-            Self::read_block(&f, &cipher, b, l, &mut keep[..])?;
+            Self::read_block(&f, layout, &cipher, b, l, &mut keep[..])?;
             old_tail = Some((b, l, keep));
-            if let Err(e) = Self::resize_block(&f, &cipher, b, l, BS as usize) {
-                Self::undo_growth(&f, &cipher, before, old_tail.as_ref());
+            if let Err(e) = Self::resize_block(&f, layout, &cipher, b, l, BS as usize) {
+                st.tail_clean = false;
+                Self::undo_growth(&f, layout, &cipher, before, old_tail.as_ref());
                 return Err(e);
             }
         }
         let new_size = size.max(end);
-        let last_len = (new_size - last * BS).min(BS);
-        let out_len = (last - first) * CB + last_len + OVH as u64;
-        let mut out = vec![0u8; out_len as usize];
-        let mut p = [0u8; BS as usize];
-        // Fresh random nonces for every block of the request, from one getrandom call.
-        let mut nonces = vec![0u8; 12 * (last - first + 1) as usize];
-        crate::crypto::fill_random(&mut nonces);
-        for b in first..=last {
-            let nonce: &[u8; 12] = nonces[12 * (b - first) as usize..][..12].try_into().unwrap();
+        let r = layout.write_run(&f, &cipher, first, last, new_size, size, &mut |b, buf| {
             let bstart = b * BS;
-            let blen = (new_size - bstart).min(BS) as usize;
             let ws = (off.max(bstart) - bstart) as usize;
-            let we = ((end.min(bstart + BS)) - bstart) as usize;
+            let we = (end.min(bstart + BS) - bstart) as usize;
             let src = &data[(bstart + ws as u64 - off) as usize..(bstart + we as u64 - off) as usize];
-            let o0 = ((b - first) * CB) as usize;
-            let dst = &mut out[o0..o0 + blen + OVH];
-            if ws == 0 && we == blen {
-                cipher.seal_block_with_nonce(b, nonce, src, dst);
-            } else {
-                let old_len = if bstart < size {
-                    (size - bstart).min(BS) as usize
-                } else {
-                    0
-                };
-                p[..blen].fill(0);
+            if ws > 0 || we < buf.len() {
+                // Partly covered: read-modify-write.
+                let old_len = if bstart < size { (size - bstart).min(BS) as usize } else { 0 };
+                buf.fill(0);
                 if old_len > 0 {
-                    Self::read_block(&f, &cipher, b, old_len, &mut p)?;
+                    Self::read_block(&f, layout, &cipher, b, old_len, buf).map_err(to_io)?;
                 }
-                p[ws..we].copy_from_slice(src);
-                cipher.seal_block_with_nonce(b, nonce, &p[..blen], dst);
             }
-        }
-        zeroize::Zeroize::zeroize(&mut p);
-        if let Err(e) = f.write_all_at(&out, block_offset(first)) {
-            Self::undo_growth(&f, &cipher, before, old_tail.as_ref());
+            buf[ws..we].copy_from_slice(src);
+            Ok(())
+        });
+        if let Err(e) = r {
+            st.tail_clean = false;
+            Self::undo_growth(&f, layout, &cipher, before, old_tail.as_ref());
             return Err(errno(e));
         }
-        self.clen
-            .store(before.max(block_offset(first) + out.len() as u64), Relaxed);
+        self.clen.store(before.max(layout.cipher_size(new_size)), Relaxed);
         Ok(data.len())
     }
 
@@ -483,8 +488,9 @@ impl FileData {
         if !st.writable {
             return Err(Errno::EACCES);
         }
+        let layout = st.layout;
         let before = self.cached_len(&f)?;
-        let size = plain_size(before);
+        let size = layout.plain_size(before);
         if new_size == size && new_size != 0 {
             return Ok(());
         }
@@ -493,6 +499,7 @@ impl FileData {
             // Dropping the header too: the next write starts a new file id and DEK.
             f.set_len(0).map_err(errno)?;
             st.cipher = CipherState::Empty;
+            st.tail_clean = true;
             self.clen.store(0, Relaxed);
             return Ok(());
         }
@@ -501,16 +508,32 @@ impl FileData {
             if new_size % BS != 0 {
                 let b = new_size / BS;
                 let old_len = (size - b * BS).min(BS) as usize;
-                Self::resize_block(&f, &cipher, b, old_len, (new_size % BS) as usize)?;
+                Self::resize_block(&f, layout, &cipher, b, old_len, (new_size % BS) as usize)?;
             }
-        } else if size % BS != 0 {
-            let b = size / BS;
-            let new_len = (new_size - b * BS).min(BS) as usize;
-            Self::resize_block(&f, &cipher, b, (size % BS) as usize, new_len)?;
+            f.set_len(layout.cipher_size(new_size)).map_err(errno)?;
+            // Entries of the cut blocks left in the last entry page must not come back with
+            // a later growth.
+            st.tail_clean = false;
+            layout
+                .clear_entries_past(&f, new_size.div_ceil(BS), layout.cipher_size(new_size))
+                .map_err(errno)?;
+            st.tail_clean = true;
+        } else {
+            if !st.tail_clean {
+                layout
+                    .clear_entries_past(&f, size.div_ceil(BS), before)
+                    .map_err(errno)?;
+                st.tail_clean = true;
+            }
+            if size % BS != 0 {
+                let b = size / BS;
+                let new_len = (new_size - b * BS).min(BS) as usize;
+                Self::resize_block(&f, layout, &cipher, b, (size % BS) as usize, new_len)?;
+            }
+            // Growing leaves the new range unwritten: a hole that reads as zeros.
+            f.set_len(layout.cipher_size(new_size)).map_err(errno)?;
         }
-        // Growing leaves the new range unwritten: a hole that reads as zeros.
-        f.set_len(cipher_size(new_size)).map_err(errno)?;
-        self.clen.store(cipher_size(new_size), Relaxed);
+        self.clen.store(layout.cipher_size(new_size), Relaxed);
         Ok(())
     }
 
@@ -526,14 +549,16 @@ impl FileData {
         if mode != 0 && mode != KEEP {
             return Err(Errno::EOPNOTSUPP);
         }
-        let f = self.backing().ok_or(Errno::EBADF)?;
+        let (f, layout) = {
+            let st = self.inner.read();
+            (st.backing.clone().ok_or(Errno::EBADF)?, st.layout)
+        };
         if len == 0 {
             return Err(Errno::EINVAL);
         }
-        let cstart = block_offset(off / BS);
-        let cend = block_offset(end.div_ceil(BS));
+        let (cstart, cend) = layout.span(off / BS, end.div_ceil(BS));
         sys::fallocate(f.as_fd(), libc::FALLOC_FL_KEEP_SIZE, cstart, cend - cstart).map_err(errno)?;
-        let size = plain_size(f.metadata().map_err(errno)?.len());
+        let size = layout.plain_size(f.metadata().map_err(errno)?.len());
         if mode == 0 && end > size {
             self.truncate(keys, end)?;
         }
@@ -541,14 +566,17 @@ impl FileData {
     }
 
     fn punch_hole(&self, keys: &VolumeKeys, off: u64, end: u64) -> Result<(), Errno> {
-        let f = self.backing().ok_or(Errno::EBADF)?;
-        let size = plain_size(f.metadata().map_err(errno)?.len());
+        let (f, layout) = {
+            let st = self.inner.read();
+            (st.backing.clone().ok_or(Errno::EBADF)?, st.layout)
+        };
+        let size = layout.plain_size(f.metadata().map_err(errno)?.len());
         let end = end.min(size);
         if off >= end {
             return Ok(());
         }
         // Only the first and the last touched block can be partially covered: those are
-        // rewritten with zeros in the range; the whole blocks between become backing holes.
+        // rewritten with zeros in the range; the whole blocks between become holes.
         let first = off / BS;
         let last = (end - 1) / BS;
         let is_partial = |b: u64| {
@@ -571,80 +599,32 @@ impl FileData {
         if full.end > full.start {
             let _excl = self.inner.write();
             let clen = f.metadata().map_err(errno)?.len();
-            let c0 = block_offset(full.start);
-            let c1 = block_offset(full.end).min(clen);
-            if c1 > c0 {
-                sys::fallocate(
-                    f.as_fd(),
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    c0,
-                    c1 - c0,
-                )
-                .map_err(errno)?;
-            }
+            layout.punch(&f, full.start, full.end, clen).map_err(errno)?;
         }
         Ok(())
     }
 
-    /// SEEK_DATA / SEEK_HOLE in plaintext offsets. A block is a hole when its stored range
-    /// is a backing hole or all zeros (the same rule reads use), so results agree with what
-    /// reads return; backing SEEK_DATA/SEEK_HOLE skip long runs without reading them.
+    /// SEEK_DATA / SEEK_HOLE in plaintext offsets. A block is a hole by the same rule reads
+    /// use (see [`Layout::next_data`]), so results agree with what reads return.
     pub fn seek(&self, off: u64, whence: i32) -> Result<u64, Errno> {
         let st = self.inner.read();
         let f = st.backing.as_ref().ok_or(Errno::EBADF)?;
+        let layout = st.layout;
         let clen = f.metadata().map_err(errno)?.len();
-        let size = plain_size(clen);
+        let size = layout.plain_size(clen);
         if off >= size {
             return Err(Errno::ENXIO);
         }
-        let fd = f.as_fd();
-        let block_of = |c: u64| c.saturating_sub(FILE_HEADER_LEN) / CB;
-        let is_hole = |b: u64| -> Result<bool, Errno> {
-            let (s, e) = (block_offset(b), block_offset(b + 1).min(clen));
-            if s >= e {
-                return Ok(true);
-            }
-            match sys::lseek(fd, s, libc::SEEK_DATA).map_err(errno)? {
-                None => Ok(true),
-                Some(d) if d >= e => Ok(true),
-                Some(_) => {
-                    let mut buf = vec![0u8; (e - s) as usize];
-                    let n = read_full_at(f, &mut buf, s).map_err(errno)?;
-                    Ok(crate::format::content::is_zero(&buf[..n]))
-                }
-            }
-        };
-        let mut b = off / BS;
+        let nblocks = size.div_ceil(BS);
         match whence {
-            libc::SEEK_DATA => loop {
-                if b * BS >= size {
-                    return Err(Errno::ENXIO);
-                }
-                let d = match sys::lseek(fd, block_offset(b), libc::SEEK_DATA).map_err(errno)? {
-                    Some(d) if d < clen => d,
-                    _ => return Err(Errno::ENXIO),
-                };
-                let db = block_of(d).max(b);
-                if db * BS >= size {
-                    return Err(Errno::ENXIO);
-                }
-                if !is_hole(db)? {
-                    return Ok((db * BS).max(off));
-                }
-                b = db + 1;
+            libc::SEEK_DATA => match layout.next_data(f, off / BS, nblocks, clen).map_err(errno)? {
+                Some(b) => Ok((b * BS).max(off)),
+                None => Err(Errno::ENXIO),
             },
-            libc::SEEK_HOLE => loop {
-                if b * BS >= size {
-                    return Ok(size);
-                }
-                if is_hole(b)? {
-                    return Ok((b * BS).max(off));
-                }
-                match sys::lseek(fd, block_offset(b), libc::SEEK_HOLE).map_err(errno)? {
-                    Some(h) if h < clen => b = block_of(h).max(b + 1),
-                    _ => return Ok(size),
-                }
-            },
+            libc::SEEK_HOLE => {
+                let h = layout.next_hole(f, off / BS, nblocks, clen).map_err(errno)?;
+                Ok(if h >= nblocks { size } else { (h * BS).max(off) })
+            }
             _ => Err(Errno::EINVAL),
         }
     }
@@ -703,7 +683,13 @@ mod model_tests {
 
     #[test]
     fn random_operations_match_a_byte_model() {
-        let keys = VolumeKeys::derive(&SecretKey::random(), [7; 16]);
+        for format in [1, 2] {
+            random_operations_in_format(format);
+        }
+    }
+
+    fn random_operations_in_format(format: u32) {
+        let keys = VolumeKeys::derive(&SecretKey::random(), [7; 16]).for_format(format);
         let dir = tempfile::tempdir().unwrap();
         let mut total_ops = 0;
         for seed in 1..=12u64 {
@@ -740,7 +726,7 @@ mod model_tests {
                         let got = d.read(&keys, off, len).unwrap();
                         let s = (off as usize).min(model.len());
                         let e = (off as usize + len as usize).min(model.len());
-                        assert_eq!(got, &model[s..e], "seed {seed} op {op}: read {off}+{len}");
+                        assert_eq!(got, &model[s..e], "format {format} seed {seed} op {op}: read {off}+{len}");
                     }
                     7 => {
                         let size = rng.below(MAX);
@@ -770,7 +756,7 @@ mod model_tests {
                     // From disk, with no cached state.
                     d.release();
                     d = open(&path, &keys);
-                    assert_eq!(all(&d, &keys), model, "seed {seed} op {op}: whole file after reopen");
+                    assert_eq!(all(&d, &keys), model, "format {format} seed {seed} op {op}: whole file after reopen");
                 }
             }
             assert_eq!(all(&d, &keys), model, "seed {seed}: final content");

@@ -12,6 +12,7 @@
 pub mod data;
 pub mod inode;
 pub mod rekey;
+pub mod session;
 pub mod sys;
 
 use std::collections::HashMap;
@@ -31,7 +32,6 @@ use fuser::{
 use parking_lot::Mutex;
 
 use crate::access::Access;
-use crate::format::content::plain_size;
 use crate::format::volume::is_reserved_root_name;
 use inode::{Inode, InodeTable, ROOT_ID};
 
@@ -61,6 +61,8 @@ pub struct CmkFs {
     next_fh: AtomicU64,
     access: Arc<Access>,
     as_root: bool,
+    /// The volume's content layout (decides how backing sizes map to plaintext sizes).
+    layout: crate::format::Layout,
     writeback_cache: bool,
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
@@ -131,10 +133,10 @@ fn to_timespec(t: Option<TimeOrNow>) -> libc::timespec {
     }
 }
 
-fn attr(id: u64, st: &sys::Stat) -> FileAttr {
+fn attr(layout: crate::format::Layout, id: u64, st: &sys::Stat) -> FileAttr {
     let kind = file_type(st.st_mode);
     let size = if kind == FileType::RegularFile {
-        plain_size(st.st_size as u64)
+        layout.plain_size(st.st_size as u64)
     } else {
         st.st_size as u64
     };
@@ -178,8 +180,13 @@ impl CmkFs {
             libc::O_PATH | libc::O_DIRECTORY,
             0,
         )?;
+        let layout = access
+            .keys()
+            .map_err(|_| std::io::Error::other("the volume is locked"))?
+            .layout();
         Ok(CmkFs {
             root: cipher_dir.to_path_buf(),
+            layout,
             inodes: Arc::new(InodeTable::new(root, fd_cache_size())?),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -239,7 +246,7 @@ impl CmkFs {
     fn lookup_fd(&self, fd: OwnedFd) -> R<(Arc<Inode>, FileAttr)> {
         let st = sys::fstat(fd.as_fd()).map_err(io)?;
         let inode = self.inodes.lookup_insert(fd, &st);
-        let a = attr(inode.id, &st);
+        let a = attr(self.layout, inode.id, &st);
         Ok((inode, a))
     }
 
@@ -287,7 +294,7 @@ impl CmkFs {
             self.access.check()?;
         }
         let i = self.inode(ino)?;
-        Ok(attr(i.id, &sys::fstat(self.pfd(&i)?.as_fd()).map_err(io)?))
+        Ok(attr(self.layout, i.id, &sys::fstat(self.pfd(&i)?.as_fd()).map_err(io)?))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -328,7 +335,7 @@ impl CmkFs {
         if atime.is_some() || mtime.is_some() {
             sys::utimens_fd(self.pfd(&i)?.as_fd(), &[to_timespec(atime), to_timespec(mtime)]).map_err(io)?;
         }
-        Ok(attr(i.id, &sys::fstat(self.pfd(&i)?.as_fd()).map_err(io)?))
+        Ok(attr(self.layout, i.id, &sys::fstat(self.pfd(&i)?.as_fd()).map_err(io)?))
     }
 
     fn do_mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, rdev: u32) -> R<FileAttr> {
@@ -502,7 +509,7 @@ impl CmkFs {
             self.inodes.forget(inode.id, 1);
             return Err(Errno::EIO);
         }
-        let a = attr(inode.id, &sys::fstat(self.pfd(&inode)?.as_fd()).map_err(io)?);
+        let a = attr(self.layout, inode.id, &sys::fstat(self.pfd(&inode)?.as_fd()).map_err(io)?);
         let fh = self.add_handle(Handle::File { inode, flags });
         Ok((a, fh, Self::open_flags(flags)))
     }

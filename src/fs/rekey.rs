@@ -16,7 +16,8 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::format::content::{block_offset, is_zero};
+use crate::format::content::is_zero;
+use crate::format::layout::{self, Layout};
 use crate::format::volume::VOLUME_HEADER_NAME;
 use crate::format::{CIPHER_BLOCK_SIZE, FILE_HEADER_LEN};
 use crate::util;
@@ -46,16 +47,13 @@ impl Journal {
 }
 
 /// Copies the data blocks (and header and length) of a committed journal over the file.
-pub fn replay(journal: &File, target: &File) -> io::Result<()> {
+pub fn replay(layout: Layout, journal: &File, target: &File) -> io::Result<()> {
     let len = journal.metadata()?.len();
     let mut hdr = vec![0u8; FILE_HEADER_LEN as usize];
     journal.read_exact_at(&mut hdr, 0)?;
-    let mut buf = vec![0u8; CIPHER_BLOCK_SIZE as usize];
-    let mut b = 0u64;
+    let mut buf = vec![0u8; CIPHER_BLOCK_SIZE.max(layout::PAGE) as usize];
     let mut first = true;
-    while block_offset(b) < len {
-        let off = block_offset(b);
-        let n = (len - off).min(CIPHER_BLOCK_SIZE) as usize;
+    for (off, n) in layout.units(len) {
         journal.read_exact_at(&mut buf[..n], off)?;
         if !is_zero(&buf[..n]) {
             target.write_all_at(&buf[..n], off)?;
@@ -64,7 +62,6 @@ pub fn replay(journal: &File, target: &File) -> io::Result<()> {
                 first = false;
             }
         }
-        b += 1;
     }
     target.write_all_at(&hdr, 0)?;
     target.set_len(len)?;
@@ -73,7 +70,7 @@ pub fn replay(journal: &File, target: &File) -> io::Result<()> {
 
 /// Finishes (or discards) rekeys interrupted by a crash. Runs at mount, before serving.
 /// Returns the paths it completed.
-pub fn recover(cipher_root: &Path) -> io::Result<Vec<String>> {
+pub fn recover(cipher_root: &Path, layout: Layout) -> io::Result<Vec<String>> {
     let mut done = vec![];
     let prefix = format!("{VOLUME_HEADER_NAME}.{PREFIX}");
     for e in std::fs::read_dir(cipher_root)? {
@@ -104,7 +101,7 @@ pub fn recover(cipher_root: &Path) -> io::Result<Vec<String>> {
                 target_path.display()
             )));
         }
-        replay(&File::open(&j.done)?, &target)?;
+        replay(layout, &File::open(&j.done)?, &target)?;
         std::fs::remove_file(&j.done)?;
         let _ = std::fs::remove_file(&j.path_file);
         util::fsync_dir(cipher_root)?;

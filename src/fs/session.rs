@@ -1,0 +1,69 @@
+//! Write sessions of a mount, for layout 2's choice of entry slot (see
+//! [`crate::format::layout`], "Which slot to write").
+//!
+//! A mount picks a random non-zero stamp and creates `cmkfs.volume.session.<stamp>` in the
+//! cipher root before it serves writes; a clean unmount removes it. A marker found at mount
+//! time belongs to a session that ended without unmounting (killed daemon, crash, power
+//! loss): entries it stamped are checked before their first overwrite. The markers are a few
+//! bytes each and stay until the volume is re-created; a live mount of the same volume by
+//! another daemon (not supported) would only cost extra checks.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::format::layout;
+use crate::format::volume::VOLUME_HEADER_NAME;
+use crate::util;
+
+const PREFIX: &str = "session.";
+
+/// The marker of this mount's session; dropping it (clean unmount) removes the marker.
+pub struct Session {
+    marker: PathBuf,
+    root: PathBuf,
+}
+
+/// Starts a session in `cipher_root`: reads the markers of crashed sessions, creates this
+/// session's marker and sets the stamp that writes use.
+pub fn begin(cipher_root: &Path) -> io::Result<Session> {
+    let prefix = format!("{VOLUME_HEADER_NAME}.{PREFIX}");
+    let mut crashed = vec![];
+    for e in std::fs::read_dir(cipher_root)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if let Some(hex) = name.strip_prefix(&prefix) {
+            if let Ok(s) = u32::from_str_radix(hex, 16) {
+                crashed.push(s);
+            }
+        }
+    }
+    let stamp = loop {
+        let mut b = [0u8; 4];
+        crate::crypto::fill_random(&mut b);
+        let s = u32::from_be_bytes(b);
+        if s != 0 && !crashed.contains(&s) {
+            break s;
+        }
+    };
+    let marker = cipher_root.join(format!("{prefix}{stamp:08x}"));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)?;
+    util::fsync_dir(cipher_root)?;
+    if !crashed.is_empty() {
+        tracing::info!(sessions = crashed.len(), "earlier mounts ended without unmounting; blocks they wrote are checked before their first overwrite");
+    }
+    layout::set_session(stamp, crashed);
+    Ok(Session {
+        marker,
+        root: cipher_root.to_path_buf(),
+    })
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.marker).and_then(|_| util::fsync_dir(&self.root)) {
+            tracing::warn!(marker = %self.marker.display(), error = %e, "cannot remove the session marker; the next mount checks this session's blocks before overwriting them");
+        }
+    }
+}
