@@ -232,7 +232,10 @@ fn check_file(
         Err(e) => {
             return Ok(Some(damage(
                 DamageKind::Header,
-                format!("{e}; the whole file ({} bytes) is unreadable", keys.layout().plain_size(len)),
+                format!(
+                    "{e}; the whole file ({} bytes) is unreadable",
+                    keys.layout().plain_size(len)
+                ),
                 vec![(0, keys.layout().plain_size(len))],
             )))
         }

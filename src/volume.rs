@@ -234,7 +234,8 @@ pub fn open(dir: &Path, kek_override: Option<&str>) -> Result<Volume, VolumeErro
         })?;
         match unwrap_with_deadline(p, &slot, wrapped, unlock_timeout()) {
             Ok(u) => {
-                let keys = VolumeKeys::derive(&u.secret, parsed.header.volume_id_bytes()).for_format(parsed.header.version);
+                let keys =
+                    VolumeKeys::derive(&u.secret, parsed.header.volume_id_bytes()).for_format(parsed.header.version);
                 parsed.verify(&keys).map_err(|source| VolumeError::Header {
                     path: header_path(dir),
                     source,

@@ -159,10 +159,7 @@ fn slot_empty(s: &[u8; SLOT_LEN]) -> bool {
 }
 
 fn split_slot(s: &[u8; SLOT_LEN]) -> (&[u8; NONCE_LEN], &[u8; TAG_LEN]) {
-    (
-        s[..NONCE_LEN].try_into().unwrap(),
-        s[NONCE_LEN..].try_into().unwrap(),
-    )
+    (s[..NONCE_LEN].try_into().unwrap(), s[NONCE_LEN..].try_into().unwrap())
 }
 
 /// Session stamps (layout 2). See the module documentation.
@@ -309,7 +306,8 @@ impl Layout {
                     let b = first + i as u64;
                     let p0 = i * BS as usize;
                     let p1 = p0 + stored.len() - OVH;
-                    c.open_block(b, stored, &mut out[p0..p1]).map_err(|e| ReadError::Bad(b, e))?;
+                    c.open_block(b, stored, &mut out[p0..p1])
+                        .map_err(|e| ReadError::Bad(b, e))?;
                 }
                 Ok(())
             }
@@ -343,7 +341,14 @@ impl Layout {
     }
 
     /// Reads and opens block `b`, whose plaintext length is `len`, into `out[..len]`.
-    pub fn read_block(self, f: &File, c: &ContentCipher, b: u64, len: usize, out: &mut [u8]) -> Result<BlockRead, ReadError> {
+    pub fn read_block(
+        self,
+        f: &File,
+        c: &ContentCipher,
+        b: u64,
+        len: usize,
+        out: &mut [u8],
+    ) -> Result<BlockRead, ReadError> {
         let out = &mut out[..len];
         match self {
             Layout::V1 => {
@@ -388,7 +393,11 @@ impl Layout {
         let nb = (last - first + 1) as usize;
         let mut nonces = vec![0u8; NONCE_LEN * nb];
         crate::crypto::fill_random(&mut nonces);
-        let nonce = |b: u64| -> &[u8; NONCE_LEN] { nonces[NONCE_LEN * (b - first) as usize..][..NONCE_LEN].try_into().unwrap() };
+        let nonce = |b: u64| -> &[u8; NONCE_LEN] {
+            nonces[NONCE_LEN * (b - first) as usize..][..NONCE_LEN]
+                .try_into()
+                .unwrap()
+        };
         match self {
             Layout::V1 => {
                 let out_len = (last - first) * CB + (blen(last) + OVH) as u64;
@@ -460,7 +469,12 @@ impl Layout {
         let punch = |s: u64, e: u64| -> io::Result<()> {
             let e = e.min(clen);
             if e > s {
-                crate::fs::sys::fallocate(f.as_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, s, e - s)?;
+                crate::fs::sys::fallocate(
+                    f.as_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    s,
+                    e - s,
+                )?;
             }
             Ok(())
         };
@@ -687,7 +701,19 @@ mod tests {
     fn v2_sizes_roundtrip() {
         let l = Layout::V2;
         assert_eq!(GROUP_BLOCKS, 62);
-        for p in [0u64, 1, 100, 4095, 4096, 4097, 8192, 62 * 4096 - 1, 62 * 4096, 62 * 4096 + 1, 123_456_789] {
+        for p in [
+            0u64,
+            1,
+            100,
+            4095,
+            4096,
+            4097,
+            8192,
+            62 * 4096 - 1,
+            62 * 4096,
+            62 * 4096 + 1,
+            123_456_789,
+        ] {
             assert_eq!(l.plain_size(l.cipher_size(p)), p, "plain {p}");
         }
         assert_eq!(l.cipher_size(1), 4097);

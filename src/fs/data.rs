@@ -283,22 +283,44 @@ impl FileData {
     }
 
     /// Reads and opens block `b` whose stored plaintext length is `len` into `out[..len]`.
-    fn read_block(f: &File, layout: Layout, cipher: &ContentCipher, b: u64, len: usize, out: &mut [u8]) -> Result<BlockRead, Errno> {
+    fn read_block(
+        f: &File,
+        layout: Layout,
+        cipher: &ContentCipher,
+        b: u64,
+        len: usize,
+        out: &mut [u8],
+    ) -> Result<BlockRead, Errno> {
         layout.read_block(f, cipher, b, len, out).map_err(|e| read_err(f, e))
     }
 
     /// Re-seals block `b` changing its plaintext length from `old_len` to `new_len` (zero
     /// padded or cut).
-    fn resize_block(f: &File, layout: Layout, cipher: &ContentCipher, b: u64, old_len: usize, new_len: usize) -> Result<(), Errno> {
+    fn resize_block(
+        f: &File,
+        layout: Layout,
+        cipher: &ContentCipher,
+        b: u64,
+        old_len: usize,
+        new_len: usize,
+    ) -> Result<(), Errno> {
         let bstart = b * BS;
         layout
-            .write_run(f, cipher, b, b, bstart + new_len as u64, bstart + old_len as u64, &mut |_, buf| {
-                let mut p = zeroize::Zeroizing::new([0u8; BS as usize]);
-                Self::read_block(f, layout, cipher, b, old_len, &mut p[..]).map_err(to_io)?;
-                let n = buf.len();
-                buf.copy_from_slice(&p[..n]);
-                Ok(())
-            })
+            .write_run(
+                f,
+                cipher,
+                b,
+                b,
+                bstart + new_len as u64,
+                bstart + old_len as u64,
+                &mut |_, buf| {
+                    let mut p = zeroize::Zeroizing::new([0u8; BS as usize]);
+                    Self::read_block(f, layout, cipher, b, old_len, &mut p[..]).map_err(to_io)?;
+                    let n = buf.len();
+                    buf.copy_from_slice(&p[..n]);
+                    Ok(())
+                },
+            )
             .map_err(errno)
     }
 
@@ -463,7 +485,11 @@ impl FileData {
             let src = &data[(bstart + ws as u64 - off) as usize..(bstart + we as u64 - off) as usize];
             if ws > 0 || we < buf.len() {
                 // Partly covered: read-modify-write.
-                let old_len = if bstart < size { (size - bstart).min(BS) as usize } else { 0 };
+                let old_len = if bstart < size {
+                    (size - bstart).min(BS) as usize
+                } else {
+                    0
+                };
                 buf.fill(0);
                 if old_len > 0 {
                     Self::read_block(&f, layout, &cipher, b, old_len, buf).map_err(to_io)?;
@@ -726,7 +752,11 @@ mod model_tests {
                         let got = d.read(&keys, off, len).unwrap();
                         let s = (off as usize).min(model.len());
                         let e = (off as usize + len as usize).min(model.len());
-                        assert_eq!(got, &model[s..e], "format {format} seed {seed} op {op}: read {off}+{len}");
+                        assert_eq!(
+                            got,
+                            &model[s..e],
+                            "format {format} seed {seed} op {op}: read {off}+{len}"
+                        );
                     }
                     7 => {
                         let size = rng.below(MAX);
@@ -756,7 +786,11 @@ mod model_tests {
                     // From disk, with no cached state.
                     d.release();
                     d = open(&path, &keys);
-                    assert_eq!(all(&d, &keys), model, "format {format} seed {seed} op {op}: whole file after reopen");
+                    assert_eq!(
+                        all(&d, &keys),
+                        model,
+                        "format {format} seed {seed} op {op}: whole file after reopen"
+                    );
                 }
             }
             assert_eq!(all(&d, &keys), model, "seed {seed}: final content");

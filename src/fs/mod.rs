@@ -509,7 +509,11 @@ impl CmkFs {
             self.inodes.forget(inode.id, 1);
             return Err(Errno::EIO);
         }
-        let a = attr(self.layout, inode.id, &sys::fstat(self.pfd(&inode)?.as_fd()).map_err(io)?);
+        let a = attr(
+            self.layout,
+            inode.id,
+            &sys::fstat(self.pfd(&inode)?.as_fd()).map_err(io)?,
+        );
         let fh = self.add_handle(Handle::File { inode, flags });
         Ok((a, fh, Self::open_flags(flags)))
     }

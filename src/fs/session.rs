@@ -45,13 +45,13 @@ pub fn begin(cipher_root: &Path) -> io::Result<Session> {
         }
     };
     let marker = cipher_root.join(format!("{prefix}{stamp:08x}"));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&marker)?;
+    std::fs::OpenOptions::new().write(true).create_new(true).open(&marker)?;
     util::fsync_dir(cipher_root)?;
     if !crashed.is_empty() {
-        tracing::info!(sessions = crashed.len(), "earlier mounts ended without unmounting; blocks they wrote are checked before their first overwrite");
+        tracing::info!(
+            sessions = crashed.len(),
+            "earlier mounts ended without unmounting; blocks they wrote are checked before their first overwrite"
+        );
     }
     layout::set_session(stamp, crashed);
     Ok(Session {
