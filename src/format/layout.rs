@@ -379,6 +379,7 @@ impl Layout {
     /// anything of that block is written, so it may read the block's old content.
     /// `old_size` is the plaintext size before this write: blocks at or past it get fresh
     /// entries (layout 2).
+    #[allow(clippy::too_many_arguments)] // the run and both sizes are all needed; a struct would only rename them
     pub fn write_run(
         self,
         f: &File,
