@@ -27,9 +27,20 @@ mkdir "$M/dir"
 printf 'nested\n' > "$M/dir/nested.txt"
 ln -s hello.txt "$M/link"
 setfattr -n user.note -v golden "$M/hello.txt"
+if [ "$N" -ge 2 ]; then
+  python3 -c "import sys; sys.stdout.buffer.write(bytes((i*13+5)%251 for i in range(2*4096)))" > "$M/torn.bin"
+fi
 ( cd "$M" && find . -type f -printf '%P\n' | sort | while read -r f; do
     printf '%s %s %s\n' "$(sha256sum < "$f" | cut -d' ' -f1)" "$(stat -c %s "$f")" "$f"; done ) > "$D/manifest.txt"
 "$B" umount "$M"
+if [ "$N" -ge 2 ]; then
+  # Block 1 of torn.bin: its last write was interrupted between its entry and its ciphertext
+  # (the daemon dies at that crash point). Readers must return the old content (the manifest's).
+  CMKFS_TEST_CRASH_AT=layout:entries-written "$B" mount --log-file "$T/log2" "$D/cipher" "$M"
+  python3 -c "import os; fd = os.open('$M/torn.bin', os.O_WRONLY); os.pwrite(fd, b'X' * 4096, 4096)" 2>/dev/null \
+    && { echo "the crash point did not fire" >&2; exit 1; }
+  umount -l "$M"
+fi
 # git keeps no xattrs: record the backing ones (encrypted values) for the test to restore.
 ( cd "$D/cipher" && getfattr -h -d -e base64 -m '^user\.' -R . 2>/dev/null ) > "$D/xattrs.txt"
 echo "made $D"

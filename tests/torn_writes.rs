@@ -93,7 +93,12 @@ fn interrupted_overwrite_reads_as_old_content_even_after_a_second_crash() {
 fn interrupted_append_and_hole_fill_read_as_before() {
     let mut v = Vol::new();
     // A file with a hole at block 1 and 62 blocks, so block 62 would start a new group.
-    let f = OpenOptions::new().create(true).truncate(true).write(true).open(v.p("g")).unwrap();
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(v.p("g"))
+        .unwrap();
     f.write_all_at(&block_bytes(0, 0), 0).unwrap();
     f.write_all_at(&run_bytes(2, 60, 0), 2 * 4096).unwrap();
     drop(f);
