@@ -190,8 +190,14 @@ pub fn session_stamp() -> u32 {
     session::SESSION.read().stamp
 }
 
+/// Stamp of entries whose ciphertext write failed (never a session stamp): always checked.
+pub const UNSURE_STAMP: u32 = u32::MAX;
+
 /// True when an entry stamped `stamp` may belong to an unfinished write.
 fn suspect(stamp: u32) -> bool {
+    if stamp == UNSURE_STAMP {
+        return true;
+    }
     let s = session::SESSION.read();
     stamp != s.stamp && s.crashed.contains(&stamp)
 }
@@ -456,7 +462,19 @@ impl Layout {
                     // authenticates the old ciphertext.
                     f.write_all_at(&ents[..n * EL], entry_offset(b))?;
                     crate::util::crash_point("layout:entries-written");
-                    f.write_all_at(&ct[..ct_len], data_offset(b))?;
+                    if let Err(e) = f.write_all_at(&ct[..ct_len], data_offset(b)) {
+                        // ENOSPC on a copy-on-write backing filesystem, EIO: some pages may
+                        // have landed, others still match the previous slot. Readers cope
+                        // either way; mark the entries so the next writer checks which slot
+                        // works instead of assuming the current one does.
+                        for k in 0..n {
+                            let mut e = Entry::parse(&ents[k * EL..][..EL]);
+                            e.stamp = UNSURE_STAMP;
+                            e.encode(&mut ents[k * EL..][..EL]);
+                        }
+                        let _ = f.write_all_at(&ents[..n * EL], entry_offset(b));
+                        return Err(e);
+                    }
                     b = gl + 1;
                 }
                 Ok(())

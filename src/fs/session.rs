@@ -40,7 +40,7 @@ pub fn begin(cipher_root: &Path) -> io::Result<Session> {
         let mut b = [0u8; 4];
         crate::crypto::fill_random(&mut b);
         let s = u32::from_be_bytes(b);
-        if s != 0 && !crashed.contains(&s) {
+        if s != 0 && s != layout::UNSURE_STAMP && !crashed.contains(&s) {
             break s;
         }
     };
