@@ -421,61 +421,89 @@ impl Layout {
                 f.write_all_at(&out, block_offset(first))
             }
             Layout::V2 => {
+                // One buffer mirrors the backing range from the first block's page to the
+                // end of the last block: its ciphertext pages and, for every later group the
+                // run reaches, that group's entry page, which lies in between. The first
+                // group's entries go out in a write of their own before it; the later groups'
+                // entry pages precede their data pages inside the one write, which the kernel
+                // copies in file order. So every block's entry lands before its ciphertext,
+                // with two writes per request however many groups it spans.
                 let stamp = session_stamp();
                 let old_blocks = old_size.div_ceil(BS);
-                let mut ents = [0u8; (GROUP_BLOCKS * ENTRY_LEN) as usize];
-                let mut ct = zeroize::Zeroizing::new(vec![0u8; (nb.min(GROUP_BLOCKS as usize)) * BS as usize]);
-                let mut b = first;
-                while b <= last {
-                    let gl = last.min(group_last(b));
-                    let n = (gl - b + 1) as usize;
-                    read_or_zero(f, &mut ents[..n * EL], entry_offset(b))?;
-                    let mut ct_len = 0;
-                    for k in 0..n {
-                        let bb = b + k as u64;
-                        let old = Entry::parse(&ents[k * EL..][..EL]);
-                        let (mut e, target) = if bb >= old_blocks || old.is_hole() {
-                            (Entry::default(), 0)
-                        } else if !suspect(old.stamp) {
-                            (old, 1 - old.cur)
-                        } else {
-                            let old_len = (old_size - bb * BS).min(BS) as usize;
-                            match valid_slot(f, c, bb, old_len, &old)? {
-                                Some(s) => (old, 1 - s),
-                                // Neither authenticates: the old content is lost already
-                                // (or was a hole); keep the other slot as it is.
-                                None => (old, old.cur),
-                            }
-                        };
-                        let l = blen(bb);
-                        let body = &mut ct[k * BS as usize..][..l];
-                        fill(bb, body)?;
-                        let tag = c.seal_detached(bb, nonce(bb), body);
-                        e.slots[target][..NONCE_LEN].copy_from_slice(nonce(bb));
-                        e.slots[target][NONCE_LEN..].copy_from_slice(&tag);
-                        e.cur = target;
-                        e.stamp = stamp;
-                        e.encode(&mut ents[k * EL..][..EL]);
-                        ct_len = k * BS as usize + l;
+                let start = data_offset(first);
+                let end = data_offset(last) + blen(last) as u64;
+                let mut buf = zeroize::Zeroizing::new(vec![0u8; (end - start) as usize]);
+                let gl0 = last.min(group_last(first));
+                let n0 = (gl0 - first + 1) as usize;
+                let mut ents0 = [0u8; (GROUP_BLOCKS * ENTRY_LEN) as usize];
+                read_or_zero(f, &mut ents0[..n0 * EL], entry_offset(first))?;
+                for g in group(first).0 + 1..=group(last).0 {
+                    let page = g * GROUP_PAGES * PAGE;
+                    let at = (page - start) as usize;
+                    read_or_zero(f, &mut buf[at..at + PAGE as usize], page)?;
+                }
+                // Where block b's entry is: in ents0 (first group) or in buf.
+                let entry_at = |b: u64| -> (bool, usize) {
+                    if b <= gl0 {
+                        (true, (b - first) as usize * EL)
+                    } else {
+                        (false, (entry_offset(b) - start) as usize)
                     }
-                    // Entries first: until the ciphertext lands, the other slot still
-                    // authenticates the old ciphertext.
-                    f.write_all_at(&ents[..n * EL], entry_offset(b))?;
-                    crate::util::crash_point("layout:entries-written");
-                    if let Err(e) = f.write_all_at(&ct[..ct_len], data_offset(b)) {
-                        // ENOSPC on a copy-on-write backing filesystem, EIO: some pages may
-                        // have landed, others still match the previous slot. Readers cope
-                        // either way; mark the entries so the next writer checks which slot
-                        // works instead of assuming the current one does.
-                        for k in 0..n {
-                            let mut e = Entry::parse(&ents[k * EL..][..EL]);
-                            e.stamp = UNSURE_STAMP;
-                            e.encode(&mut ents[k * EL..][..EL]);
+                };
+                for bb in first..=last {
+                    let (in0, at) = entry_at(bb);
+                    let old = Entry::parse(if in0 { &ents0[at..at + EL] } else { &buf[at..at + EL] });
+                    let (mut e, target) = if bb >= old_blocks || old.is_hole() {
+                        (Entry::default(), 0)
+                    } else if !suspect(old.stamp) {
+                        (old, 1 - old.cur)
+                    } else {
+                        let old_len = (old_size - bb * BS).min(BS) as usize;
+                        match valid_slot(f, c, bb, old_len, &old)? {
+                            Some(s) => (old, 1 - s),
+                            // Neither authenticates: the old content is lost already (or
+                            // was a hole); keep the other slot as it is.
+                            None => (old, old.cur),
                         }
-                        let _ = f.write_all_at(&ents[..n * EL], entry_offset(b));
-                        return Err(e);
+                    };
+                    let body = &mut buf[(data_offset(bb) - start) as usize..][..blen(bb)];
+                    fill(bb, body)?;
+                    let tag = c.seal_detached(bb, nonce(bb), body);
+                    e.slots[target][..NONCE_LEN].copy_from_slice(nonce(bb));
+                    e.slots[target][NONCE_LEN..].copy_from_slice(&tag);
+                    e.cur = target;
+                    e.stamp = stamp;
+                    e.encode(if in0 {
+                        &mut ents0[at..at + EL]
+                    } else {
+                        &mut buf[at..at + EL]
+                    });
+                }
+                // Entries first: until the ciphertext lands, the other slot still
+                // authenticates the old ciphertext.
+                f.write_all_at(&ents0[..n0 * EL], entry_offset(first))?;
+                crate::util::crash_point("layout:entries-written");
+                if let Err(err) = f.write_all_at(&buf, start) {
+                    // ENOSPC on a copy-on-write backing filesystem, EIO: some pages may have
+                    // landed, others still match the previous slot. Readers cope either way;
+                    // mark the entries so the next writer checks which slot works instead of
+                    // assuming the current one does.
+                    for bb in first..=last {
+                        let (in0, at) = entry_at(bb);
+                        let slot = if in0 {
+                            &mut ents0[at..at + EL]
+                        } else {
+                            &mut buf[at..at + EL]
+                        };
+                        let mut e = Entry::parse(slot);
+                        e.stamp = UNSURE_STAMP;
+                        e.encode(slot);
+                        if !in0 {
+                            let _ = f.write_all_at(&buf[at..at + EL], entry_offset(bb));
+                        }
                     }
-                    b = gl + 1;
+                    let _ = f.write_all_at(&ents0[..n0 * EL], entry_offset(first));
+                    return Err(err);
                 }
                 Ok(())
             }
