@@ -408,12 +408,18 @@ impl Layout {
         match self {
             Layout::V1 => {
                 let out_len = (last - first) * CB + (blen(last) + OVH) as u64;
-                let mut out = zeroize::Zeroizing::new(vec![0u8; out_len as usize]);
+                // Holds only ciphertext once every block is sealed; zeroized on an early error,
+                // when a block's plaintext may still be in it. (A zeroize-on-drop buffer cost
+                // about 20% of sequential write throughput: volatile byte writes.)
+                let mut out = vec![0u8; out_len as usize];
                 for b in first..=last {
                     let o0 = ((b - first) * CB) as usize;
                     let l = blen(b);
                     let body = &mut out[o0 + NONCE_LEN..o0 + NONCE_LEN + l];
-                    fill(b, body)?;
+                    if let Err(e) = fill(b, body) {
+                        zeroize::Zeroize::zeroize(&mut out);
+                        return Err(e);
+                    }
                     let tag = c.seal_detached(b, nonce(b), body);
                     out[o0..o0 + NONCE_LEN].copy_from_slice(nonce(b));
                     out[o0 + NONCE_LEN + l..o0 + NONCE_LEN + l + TAG_LEN].copy_from_slice(&tag);
@@ -432,7 +438,8 @@ impl Layout {
                 let old_blocks = old_size.div_ceil(BS);
                 let start = data_offset(first);
                 let end = data_offset(last) + blen(last) as u64;
-                let mut buf = zeroize::Zeroizing::new(vec![0u8; (end - start) as usize]);
+                // Only ciphertext once every block is sealed: zeroized on an early error only.
+                let mut buf = vec![0u8; (end - start) as usize];
                 let gl0 = last.min(group_last(first));
                 let n0 = (gl0 - first + 1) as usize;
                 let mut ents0 = [0u8; (GROUP_BLOCKS * ENTRY_LEN) as usize];
@@ -467,7 +474,10 @@ impl Layout {
                         }
                     };
                     let body = &mut buf[(data_offset(bb) - start) as usize..][..blen(bb)];
-                    fill(bb, body)?;
+                    if let Err(e) = fill(bb, body) {
+                        zeroize::Zeroize::zeroize(&mut buf);
+                        return Err(e);
+                    }
                     let tag = c.seal_detached(bb, nonce(bb), body);
                     e.slots[target][..NONCE_LEN].copy_from_slice(nonce(bb));
                     e.slots[target][NONCE_LEN..].copy_from_slice(&tag);
