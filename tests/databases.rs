@@ -350,7 +350,13 @@ fn postgresql_survives_sigkill_of_the_cmkfs_daemon() {
         // relation file cannot be extended) rather than a PANIC; without it psql would go on
         // to print that row's number as if it had committed.
         let mut a = pg.conn();
-        a.extend(["-d".into(), "postgres".into(), "-XAtq".into(), "-v".into(), "ON_ERROR_STOP=1".into()]);
+        a.extend([
+            "-d".into(),
+            "postgres".into(),
+            "-XAtq".into(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+        ]);
         let mut client = Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .arg(pg_bin("psql"))

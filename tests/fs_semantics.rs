@@ -593,3 +593,71 @@ fn o_trunc_is_a_guarded_truncate_like_on_a_local_filesystem() {
         );
     }
 }
+
+/// Set-user-ID and set-group-ID bits are cleared by an unprivileged write or truncate and
+/// kept by root's, exactly as on the raw backing filesystem. (cmkfs negotiates
+/// FUSE_HANDLE_KILLPRIV_V2, which leaves clearing them to the daemon, whose own writes to the
+/// backing file run as root and would keep them.)
+#[test]
+fn set_id_bits_are_cleared_like_on_a_local_filesystem() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut v = Vol::unmounted();
+    v.mount(&["--allow-other"]);
+    let raw = v.tmp.path().join("raw");
+    fs::create_dir(&raw).unwrap();
+    fs::set_permissions(v.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&raw, fs::Permissions::from_mode(0o777)).unwrap();
+    let as_nobody = |script: &str, file: &std::path::Path| {
+        let st = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script])
+            .arg(file)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{script} as nobody on {}", file.display());
+    };
+    let as_root = |script: &str, file: &std::path::Path| {
+        assert!(std::process::Command::new("sh")
+            .args(["-c", script])
+            .arg(file)
+            .status()
+            .unwrap()
+            .success());
+    };
+    type Op<'a> = (&'a str, u32, &'a dyn Fn(&str, &std::path::Path), &'a str);
+    let cases: [Op; 6] = [
+        ("unprivileged append", 0o6777, &as_nobody, "printf x >> \"$0\""),
+        (
+            "unprivileged overwrite",
+            0o6777,
+            &as_nobody,
+            "printf y | dd of=\"$0\" conv=notrunc status=none",
+        ),
+        ("unprivileged truncate", 0o6777, &as_nobody, "truncate -s 2 \"$0\""),
+        (
+            "unprivileged write, setgid without group execute",
+            0o2767,
+            &as_nobody,
+            "printf x >> \"$0\"",
+        ),
+        ("root append", 0o6777, &as_root, "printf x >> \"$0\""),
+        ("root truncate", 0o6777, &as_root, "truncate -s 2 \"$0\""),
+    ];
+    for (i, (what, mode, run, script)) in cases.iter().enumerate() {
+        let mut got = vec![];
+        for dir in [raw.clone(), v.p("")] {
+            let f = dir.join(format!("setid{i}"));
+            fs::write(&f, b"content").unwrap();
+            fs::set_permissions(&f, fs::Permissions::from_mode(*mode)).unwrap();
+            run(script, &f);
+            got.push(fs::metadata(&f).unwrap().permissions().mode() & 0o7777);
+        }
+        assert_eq!(
+            got[1], got[0],
+            "{what}: mode on cmkfs {:o}, on the raw filesystem {:o}",
+            got[1], got[0]
+        );
+        if what.starts_with("unprivileged") && *mode == 0o6777 {
+            assert_eq!(got[0] & 0o6000, 0, "{what}: the raw filesystem itself cleared the bits");
+        }
+    }
+}

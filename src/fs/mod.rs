@@ -518,8 +518,11 @@ impl CmkFs {
         Ok((a, fh, Self::open_flags(flags)))
     }
 
-    fn do_write(&self, fh: FileHandle, offset: u64, data: &[u8]) -> R<u32> {
+    fn do_write(&self, fh: FileHandle, offset: u64, data: &[u8], kill_suidgid: Option<(u32, u32, u32)>) -> R<u32> {
         let (i, flags) = self.file_handle(fh)?;
+        if let Some(caller) = kill_suidgid {
+            self.kill_suidgid(&i, caller)?;
+        }
         let n = i.data.write(&*self.access.keys_for_write()?, offset, data)?;
         if flags & (libc::O_SYNC | libc::O_DSYNC) != 0 {
             let f = i.data.backing().ok_or(Errno::EBADF)?;
@@ -531,6 +534,27 @@ impl CmkFs {
             .map_err(io)?;
         }
         Ok(n as u32)
+    }
+
+    /// Clears the set-ID bits a write or truncate by a process without CAP_FSETID must
+    /// clear, by the kernel's rule (`setattr_should_drop_suidgid`): set-user-ID always;
+    /// set-group-ID if group execute is set or the caller is not in the file's group.
+    /// FUSE_HANDLE_KILLPRIV_V2 leaves this to us, and our own writes to the backing file run
+    /// as root, which would keep the bits.
+    fn kill_suidgid(&self, i: &Inode, caller: (u32, u32, u32)) -> R<()> {
+        let pfd = self.pfd(i)?;
+        let st = sys::fstat(pfd.as_fd()).map_err(io)?;
+        let mode = st.st_mode;
+        let mut kill = mode & libc::S_ISUID;
+        if mode & libc::S_ISGID != 0
+            && (mode & libc::S_IXGRP != 0 || !sys::caller_in_group(caller.1, caller.2, st.st_gid))
+        {
+            kill |= libc::S_ISGID;
+        }
+        if kill != 0 {
+            sys::chmod_fd(pfd.as_fd(), mode & 0o7777 & !kill).map_err(io)?;
+        }
+        Ok(())
     }
 
     fn do_release(&self, fh: FileHandle) {
@@ -775,6 +799,12 @@ impl Filesystem for CmkFs {
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        // We clear set-user/group-ID bits ourselves on write and truncate. In exchange the
+        // kernel stops asking for `security.capability` (a GETXATTR round trip) before every
+        // write: it marks inodes S_NOSEC after the first check.
+        if std::env::var_os("CMKFS_NO_KILLPRIV").is_none() {
+            let _ = config.add_capabilities(fuser::InitFlags::FUSE_HANDLE_KILLPRIV_V2);
+        }
         // Writeback cache (opt-in, CMKFS_WRITEBACK_CACHE=1): small writes land in the kernel
         // page cache and reach us as large page-aligned flushes. Not the default: it breaks the
         // "no acknowledged write lost" promise of revocation (see `writeback_cache` above).
@@ -804,7 +834,7 @@ impl Filesystem for CmkFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -821,7 +851,16 @@ impl Filesystem for CmkFs {
         reply: ReplyAttr,
     ) {
         match guard("setattr", || {
-            self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh)
+            let a = self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh)?;
+            // A truncate by an unprivileged process clears set-ID bits (FUSE_HANDLE_KILLPRIV_V2
+            // leaves this to us, and fuser does not pass FATTR_KILL_SUIDGID: uid 0 stands in for
+            // CAP_FSETID).
+            if size.is_some() && req.uid() != 0 && mode.is_none() && a.perm & 0o6000 != 0 {
+                let i = self.inode(ino)?;
+                self.kill_suidgid(&i, (req.uid(), req.gid(), req.pid()))?;
+                return self.do_getattr(ino);
+            }
+            Ok(a)
         }) {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply.error(e),
@@ -933,17 +972,20 @@ impl Filesystem for CmkFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _wf: WriteFlags,
+        wf: WriteFlags,
         _flags: OpenFlags,
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match guard("write", || self.do_write(fh, offset, data)) {
+        let kill = wf
+            .contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+            .then(|| (req.uid(), req.gid(), req.pid()));
+        match guard("write", || self.do_write(fh, offset, data, kill)) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }

@@ -303,3 +303,19 @@ pub fn open_by_handle(mount_fd: BorrowedFd<'_>, handle: &[u8], flags: libc::c_in
     }
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
+
+/// True if a caller (primary group `gid`, process `pid`) belongs to group `group`: its
+/// primary group or one of the supplementary groups in `/proc/PID/status`. FUSE passes only
+/// the primary group; if the process is gone, only that is known.
+pub fn caller_in_group(gid: u32, pid: u32, group: u32) -> bool {
+    if gid == group {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(group)))
+}
