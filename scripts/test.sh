@@ -129,7 +129,7 @@ say "fsx: $FSX_OPS operations (mmap reads and writes, fallocate, punch hole, cop
 run_fsx "$FSX_OPS" fsx.toml 20261125 all-ops
 if [ "$FSX_LONG_OPS" -gt 0 ]; then
   say "fsx: $FSX_LONG_OPS operations, every operation but mapped reads (tests/suites/fsx-long.toml says why)"
-  run_fsx "$FSX_LONG_OPS" fsx-long.toml 20261130 long
+  run_fsx "$FSX_LONG_OPS" fsx-long.toml 1 long
 fi
 
 say "stress-ng: filesystem class, ${STRESS_SECS}s per stressor, --verify"
