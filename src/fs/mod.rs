@@ -69,6 +69,25 @@ pub struct CmkFs {
 
 type R<T> = Result<T, Errno>;
 
+/// Who asked, as far as clearing set-ID bits needs to know (FUSE passes uid, primary gid and
+/// pid; supplementary groups are read from /proc when needed).
+#[derive(Clone, Copy)]
+struct Caller {
+    uid: u32,
+    gid: u32,
+    pid: u32,
+}
+
+impl Caller {
+    fn of(req: &Request) -> Caller {
+        Caller {
+            uid: req.uid(),
+            gid: req.gid(),
+            pid: req.pid(),
+        }
+    }
+}
+
 fn io(e: std::io::Error) -> Errno {
     Errno::from(e)
 }
@@ -308,6 +327,7 @@ impl CmkFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         fh: Option<FileHandle>,
+        caller: Caller,
     ) -> R<FileAttr> {
         self.access.check()?;
         let i = self.inode(ino)?;
@@ -330,6 +350,12 @@ impl CmkFs {
                 i.data.truncate(&keys, sz)?;
             } else {
                 self.with_open(&i, |d| d.truncate(&keys, sz))?;
+            }
+            // A truncate by an unprivileged process clears set-ID bits (FUSE_HANDLE_KILLPRIV_V2
+            // leaves this to us, and fuser does not pass FATTR_KILL_SUIDGID: uid 0 stands in for
+            // CAP_FSETID). A mode set in the same call wins.
+            if caller.uid != 0 && mode.is_none() {
+                self.kill_suidgid(&i, caller)?;
             }
         }
         if atime.is_some() || mtime.is_some() {
@@ -518,7 +544,7 @@ impl CmkFs {
         Ok((a, fh, Self::open_flags(flags)))
     }
 
-    fn do_write(&self, fh: FileHandle, offset: u64, data: &[u8], kill_suidgid: Option<(u32, u32, u32)>) -> R<u32> {
+    fn do_write(&self, fh: FileHandle, offset: u64, data: &[u8], kill_suidgid: Option<Caller>) -> R<u32> {
         let (i, flags) = self.file_handle(fh)?;
         if let Some(caller) = kill_suidgid {
             self.kill_suidgid(&i, caller)?;
@@ -541,13 +567,13 @@ impl CmkFs {
     /// set-group-ID if group execute is set or the caller is not in the file's group.
     /// FUSE_HANDLE_KILLPRIV_V2 leaves this to us, and our own writes to the backing file run
     /// as root, which would keep the bits.
-    fn kill_suidgid(&self, i: &Inode, caller: (u32, u32, u32)) -> R<()> {
+    fn kill_suidgid(&self, i: &Inode, caller: Caller) -> R<()> {
         let pfd = self.pfd(i)?;
         let st = sys::fstat(pfd.as_fd()).map_err(io)?;
         let mode = st.st_mode;
         let mut kill = mode & libc::S_ISUID;
         if mode & libc::S_ISGID != 0
-            && (mode & libc::S_IXGRP != 0 || !sys::caller_in_group(caller.1, caller.2, st.st_gid))
+            && (mode & libc::S_IXGRP != 0 || !sys::caller_in_group(caller.gid, caller.pid, st.st_gid))
         {
             kill |= libc::S_ISGID;
         }
@@ -851,16 +877,7 @@ impl Filesystem for CmkFs {
         reply: ReplyAttr,
     ) {
         match guard("setattr", || {
-            let a = self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh)?;
-            // A truncate by an unprivileged process clears set-ID bits (FUSE_HANDLE_KILLPRIV_V2
-            // leaves this to us, and fuser does not pass FATTR_KILL_SUIDGID: uid 0 stands in for
-            // CAP_FSETID).
-            if size.is_some() && req.uid() != 0 && mode.is_none() && a.perm & 0o6000 != 0 {
-                let i = self.inode(ino)?;
-                self.kill_suidgid(&i, (req.uid(), req.gid(), req.pid()))?;
-                return self.do_getattr(ino);
-            }
-            Ok(a)
+            self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh, Caller::of(req))
         }) {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply.error(e),
@@ -984,7 +1001,7 @@ impl Filesystem for CmkFs {
     ) {
         let kill = wf
             .contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
-            .then(|| (req.uid(), req.gid(), req.pid()));
+            .then(|| Caller::of(req));
         match guard("write", || self.do_write(fh, offset, data, kill)) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
