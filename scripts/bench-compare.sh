@@ -3,20 +3,26 @@
 # and repeated: e.g. a build of an earlier commit (format 1) against this tree (format 2).
 #
 #   sudo scripts/bench-compare.sh BASE_BINARY [--rounds 3] [--size 256M] [--runtime 10]
+#                                 [--base-env VAR=VALUE]...
 #
 #   git worktree add /tmp/base <commit> && (cd /tmp/base && cargo build --release)
 #   sudo scripts/bench-compare.sh /tmp/base/target/release/cmkfs
 #
-# Prints the median of each job for both builds and the ratio new/base.
+# Prints the median of each job for both builds and the ratio new/base. --base-env sets a
+# variable in the base daemon's environment only; with this tree's own binary as BASE it
+# measures one knob, e.g. the backing readahead that cmkfs turns off:
+#
+#   sudo scripts/bench-compare.sh target/release/cmkfs --base-env CMKFS_BACKING_READAHEAD=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BASE=${1:?usage: bench-compare.sh BASE_BINARY [options]}; shift
-ROUNDS=3 SIZE=256M RUNTIME=10 DIR=/var/tmp/cmkfs-bench-compare
+BASE=$(realpath "${1:?usage: bench-compare.sh BASE_BINARY [options]}"); shift
+ROUNDS=3 SIZE=256M RUNTIME=10 DIR=/var/tmp/cmkfs-bench-compare BASE_ENV=()
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) ROUNDS=$2; shift ;;
     --size) SIZE=$2; shift ;;
     --runtime) RUNTIME=$2; shift ;;
+    --base-env) BASE_ENV+=("$2"); shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -33,7 +39,8 @@ for t in base new; do
   d=$DIR/$t; mkdir -p "$d/mnt"
   uri=$("${BIN[$t]}" key create --store "$d/keys" bench --bits 3072 | tail -n1)
   "${BIN[$t]}" init --kek "$uri" "$d/back" >/dev/null
-  "${BIN[$t]}" mount --log-file "$d/daemon.log" "$d/back" "$d/mnt" >/dev/null 2>&1
+  envs=(); [ $t = base ] && envs=("${BASE_ENV[@]}")
+  env "${envs[@]}" "${BIN[$t]}" mount --log-file "$d/daemon.log" "$d/back" "$d/mnt" >/dev/null 2>&1
 done
 RES=$DIR/results.jsonl; : > "$RES"
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }

@@ -176,6 +176,7 @@ impl FileData {
                 }
                 Err(e) => return Err(errno(e)),
             };
+            sys::no_backing_readahead(f.as_fd());
             st.backing = Some(Arc::new(File::from(f)));
             st.writable = writable;
             st.cipher = CipherState::Unknown;

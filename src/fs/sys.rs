@@ -60,6 +60,29 @@ pub fn reopen(path_fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Turns off the backing filesystem's own readahead on a backing file (`POSIX_FADV_RANDOM`),
+/// unless `CMKFS_BACKING_READAHEAD=1` is in the mount's environment (for comparisons).
+///
+/// Why: for sequential reads the kernel already reads ahead on the FUSE side and sends the
+/// daemon large READs, so readahead on the backing file is a second one that buys nothing.
+/// It costs a lot on the write path: the daemon's small reads there (an entry page, the old
+/// block of a read-modify-write) look sequential under appends and sequential writes, the
+/// backing filesystem then reads ahead into large folios (ext4, Linux 6.16 and later), and
+/// every later small `pwrite` into such a folio walks all its buffer heads. Under 512-byte
+/// appends that walk (`ext4_block_write_begin`, `block_commit_write`) was 19% of the daemon's
+/// time; see docs/PERFORMANCE.md for the measurements.
+pub fn no_backing_readahead(fd: BorrowedFd<'_>) {
+    static KEEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *KEEP.get_or_init(|| std::env::var_os("CMKFS_BACKING_READAHEAD").is_some_and(|v| v == "1")) {
+        return;
+    }
+    // Advice only: a failure changes speed, never content.
+    let rc = unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+    if rc != 0 {
+        tracing::debug!(errno = rc, "posix_fadvise(POSIX_FADV_RANDOM) on a backing file failed");
+    }
+}
+
 /// fstatat(2) of the fd itself (`AT_EMPTY_PATH`).
 pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
     let mut st: Stat = unsafe { std::mem::zeroed() };
