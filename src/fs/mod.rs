@@ -594,10 +594,7 @@ impl CmkFs {
     fn do_fsync(&self, fh: FileHandle, datasync: bool) -> R<()> {
         self.access.check()?;
         match &*self.handle(fh)? {
-            Handle::File { inode, .. } => {
-                let f = inode.data.backing().ok_or(Errno::EBADF)?;
-                if datasync { f.sync_data() } else { f.sync_all() }.map_err(io)
-            }
+            Handle::File { inode, .. } => inode.data.sync(datasync),
             Handle::Dir { fd, .. } => {
                 if unsafe { libc::fsync(std::os::fd::AsRawFd::as_raw_fd(fd)) } != 0 {
                     return Err(io(std::io::Error::last_os_error()));

@@ -60,17 +60,16 @@ pub fn reopen(path_fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Turns off the backing filesystem's own readahead on a backing file (`POSIX_FADV_RANDOM`),
-/// unless `CMKFS_BACKING_READAHEAD=1` is in the mount's environment (for comparisons).
+/// Turns off the backing filesystem's readahead on the descriptor the write path uses
+/// (`POSIX_FADV_RANDOM`), unless `CMKFS_BACKING_READAHEAD=1` is in the mount's environment
+/// (for comparisons). User reads go through a second descriptor that keeps it.
 ///
-/// Why: for sequential reads the kernel already reads ahead on the FUSE side and sends the
-/// daemon large READs, so readahead on the backing file is a second one that buys nothing.
-/// It costs a lot on the write path: the daemon's small reads there (an entry page, the old
-/// block of a read-modify-write) look sequential under appends and sequential writes, the
-/// backing filesystem then reads ahead into large folios (ext4, Linux 6.16 and later), and
-/// every later small `pwrite` into such a folio walks all its buffer heads. Under 512-byte
-/// appends that walk (`ext4_block_write_begin`, `block_commit_write`) was 19% of the daemon's
-/// time; see docs/PERFORMANCE.md for the measurements.
+/// Why: the daemon's small reads on the write path (an entry page, the old block of a
+/// read-modify-write) look sequential under appends and sequential writes; the backing
+/// filesystem then reads ahead into large folios (ext4, Linux 6.16 and later), and every later
+/// small `pwrite` into such a folio walks all its buffer heads. Under 512-byte appends that
+/// walk (`ext4_block_write_begin`, `block_commit_write`) was 19% of the daemon's time; see
+/// docs/PERFORMANCE.md for the measurements.
 pub fn no_backing_readahead(fd: BorrowedFd<'_>) {
     static KEEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if *KEEP.get_or_init(|| std::env::var_os("CMKFS_BACKING_READAHEAD").is_some_and(|v| v == "1")) {
@@ -80,6 +79,20 @@ pub fn no_backing_readahead(fd: BorrowedFd<'_>) {
     let rc = unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
     if rc != 0 {
         tracing::debug!(errno = rc, "posix_fadvise(POSIX_FADV_RANDOM) on a backing file failed");
+    }
+}
+
+/// Starts writeback of a backing file's dirty pages without waiting for it
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), unless `CMKFS_NO_EARLY_WRITEBACK=1` is in the
+/// mount's environment (for comparisons). The caller's later fsync waits for it.
+pub fn start_writeback(fd: BorrowedFd<'_>) {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *OFF.get_or_init(|| std::env::var_os("CMKFS_NO_EARLY_WRITEBACK").is_some_and(|v| v == "1")) {
+        return;
+    }
+    // Only a head start: the fsync that follows does the real work and reports errors.
+    if unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) } != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "sync_file_range on a backing file failed");
     }
 }
 
