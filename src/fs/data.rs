@@ -553,10 +553,16 @@ impl FileData {
         Ok(data.len())
     }
 
-    /// fsync / fdatasync of the backing file.
+    /// fsync / fdatasync of the backing file (an O_SYNC / O_DSYNC write's own sync).
     pub fn sync(&self, datasync: bool) -> Result<(), Errno> {
         let f = self.backing().ok_or(Errno::EBADF)?;
-        if datasync { f.sync_data() } else { f.sync_all() }.map_err(errno)?;
+        if datasync { f.sync_data() } else { f.sync_all() }.map_err(errno)
+    }
+
+    /// An fsync request: [`FileData::sync`], after which the next write starts the backing
+    /// writeback at once (see `after_sync`).
+    pub fn fsync(&self, datasync: bool) -> Result<(), Errno> {
+        self.sync(datasync)?;
         self.after_sync.store(true, Relaxed);
         Ok(())
     }

@@ -551,13 +551,7 @@ impl CmkFs {
         }
         let n = i.data.write(&*self.access.keys_for_write()?, offset, data)?;
         if flags & (libc::O_SYNC | libc::O_DSYNC) != 0 {
-            let f = i.data.backing().ok_or(Errno::EBADF)?;
-            if flags & libc::O_SYNC == libc::O_SYNC {
-                f.sync_all()
-            } else {
-                f.sync_data()
-            }
-            .map_err(io)?;
+            i.data.sync(flags & libc::O_SYNC != libc::O_SYNC)?;
         }
         Ok(n as u32)
     }
@@ -594,7 +588,7 @@ impl CmkFs {
     fn do_fsync(&self, fh: FileHandle, datasync: bool) -> R<()> {
         self.access.check()?;
         match &*self.handle(fh)? {
-            Handle::File { inode, .. } => inode.data.sync(datasync),
+            Handle::File { inode, .. } => inode.data.fsync(datasync),
             Handle::Dir { fd, .. } => {
                 if unsafe { libc::fsync(std::os::fd::AsRawFd::as_raw_fd(fd)) } != 0 {
                     return Err(io(std::io::Error::last_os_error()));
