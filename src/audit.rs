@@ -35,8 +35,9 @@ pub fn default_path() -> PathBuf {
     std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .or_else(|| util::home_dir().map(|h| h.join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
-        .join("cmkfs/audit.jsonl")
+        .map(|d| d.join("cmkfs"))
+        .unwrap_or_else(util::runtime_dir)
+        .join("audit.jsonl")
 }
 
 /// An audit log file.
@@ -64,14 +65,17 @@ impl AuditLog {
     /// Appends one record: `event` plus `fields` (an object), with time, pid, uid, seq and
     /// the chain hash added.
     pub fn append(&self, event: &str, fields: Value) -> io::Result<()> {
-        if let Some(d) = self.path.parent() {
-            std::fs::create_dir_all(d)?;
+        if let Some(d) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !d.exists() {
+                util::ensure_private_dir(d)?;
+            }
         }
         let mut f = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&self.path)?;
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io::Error::last_os_error());

@@ -35,6 +35,10 @@ enum Command {
         /// KEK URI: local:/STORE/NAME (from 'cmkfs key create'), pkcs11:, tpm:, vault:, awskms:, exec: (see README), pem:/path/key.pem, or a PEM file path.
         #[arg(long)]
         kek: String,
+        /// The volume's name in the local configuration [default: the directory's name and
+        /// the start of the volume id].
+        #[arg(long)]
+        name: Option<String>,
         /// Cipher directory (created if missing; must be empty).
         dir: PathBuf,
     },
@@ -111,6 +115,25 @@ enum Command {
     /// Work with a KEK through its provider (any scheme).
     #[command(subcommand)]
     Kek(KekCommand),
+    /// This host's configuration of volumes: allowed KEKs and pins (see docs/SECURITY.md).
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum VolumeCommand {
+    /// List configured volumes.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a volume's configuration (its pins too): the next mount needs --kek, and pins
+    /// the volume as it is then. The deliberate way to accept a re-created or restored volume.
+    Forget {
+        /// Volume name or cipher directory.
+        volume: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -314,6 +337,10 @@ struct MountArgs {
     /// How long an unreachable key provider is tolerated before the volume becomes Inaccessible.
     #[arg(long, default_value = "10m")]
     unreachable_grace: String,
+    /// Longest a key provider call may take during revalidation before it counts as
+    /// unreachable [default: the check interval, at least 2s, at most 30s].
+    #[arg(long)]
+    provider_timeout: Option<String>,
     /// Log file of the background daemon [default: /var/log/cmkfs/mount-<id>.log as root].
     #[arg(long)]
     log_file: Option<PathBuf>,
@@ -432,18 +459,23 @@ pub fn run() -> Result<()> {
     let audit = AuditLog::new(&audit_path);
     match cli.command {
         Command::Key(k) => run_key(k, &audit),
-        Command::Init { kek, dir } => {
+        Command::Init { kek, name, dir } => {
             init_logging("warn");
-            let r = volume::init(&dir, &kek);
+            let r = volume::init(&dir, &kek, name.as_deref());
             match &r {
-                Ok(h) => audit.record("init", json!({"cipher_dir": dir.display().to_string(), "volume_id": h.volume_id, "kek_uri": h.keyslots[0].kek_uri, "key_id": h.keyslots[0].key_id, "key_version": h.keyslots[0].key_version, "outcome": "ok"})),
+                Ok(volume::Created { header: h, .. }) => audit.record("init", json!({"cipher_dir": dir.display().to_string(), "volume_id": h.volume_id, "kek_uri": h.keyslots[0].kek_uri, "key_id": h.keyslots[0].key_id, "key_version": h.keyslots[0].key_version, "outcome": "ok"})),
                 // A URI that failed may hold a pasted secret: only its scheme is recorded.
                 Err(e) => audit.record("init", json!({"cipher_dir": dir.display().to_string(), "kek_scheme": kek.split(':').next().unwrap_or(""), "outcome": "failed", "error": e.to_string()})),
             }
-            let h = r?;
+            let c = r?;
+            let (h, rec) = (&c.header, &c.record);
+            if let Some(w) = &c.warning {
+                eprintln!("cmkfs: warning: {w}");
+            }
             let s = &h.keyslots[0];
             println!("created volume {} in {}", h.volume_id, dir.display());
             println!("keyslot 0: {} (key {} version {})", s.kek_uri, s.key_id, s.key_version);
+            println!("recorded as '{}' in {} (allowed KEKs, pinned volume key)", rec.name, rec.path.display());
             Ok(())
         }
         Command::Mount(a) => {
@@ -451,6 +483,11 @@ pub fn run() -> Result<()> {
             mount::mount(MountOptions {
                 check_interval: duration(&a.check_interval, "check-interval")?,
                 unreachable_grace: duration(&a.unreachable_grace, "unreachable-grace")?,
+                provider_timeout: a
+                    .provider_timeout
+                    .as_deref()
+                    .map(|t| duration(t, "provider-timeout"))
+                    .transpose()?,
                 audit_log: std::path::absolute(&audit_path)?,
                 cipher_dir: a.cipher_dir,
                 mountpoint: a.mountpoint,
@@ -514,6 +551,7 @@ pub fn run() -> Result<()> {
             }
             audit.record("rotate", rec);
             let (s, g) = r?;
+            allow_kek(&dir, &s.kek_uri)?;
             if let Some(mp) = &mp {
                 let _ = control::command(mp, &control::Request::Reload);
             }
@@ -531,6 +569,7 @@ pub fn run() -> Result<()> {
         Command::Keyslot(k) => run_keyslot(k, &audit),
         Command::Rekey { paths } => rekey(&paths),
         Command::Kek(KekCommand::Test { iterations, json, uri }) => kek_test(&uri, iterations, json),
+        Command::Volume(v) => run_volume(v, &audit),
         Command::Fsck {
             kek,
             json,
@@ -907,6 +946,7 @@ fn run_keyslot(k: KeyslotCommand, audit: &AuditLog) -> Result<()> {
                 Ok(())
             })?;
             let s = added.unwrap();
+            allow_kek(&dir, &s.kek_uri)?;
             audit.record("keyslot_add", json!({"cipher_dir": dir.display().to_string(), "keyslot": s.id, "role": s.role, "kek_uri": s.kek_uri, "key_id": s.key_id, "key_version": s.key_version, "generation": h.generation}));
             if let Some(mp) = mp {
                 let _ = control::command(&mp, &control::Request::Reload);
@@ -919,6 +959,7 @@ fn run_keyslot(k: KeyslotCommand, audit: &AuditLog) -> Result<()> {
         KeyslotCommand::Remove { slot, target } => {
             let (dir, mp) = resolve_target(&target)?;
             let vol = volume::open(&dir, None).context("removing a keyslot needs the current key")?;
+            let mut removed_uri = None;
             let h = volume::update_header(&dir, vol.volume_key(), |h| {
                 let pos = h
                     .keyslots
@@ -938,9 +979,15 @@ fn run_keyslot(k: KeyslotCommand, audit: &AuditLog) -> Result<()> {
                         "refusing to remove the only primary keyslot: add another primary slot first".into(),
                     ));
                 }
-                h.keyslots.remove(pos);
+                removed_uri = Some(h.keyslots.remove(pos).kek_uri);
                 Ok(())
             })?;
+            // A removed keyslot's KEK is no longer allowed here (unless another slot uses it).
+            if let (Some(uri), Some(mut r)) = (removed_uri, volume::trust::find_by_dir(&dir)?) {
+                if !h.keyslots.iter().any(|s| s.kek_uri == uri) {
+                    r.update(|c| c.allowed_keks.retain(|k| *k != uri))?;
+                }
+            }
             audit.record(
                 "keyslot_remove",
                 json!({"cipher_dir": dir.display().to_string(), "keyslot": slot, "generation": h.generation}),
@@ -949,6 +996,55 @@ fn run_keyslot(k: KeyslotCommand, audit: &AuditLog) -> Result<()> {
                 let _ = control::command(&mp, &control::Request::Reload);
             }
             println!("removed keyslot {slot}");
+        }
+    }
+    Ok(())
+}
+
+fn run_volume(v: VolumeCommand, audit: &AuditLog) -> Result<()> {
+    use volume::trust;
+    init_logging("warn");
+    match v {
+        VolumeCommand::List { json } => {
+            let recs = trust::list()?;
+            if json {
+                let v: Vec<_> = recs
+                    .iter()
+                    .map(|r| json!({"name": r.name, "file": r.path.display().to_string(), "config": r.config}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if recs.is_empty() {
+                println!("no volumes configured in {}", trust::config_dir().join("volumes").display());
+            } else {
+                for r in &recs {
+                    println!("{}: {}", r.name, r.config.cipher_dir.display());
+                    for k in &r.config.allowed_keks {
+                        println!("  allowed KEK  {k}");
+                    }
+                    if let Some(p) = &r.config.pin {
+                        println!("  pinned       volume {} generation {}", p.volume_id, p.generation);
+                    }
+                }
+            }
+        }
+        VolumeCommand::Forget { volume } => {
+            let r = trust::forget(&volume)?;
+            audit.record("volume_forget", json!({"name": r.name, "cipher_dir": r.config.cipher_dir.display().to_string(), "pin": r.config.pin}));
+            println!(
+                "forgot volume '{}' ({}); mount it with --kek URI to pin it again",
+                r.name,
+                r.config.cipher_dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// After a trusted command put `uri` into a keyslot, allow it on this host.
+fn allow_kek(dir: &Path, uri: &str) -> Result<()> {
+    if let Some(mut r) = volume::trust::find_by_dir(dir)? {
+        if !r.allows(uri) {
+            r.update(|c| c.allowed_keks.push(uri.to_string()))?;
         }
     }
     Ok(())

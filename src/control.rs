@@ -106,15 +106,9 @@ pub trait Handler: Send + Sync {
     fn rekey(&self, path: &str, uid: u32) -> Result<u64, String>;
 }
 
-/// Directory holding control sockets.
+/// Directory holding control sockets (see [`util::runtime_dir`]).
 pub fn runtime_dir() -> PathBuf {
-    if util::is_root() {
-        return PathBuf::from("/run/cmkfs");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) => PathBuf::from(d).join("cmkfs"),
-        None => PathBuf::from(format!("/tmp/cmkfs-{}", unsafe { libc::geteuid() })),
-    }
+    util::runtime_dir()
 }
 
 /// Absolute mountpoint path without touching the mount itself (only its parent is
@@ -137,7 +131,7 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
 /// Serves requests on a background thread until the process exits.
 pub fn serve(mountpoint: &Path, handler: Arc<dyn Handler>) -> std::io::Result<PathBuf> {
     let dir = runtime_dir();
-    util::create_private_dir(&dir, 0o700)?;
+    util::ensure_private_dir(&dir)?;
     let path = socket_path(mountpoint);
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;

@@ -7,6 +7,7 @@
 //! is live, and every failure reaches the user's terminal with its reason.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -48,6 +49,9 @@ pub struct MountOptions {
     pub unreachable_grace: Duration,
     /// Audit log.
     pub audit_log: PathBuf,
+    /// Longest a provider call may take during revalidation [default: the check interval,
+    /// within 2 s..30 s].
+    pub provider_timeout: Option<Duration>,
 }
 
 /// Default log file of a background mount.
@@ -58,8 +62,8 @@ pub fn default_log_file(mountpoint: &Path) -> PathBuf {
         std::env::var_os("XDG_STATE_HOME")
             .map(PathBuf::from)
             .or_else(|| util::home_dir().map(|h| h.join(".local/state")))
-            .unwrap_or_else(|| PathBuf::from("/tmp"))
-            .join("cmkfs")
+            .map(|d| d.join("cmkfs"))
+            .unwrap_or_else(util::runtime_dir)
     };
     let stem = control::socket_path(mountpoint)
         .file_stem()
@@ -120,11 +124,16 @@ pub fn mount(mut o: MountOptions) -> Result<()> {
 fn spawn_daemon(o: MountOptions) -> Result<()> {
     let log = o.log_file.clone().unwrap_or_else(|| default_log_file(&o.mountpoint));
     if let Some(d) = log.parent() {
-        std::fs::create_dir_all(d).with_context(|| format!("cannot create log directory {}", d.display()))?;
+        if !d.exists() {
+            util::ensure_private_dir(d).with_context(|| format!("cannot create log directory {}", d.display()))?;
+        }
     }
+    // Logs name files and keys: private to the mounting user (0600 in a 0700 directory).
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&log)
         .with_context(|| format!("cannot open log file {}", log.display()))?;
     let exe = std::env::current_exe()?;
@@ -140,6 +149,9 @@ fn spawn_daemon(o: MountOptions) -> Result<()> {
     cmd.arg("--unreachable-grace")
         .arg(humantime::format_duration(o.unreachable_grace).to_string());
     cmd.arg("--audit-log").arg(&o.audit_log);
+    if let Some(t) = o.provider_timeout {
+        cmd.arg("--provider-timeout").arg(humantime::format_duration(t).to_string());
+    }
     if let Some(k) = &o.kek {
         cmd.arg("--kek").arg(k);
     }
@@ -188,8 +200,11 @@ fn harden_process() {
     unsafe {
         // Not dumpable: no core dumps with key material, no ptrace attach by the same uid.
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-        // Modes come from the kernel already masked with the caller's umask.
-        libc::umask(0);
+        // Nothing the daemon creates for itself (session markers, journals, logs, locks,
+        // sockets) is open to others unless it says so; files created through the mount get
+        // the mode the caller asked for, set explicitly (fs::CmkFs restores the bits this
+        // umask takes away).
+        libc::umask(0o077);
         // One O_PATH descriptor per inode the kernel references: a volume with many files
         // needs many. Root may raise the hard limit up to fs.nr_open; others get their hard
         // limit.
@@ -340,6 +355,12 @@ impl control::Handler for DaemonHandler {
 
 fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
     harden_process();
+    // One daemon per volume per host: taken before the volume is touched, held until exit.
+    let _mount_lock = {
+        let root = volume::CipherRoot::open(&o.cipher_dir)
+            .with_context(|| format!("cannot open cipher directory {}", o.cipher_dir.display()))?;
+        volume::lock::acquire_mount(&root, &o.mountpoint)?
+    };
     let audit = AuditLog::new(&o.audit_log);
     let base = serde_json::json!({"cipher_dir": o.cipher_dir.display().to_string(), "mountpoint": o.mountpoint.display().to_string()});
     let t0 = Instant::now();
@@ -369,14 +390,22 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
         }
     }
     // Finish rekeys a crash interrupted, before anything reads those files.
-    match crate::fs::rekey::recover(&o.cipher_dir, vol.keys().layout()) {
-        Ok(done) if !done.is_empty() => {
-            tracing::warn!(files = ?done, "completed interrupted rekeys");
-            let mut rec = base.clone();
-            rec["paths"] = done.into();
-            audit.record("rekey_recovered", rec);
+    let root = volume::CipherRoot::open(&o.cipher_dir)
+        .with_context(|| format!("cannot open cipher directory {}", o.cipher_dir.display()))?;
+    match crate::fs::rekey::recover(&root, vol.keys()) {
+        Ok(r) => {
+            if !r.completed.is_empty() {
+                tracing::warn!(files = ?r.completed, "completed interrupted rekeys");
+                let mut rec = base.clone();
+                rec["files"] = r.completed.into();
+                audit.record("rekey_recovered", rec);
+            }
+            if !r.ignored.is_empty() {
+                let mut rec = base.clone();
+                rec["journals"] = r.ignored.into();
+                audit.record("rekey_journal_ignored", rec);
+            }
         }
-        Ok(_) => {}
         Err(e) => return Err(anyhow::anyhow!("cannot complete an interrupted rekey: {e}")),
     }
     // Layout 2 stamps every entry it writes with this session (see fs::session).
@@ -410,7 +439,9 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
     let cfg = revalidation::Config {
         interval: o.check_interval,
         grace: o.unreachable_grace,
-        timeout: o.check_interval.clamp(Duration::from_secs(2), Duration::from_secs(30)),
+        timeout: o
+            .provider_timeout
+            .unwrap_or_else(|| o.check_interval.clamp(Duration::from_secs(2), Duration::from_secs(30))),
     };
     caches.set_notifier(session.notifier());
     let checker = Checker::new(
@@ -421,7 +452,9 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
         session.notifier(),
         audit.clone(),
         o.mountpoint.clone(),
-    );
+        o.kek.clone(),
+    )
+    .context("cannot start key revalidation")?;
     let handler = Arc::new(DaemonHandler {
         checker: checker.clone(),
         caches,

@@ -17,11 +17,18 @@
 //! cache, and mapped pages fault (SIGBUS) instead of showing plaintext.
 //!
 //! The thread also picks up header changes (rotation, keyslots) and, for a versionless KEK
-//! URI, rewraps the volume key when the key gets a newer version.
+//! URI, a second thread rewraps the volume key when the key gets a newer version.
+//!
+//! It fails closed: every provider call has a deadline ([`crate::provider::call`]); the header
+//! is read without blocking (a FIFO or a huge file planted in its place is refused); nothing on
+//! the check path takes a lock another process could hold; the rewrap, which does take the
+//! header lock and talks to the provider, runs on its own thread; and a watchdog makes the
+//! volume Inaccessible when no check has completed within interval + provider timeout + 1 s,
+//! whatever the reason (a hung call, a stalled disk, a dead thread).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
@@ -32,8 +39,9 @@ use crate::audit::AuditLog;
 use crate::crypto::SecretKey;
 use crate::format::{Keyslot, VolumeKeys};
 use crate::fs::CacheControl;
-use crate::provider::{self, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped};
-use crate::volume::{self, SlotRole};
+use crate::provider::{call, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped};
+use crate::volume::{self, CipherRoot, SlotRole};
+use subtle::ConstantTimeEq;
 
 /// Timing of revalidation.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +80,15 @@ struct SlotInUse {
 pub struct Checker {
     access: Arc<Access>,
     dir: PathBuf,
+    root: CipherRoot,
+    /// The KEK given with `mount --kek`: allowed besides the local configuration's.
+    kek_override: Option<String>,
+    /// When the last check finished (successfully or not); the watchdog's clock.
+    last_done: Mutex<Instant>,
+    /// Wakes the rewrap thread.
+    rewrap_wake: (Mutex<bool>, Condvar),
+    /// Set once a rolled-back header has been reported, so the log is not flooded.
+    rollback_reported: AtomicBool,
     cfg: Config,
     caches: CacheControl,
     notifier: fuser::Notifier,
@@ -99,10 +116,16 @@ impl Checker {
         notifier: fuser::Notifier,
         audit: AuditLog,
         mountpoint: PathBuf,
-    ) -> Arc<Self> {
-        Arc::new(Checker {
+        kek_override: Option<String>,
+    ) -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Checker {
             access,
             dir: vol.dir().to_path_buf(),
+            root: CipherRoot::open(vol.dir())?,
+            kek_override,
+            last_done: Mutex::new(Instant::now()),
+            rewrap_wake: (Mutex::new(false), Condvar::new()),
+            rollback_reported: AtomicBool::new(false),
             cfg,
             caches,
             notifier,
@@ -122,7 +145,7 @@ impl Checker {
             call_in_flight: Arc::new(AtomicBool::new(false)),
             check_lock: Mutex::new(()),
             expired_reported: AtomicBool::new(vol.key().is_expired()),
-        })
+        }))
     }
 
     /// Timing configuration.
@@ -153,13 +176,52 @@ impl Checker {
         self.audit.record(event, v);
     }
 
-    /// Starts the revalidation thread.
+    /// Starts the revalidation thread, the rewrap thread and the watchdog.
     pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
+        *self.last_done.lock() = Instant::now();
         let me = self.clone();
         std::thread::Builder::new()
             .name("cmkfs-revalidate".into())
             .spawn(move || me.run())?;
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("cmkfs-rewrap".into())
+            .spawn(move || me.rewrap_loop())?;
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("cmkfs-watchdog".into())
+            .spawn(move || me.watchdog())?;
         Ok(())
+    }
+
+    /// The longest time between two completed checks before the watchdog steps in.
+    pub fn watchdog_limit(&self) -> Duration {
+        self.cfg.interval + self.cfg.timeout + Duration::from_secs(1)
+    }
+
+    /// Makes the volume Inaccessible when no check has completed in time. Checks run with
+    /// deadlines, so this fires only when something without one stalls (a disk, a kernel
+    /// call) or the revalidation thread died; a later check that succeeds restores access.
+    fn watchdog(self: Arc<Self>) {
+        let limit = self.watchdog_limit();
+        let tick = (self.cfg.interval / 4).clamp(Duration::from_millis(50), Duration::from_millis(250));
+        loop {
+            std::thread::sleep(tick);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let since = self.last_done.lock().elapsed();
+                if since > limit && self.access.is_available() {
+                    let reason = format!(
+                        "no key check completed for {:.1}s (limit: interval + provider timeout + 1s = {:.1}s): failing closed",
+                        since.as_secs_f64(),
+                        limit.as_secs_f64()
+                    );
+                    self.revoke(&reason);
+                }
+            }));
+            if r.is_err() {
+                tracing::error!("the watchdog check panicked; it keeps running");
+            }
+        }
     }
 
     /// Wakes the thread for an immediate check.
@@ -184,11 +246,18 @@ impl Checker {
                 *woken = false;
             }
             if self.access.is_locked() {
+                *self.last_done.lock() = Instant::now();
                 continue;
             }
-            match self.check_once() {
-                Ok(()) => ok_count += 1,
-                Err(_) => fail_count += 1,
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.check_once()));
+            match r {
+                Ok(Ok(())) => ok_count += 1,
+                Ok(Err(_)) => fail_count += 1,
+                Err(_) => {
+                    // No check result: the watchdog revokes if this keeps happening.
+                    tracing::error!("a key check panicked; the next one runs on schedule");
+                    fail_count += 1;
+                }
             }
             // Checks are summarised in the audit log, not written one per interval.
             if last_summary.elapsed() >= Duration::from_secs(600) {
@@ -201,50 +270,31 @@ impl Checker {
         }
     }
 
-    /// Unwraps the keyslot through the provider, with a timeout; a call still hanging from
+    /// Unwraps the keyslot through the provider, with a deadline; a call still hanging from
     /// an earlier check counts as unreachable rather than piling up threads.
     fn unwrap_with_timeout(&self, provider: Arc<dyn KeyProvider>, slot: &Keyslot) -> Result<Unwrapped, ProviderError> {
-        let unreachable = |m: String| ProviderError::new(ErrorKind::Unreachable, &slot.provider, &slot.key_id, m);
-        if self.call_in_flight.swap(true, Ordering::SeqCst) {
-            return Err(unreachable(
-                "the previous call to the provider has not returned yet".into(),
-            ));
-        }
-        let wrapped = match slot.wrapped_bytes() {
-            Ok(w) => w,
-            Err(e) => {
-                self.call_in_flight.store(false, Ordering::SeqCst);
-                return Err(ProviderError::new(
-                    ErrorKind::Misconfigured,
-                    &slot.provider,
-                    &slot.key_id,
-                    e.to_string(),
-                ));
-            }
-        };
+        let wrapped = slot.wrapped_bytes().map_err(|e| {
+            ProviderError::new(ErrorKind::Misconfigured, &slot.provider, &slot.key_id, e.to_string())
+        })?;
         let version = slot.key_version.clone();
-        let (tx, rx) = mpsc::channel();
-        let flag = self.call_in_flight.clone();
-        let spawned = std::thread::Builder::new()
-            .name("cmkfs-provider-call".into())
-            .spawn(move || {
-                let r = provider.unwrap(&version, &wrapped);
-                flag.store(false, Ordering::SeqCst);
-                let _ = tx.send(r);
-            });
-        if let Err(e) = spawned {
-            self.call_in_flight.store(false, Ordering::SeqCst);
-            return Err(unreachable(format!("cannot start provider call: {e}")));
-        }
-        match rx.recv_timeout(self.cfg.timeout) {
-            Ok(r) => r,
-            Err(_) => Err(unreachable(format!("no answer within {:?}", self.cfg.timeout))),
-        }
+        call::with_deadline(
+            &slot.provider,
+            &slot.key_id,
+            self.cfg.timeout,
+            Some(&self.call_in_flight),
+            move || provider.unwrap(&version, &wrapped),
+        )
     }
 
     /// One revalidation. Serialised: the thread, `unlock` and `reload` may all call it.
     pub fn check_once(&self) -> CheckResult {
         let _g = self.check_lock.lock();
+        let r = self.check_locked();
+        *self.last_done.lock() = Instant::now();
+        r
+    }
+
+    fn check_locked(&self) -> CheckResult {
         self.reload_header_if_changed();
         let (provider, slot) = {
             let s = self.slot.lock();
@@ -268,7 +318,7 @@ impl Checker {
                 if self.access.is_available() {
                     let same = self
                         .access
-                        .with_volume_key(|vk, _| vk.expose() == u.secret.expose())
+                        .with_volume_key(|vk, _| bool::from(vk.expose().ct_eq(u.secret.expose())))
                         .unwrap_or(false);
                     if !same {
                         let reason = "the KEK unwrapped a different volume key than the mounted one".to_string();
@@ -290,7 +340,7 @@ impl Checker {
                         )
                     }));
                     self.slot.lock().key = u.key.clone();
-                    self.rewrap_if_newer_version();
+                    self.request_rewrap();
                     Ok(())
                 } else {
                     self.restore(u)
@@ -307,10 +357,7 @@ impl Checker {
                         .then(|| *st.unreachable_since.get_or_insert_with(SystemTime::now));
                     (first, since)
                 };
-                if first {
-                    self.audit("check_failed", json!({"provider": e.provider, "key": e.key, "kind": e.kind, "error": e.message, "latency_ms": latency.as_secs_f64() * 1000.0}));
-                }
-                tracing::warn!(error = %e, "key revalidation failed");
+                // Revoke first, audit after: writing the audit log must never delay revocation.
                 if let Some(since) = since {
                     let elapsed = since.elapsed().unwrap_or_default();
                     if elapsed >= self.cfg.grace {
@@ -327,6 +374,10 @@ impl Checker {
                     }
                 } else {
                     self.revoke(&e.to_string());
+                }
+                tracing::warn!(error = %e, "key revalidation failed");
+                if first {
+                    self.audit("check_failed", json!({"provider": e.provider, "key": e.key, "kind": e.kind, "error": e.message, "latency_ms": latency.as_secs_f64() * 1000.0}));
                 }
                 Err(e.to_string())
             }
@@ -362,7 +413,7 @@ impl Checker {
     }
 
     fn restore(&self, u: Unwrapped) -> CheckResult {
-        match volume::read_verified(&self.dir, &u.secret) {
+        match volume::read_verified_at(&self.root, &u.secret) {
             Ok((header, keys)) => {
                 let refused = self.access.restore(Arc::new(keys), u.secret);
                 self.slot.lock().generation = header.generation;
@@ -398,11 +449,28 @@ impl Checker {
         r
     }
 
+    /// True when this mount may use `uri`: the `--kek` it was mounted with, or a URI the
+    /// volume's local configuration allows (re-read, so an administrator's edit applies).
+    fn allowed(&self, uri: &str) -> bool {
+        if self.kek_override.as_deref() == Some(uri) {
+            return true;
+        }
+        matches!(volume::trust::find_by_dir(&self.dir), Ok(Some(r)) if r.allows(uri))
+    }
+
     /// Re-reads the header if another process rewrote it (rotation, keyslot changes) and
-    /// switches to the slot now in use. Needs the volume key, so only while Available.
+    /// switches to the slot now in use. The header is believed only if it authenticates with
+    /// the mounted volume key and is newer than the one in use (an older one is a rollback and
+    /// is ignored), and the new slot is used only if its KEK is allowed on this host. Needs the
+    /// volume key, so only while Available. Never blocks: the header is read with O_NONBLOCK
+    /// and a size cap, and the provider is opened with a deadline.
     pub fn reload_header_if_changed(&self) {
-        let Ok(parsed) = volume::read_header(&self.dir) else {
-            return;
+        let parsed = match volume::read_header_at(&self.root) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "volume header unreadable; keeping the keyslot in use");
+                return;
+            }
         };
         let known = self.slot.lock().generation;
         if parsed.header.generation == known {
@@ -415,25 +483,42 @@ impl Checker {
         if verified != Some(true) {
             return;
         }
+        if parsed.header.generation < known {
+            if !self.rollback_reported.swap(true, Ordering::SeqCst) {
+                tracing::error!(generation = parsed.header.generation, known, "the volume header was replaced by an older one (rollback); ignored");
+                self.audit("header_rollback_ignored", json!({"generation": parsed.header.generation, "in_use": known}));
+            }
+            return;
+        }
         let current_id = self.slot.lock().slot.id;
         let slot = parsed
             .header
             .keyslots
             .iter()
-            .find(|s| s.id == current_id && s.role == SlotRole::Primary)
-            .or_else(|| parsed.header.keyslots.iter().find(|s| s.role == SlotRole::Primary))
+            .find(|s| s.id == current_id && s.role == SlotRole::Primary && self.allowed(&s.kek_uri))
+            .or_else(|| {
+                parsed
+                    .header
+                    .keyslots
+                    .iter()
+                    .find(|s| s.role == SlotRole::Primary && self.allowed(&s.kek_uri))
+            })
             .cloned();
-        let Some(slot) = slot else { return };
-        match provider::open(&slot.kek_uri) {
+        let Some(slot) = slot else {
+            tracing::error!(generation = parsed.header.generation, "the new header has no primary keyslot with a KEK this host allows; keeping the one in use");
+            return;
+        };
+        match volume::open_provider(&slot.kek_uri, self.cfg.timeout) {
             Ok(p) => {
                 let mut s = self.slot.lock();
                 let old = (s.slot.key_id.clone(), s.slot.key_version.clone());
-                s.provider = Arc::from(p);
+                s.provider = p;
                 s.generation = parsed.header.generation;
                 s.slot = slot.clone();
                 drop(s);
                 tracing::info!(generation = parsed.header.generation, key = %slot.key_id, version = %slot.key_version, "volume header changed; now checking keyslot {}", slot.id);
                 self.audit("header_reloaded", json!({"generation": parsed.header.generation, "old_key": old.0, "old_version": old.1, "key_id": slot.key_id, "key_version": slot.key_version, "keyslot": slot.id}));
+                self.raise_pinned_generation(parsed.header.generation);
             }
             Err(e) => {
                 tracing::error!(error = %e, "new keyslot's provider cannot be opened; keeping the old one")
@@ -441,7 +526,47 @@ impl Checker {
         }
     }
 
-    /// For a versionless URI: rewrap to the key's newest version when one appears.
+    /// Records a newer header generation in the local configuration, off the check path (it
+    /// takes the configuration's lock).
+    fn raise_pinned_generation(&self, generation: u64) {
+        let dir = self.dir.clone();
+        let _ = std::thread::Builder::new()
+            .name("cmkfs-pin".into())
+            .spawn(move || {
+                if let Ok(Some(mut r)) = volume::trust::find_by_dir(&dir) {
+                    if let Err(e) = volume::trust::raise_generation(&mut r, generation) {
+                        tracing::warn!(error = %e, "cannot record the header generation in the local configuration");
+                    }
+                }
+            });
+    }
+
+    /// Asks the rewrap thread to look for a newer key version.
+    fn request_rewrap(&self) {
+        let (m, c) = &self.rewrap_wake;
+        *m.lock() = true;
+        c.notify_all();
+    }
+
+    fn rewrap_loop(self: Arc<Self>) {
+        loop {
+            {
+                let (m, c) = &self.rewrap_wake;
+                let mut w = m.lock();
+                while !*w {
+                    c.wait(&mut w);
+                }
+                *w = false;
+            }
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.rewrap_if_newer_version())).is_err() {
+                tracing::error!("the automatic rewrap panicked; it is retried after the next check");
+            }
+        }
+    }
+
+    /// For a versionless URI: rewrap to the key's newest version when one appears. Runs on
+    /// the rewrap thread: provider calls have deadlines and the header lock a timeout, but
+    /// none of it can hold up a check.
     fn rewrap_if_newer_version(&self) {
         let (slot, provider) = {
             let s = self.slot.lock();
@@ -450,7 +575,11 @@ impl Checker {
         if !volume::uri_is_versionless(&slot.kek_uri) {
             return;
         }
-        let Ok(cur) = provider.current() else { return };
+        let p = provider.clone();
+        let Ok(cur) = call::with_deadline(&slot.provider, &slot.key_id, self.cfg.timeout, None, move || p.current())
+        else {
+            return;
+        };
         if cur.version == slot.key_version {
             return;
         }
@@ -460,10 +589,12 @@ impl Checker {
         match rewrap_slot(&self.dir, &vk, slot.id, &slot.kek_uri) {
             Ok((new_slot, generation)) => {
                 tracing::info!(old = %slot.key_version, new = %new_slot.key_version, "KEK has a newer version; volume key rewrapped");
+                {
+                    let mut s = self.slot.lock();
+                    s.slot = new_slot.clone();
+                    s.generation = generation;
+                }
                 self.audit("rotate", json!({"auto": true, "key_id": new_slot.key_id, "old_version": slot.key_version, "new_version": new_slot.key_version, "generation": generation}));
-                let mut s = self.slot.lock();
-                s.slot = new_slot;
-                s.generation = generation;
             }
             Err(e) => {
                 tracing::error!(error = %e, "automatic rewrap to the newer key version failed")

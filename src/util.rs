@@ -66,7 +66,65 @@ pub fn now_rfc3339_millis() -> String {
 
 /// True when the effective uid is root.
 pub fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
+    euid() == 0
+}
+
+/// The effective uid.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Where a daemon keeps its sockets and locks: `/run/cmkfs` for root; for other users
+/// `$XDG_RUNTIME_DIR/cmkfs`, else `/run/user/UID/cmkfs`, else `~/.cache/cmkfs/run`. Never a
+/// predictable name in a shared directory such as /tmp, which another user could create first.
+pub fn runtime_dir() -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+    if is_root() {
+        return PathBuf::from("/run/cmkfs");
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("cmkfs");
+    }
+    let run_user = PathBuf::from(format!("/run/user/{}", euid()));
+    if std::fs::metadata(&run_user).is_ok_and(|m| m.is_dir() && m.uid() == euid()) {
+        return run_user.join("cmkfs");
+    }
+    home_dir()
+        .unwrap_or_else(|| PathBuf::from("/nonexistent"))
+        .join(".cache/cmkfs/run")
+}
+
+/// Creates `dir` (and parents) as a private directory (0700), or checks that an existing one
+/// is owned by the effective user and open to no one else: a directory someone else made or
+/// can write is refused, not used.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    match fs::symlink_metadata(dir) {
+        Ok(md) => {
+            if !md.is_dir() {
+                return Err(io::Error::other(format!("{} is not a directory", dir.display())));
+            }
+            if md.uid() != euid() {
+                return Err(io::Error::other(format!(
+                    "{} is owned by uid {}, not by you (uid {}): refusing to use it; remove it",
+                    dir.display(),
+                    md.uid(),
+                    euid()
+                )));
+            }
+            if md.mode() & 0o077 != 0 {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir)?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The invoking user's home directory.

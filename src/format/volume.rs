@@ -40,6 +40,8 @@ pub struct VolumeKeys {
     header_mac: SecretKey,
     xattr: Aead,
     layout: super::layout::Layout,
+    commitment: [u8; 32],
+    rekey_journal: SecretKey,
 }
 
 impl VolumeKeys {
@@ -51,7 +53,20 @@ impl VolumeKeys {
             header_mac: volume_key.derive(&volume_id, b"cmkfs v1 header-mac"),
             xattr: Aead::new(&volume_key.derive(&volume_id, b"cmkfs v1 xattr")),
             layout: super::layout::Layout::for_format(FORMAT_VERSION),
+            commitment: *volume_key.derive(&volume_id, b"cmkfs v1 key-commitment").expose(),
+            rekey_journal: volume_key.derive(&volume_id, b"cmkfs v1 rekey-journal"),
         }
+    }
+    /// A commitment to the volume key (HKDF-SHA256 output under its own label; reveals
+    /// nothing about the key). A host pins it, so that a header wrapping a different volume key
+    /// (key substitution: anyone can wrap a key of their choosing to a KEK's public key) is
+    /// refused however validly it is MACed.
+    pub fn commitment(&self) -> &[u8; 32] {
+        &self.commitment
+    }
+    /// The key that authenticates rekey journals kept in the cipher root.
+    pub fn rekey_journal_key(&self) -> &SecretKey {
+        &self.rekey_journal
     }
     /// The same keys for a volume of format `version` (which decides the content layout).
     pub fn for_format(mut self, version: u32) -> Self {

@@ -423,7 +423,8 @@ impl FileData {
     /// Replaces the file's DEK and file id and re-encrypts its content through a redo journal
     /// (see [`super::rekey`]). Holds the file exclusively throughout. Returns the bytes
     /// re-encrypted (ciphertext length).
-    pub fn rekey(&self, keys: &VolumeKeys, journal: &super::rekey::Journal, rel_path: &str) -> Result<u64, Errno> {
+    pub fn rekey(&self, keys: &VolumeKeys, root: &crate::volume::CipherRoot) -> Result<u64, Errno> {
+        use super::rekey::{Binding, Journal};
         let mut st = self.inner.write();
         let f = st.backing.clone().ok_or(Errno::EBADF)?;
         if !st.writable {
@@ -436,15 +437,18 @@ impl FileData {
         let old = Self::ensure_cipher(&mut st, keys)?;
         let (hdr, new) = FileHeader::create(keys);
         let new = Arc::new(new);
-        let root = journal.done.parent().expect("journal is in the cipher root");
-        crate::util::atomic_write(&journal.path_file, format!("{rel_path}\n").as_bytes(), 0o600).map_err(errno)?;
-        let j = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&journal.tmp)
-            .map_err(errno)?;
+        let journal = Journal::new(new.file_id());
+        let (dev, ino) = super::rekey::identity(&f).map_err(errno)?;
+        let binding = Binding {
+            old_file_id: *old.file_id(),
+            new_file_id: *new.file_id(),
+            dev,
+            ino,
+            len: clen,
+        };
+        // The new file id is random, so nothing can be waiting under these names; O_EXCL makes
+        // a planted file or link there an error rather than a target.
+        let j = root.create_new(&journal.tmp, 0o600).map_err(errno)?;
         j.write_all_at(&hdr, 0).map_err(errno)?;
         let layout = st.layout;
         let size = layout.plain_size(clen);
@@ -469,15 +473,16 @@ impl FileData {
         zeroize::Zeroize::zeroize(&mut plain[..]);
         j.set_len(clen).map_err(errno)?;
         j.sync_all().map_err(errno)?;
-        std::fs::rename(&journal.tmp, &journal.done).map_err(errno)?;
-        crate::util::fsync_dir(root).map_err(errno)?;
+        root.write_atomic(&journal.bind, &binding.seal(keys), 0o600).map_err(errno)?;
+        root.rename(&journal.tmp, &journal.done).map_err(errno)?;
+        root.sync().map_err(errno)?;
         crate::util::crash_point("rekey:journal-committed");
         super::rekey::replay(layout, &j, &f).map_err(errno)?;
         st.cipher = CipherState::Ready(new);
         drop(st);
-        std::fs::remove_file(&journal.done).map_err(errno)?;
-        let _ = std::fs::remove_file(&journal.path_file);
-        crate::util::fsync_dir(root).map_err(errno)?;
+        root.remove(&journal.done).map_err(errno)?;
+        let _ = root.remove(&journal.bind);
+        root.sync().map_err(errno)?;
         Ok(clen)
     }
 

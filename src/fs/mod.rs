@@ -269,12 +269,25 @@ impl CmkFs {
         Ok((inode, a))
     }
 
-    /// Gives a new entry to the requesting user (when running as root), with the group of a
-    /// set-group-id parent directory, as a local filesystem does.
+    /// Finishes a new entry: gives it to the requesting user (when running as root), with the
+    /// group of a set-group-id parent directory, as a local filesystem does, and gives it the
+    /// permission bits the caller asked for. The daemon runs with umask 077 (nothing it creates
+    /// for itself is open to others); the kernel has already applied the caller's own umask
+    /// to `mode`, so the group/other bits that 077 took away are put back here.
     fn set_owner(&self, req: &Request, parent: &Inode, fd: &OwnedFd, mode: u32) -> R<()> {
-        if !self.as_root {
-            return Ok(());
+        if self.as_root {
+            self.chown_new(req, parent, fd, mode)?;
         }
+        if mode & libc::S_IFMT != libc::S_IFLNK && mode & 0o077 != 0 {
+            let st = sys::fstat(fd.as_fd()).map_err(io)?;
+            if mode & 0o077 & !st.st_mode != 0 {
+                sys::chmod_fd(fd.as_fd(), (st.st_mode & 0o7777) | (mode & 0o077)).map_err(io)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn chown_new(&self, req: &Request, parent: &Inode, fd: &OwnedFd, mode: u32) -> R<()> {
         let pst = sys::fstat(self.pfd(parent)?.as_fd()).map_err(io)?;
         let gid = if pst.st_mode & libc::S_ISGID != 0 {
             pst.st_gid
@@ -737,12 +750,11 @@ impl CacheControl {
             if !cur.is_file() {
                 return Err(format!("{}: not a regular file", rel.display()));
             }
-            let (dev, ino) = cur.key;
-            let journal = rekey::Journal::new(&self.root, dev, ino);
+            let root = crate::volume::CipherRoot::open(&self.root).map_err(|e| e.to_string())?;
             cur.data
                 .open(self.inodes.fd(&cur).map_err(|e| e.to_string())?.as_fd(), keys, true)
                 .map_err(errs)?;
-            let r = cur.data.rekey(keys, &journal, &rel.to_string_lossy());
+            let r = cur.data.rekey(keys, &root);
             cur.data.release();
             r.map_err(errs)
         })();

@@ -1,48 +1,123 @@
 //! Rekeying a file: replacing its DEK (and file id) and re-encrypting its content, on a live
 //! mount, crash-safely.
 //!
-//! The new ciphertext is written in full to a journal in the cipher root
-//! (`cmkfs.volume.rekey.<dev>-<ino>`, a reserved name the plaintext view never shows) with the
-//! file's path beside it (`....path`), fsynced, and made visible by rename: that rename is the
-//! commit point. Then the journal's blocks are copied over the file in place (so the inode,
-//! hard links and open handles stay what they were), the file is fsynced, and the journal is
-//! removed. A crash before the commit point leaves the old file untouched (the temporary
-//! journal is discarded at the next mount); a crash after it is finished by replaying the
-//! journal at the next mount, which is idempotent. Holes stay holes: only data blocks are
-//! written.
+//! The new ciphertext is written in full to a journal in the cipher root,
+//! `cmkfs.volume.rekey.<new file id>` (a reserved name the plaintext view never shows), beside
+//! a binding record `....bind` that says which file the journal belongs to: the old and new
+//! file ids, the backing file's device and inode and the ciphertext length, MACed with a key
+//! derived from the volume key. The journal is fsynced and made visible by rename: that rename
+//! is the commit point. Then the journal's blocks are copied over the file in place (so the
+//! inode, hard links and open handles stay what they were), the file is fsynced, and the
+//! journal is removed. A crash before the commit point leaves the old file untouched (the
+//! temporary journal is discarded at the next mount); a crash after it is finished by
+//! replaying the journal at the next mount, which is idempotent. Holes stay holes: only data
+//! blocks are written.
+//!
+//! Everything in the cipher root is untrusted, so recovery believes a journal only when its
+//! binding record authenticates under the volume key, its own file header authenticates and
+//! carries the new file id, and the file it is copied over is found by that binding: a regular
+//! file inside the cipher directory (walked from the root with `O_NOFOLLOW`, never by a path
+//! read from disk) with the recorded device and inode whose authenticated header holds the old
+//! or the new file id. A planted or damaged journal is left in place and reported, never
+//! applied.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
 
+use crate::crypto;
 use crate::format::content::is_zero;
+use crate::format::file::FileHeader;
 use crate::format::layout::{self, Layout};
-use crate::format::volume::VOLUME_HEADER_NAME;
-use crate::format::{CIPHER_BLOCK_SIZE, FILE_HEADER_LEN};
+use crate::format::volume::{is_reserved_root_name, VOLUME_HEADER_NAME};
+use crate::format::{VolumeKeys, CIPHER_BLOCK_SIZE, FILE_HEADER_LEN};
+use crate::fs::sys;
 use crate::util;
-
-/// Journal file names of one rekey.
-pub struct Journal {
-    /// The journal while being written.
-    pub tmp: PathBuf,
-    /// The committed journal.
-    pub done: PathBuf,
-    /// The file's path relative to the cipher root.
-    pub path_file: PathBuf,
-}
+use crate::volume::CipherRoot;
 
 const PREFIX: &str = "rekey.";
+const BIND_LEN: usize = 16 + 16 + 8 + 8 + 8;
+const BIND_LABEL: &[u8] = b"cmkfs rekey journal binding v1\0";
+
+/// Journal names of one rekey (relative to the cipher root).
+pub struct Journal {
+    /// The journal while being written.
+    pub tmp: String,
+    /// The committed journal.
+    pub done: String,
+    /// The authenticated binding record.
+    pub bind: String,
+}
 
 impl Journal {
-    /// Journal names for the backing inode `(dev, ino)`.
-    pub fn new(cipher_root: &Path, dev: u64, ino: u64) -> Self {
-        let base = format!("{VOLUME_HEADER_NAME}.{PREFIX}{dev}-{ino}");
+    /// Journal names for a rekey to `new_file_id`.
+    pub fn new(new_file_id: &[u8; 16]) -> Self {
+        let base = format!("{VOLUME_HEADER_NAME}.{PREFIX}{}", crypto::hex(new_file_id));
         Journal {
-            tmp: cipher_root.join(format!("{base}.tmp")),
-            done: cipher_root.join(&base),
-            path_file: cipher_root.join(format!("{base}.path")),
+            tmp: format!("{base}.tmp"),
+            bind: format!("{base}.bind"),
+            done: base,
         }
+    }
+}
+
+/// What a journal belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    /// File id before the rekey.
+    pub old_file_id: [u8; 16],
+    /// File id after it (the journal's own).
+    pub new_file_id: [u8; 16],
+    /// Backing device of the file.
+    pub dev: u64,
+    /// Backing inode of the file.
+    pub ino: u64,
+    /// Ciphertext length of the journal.
+    pub len: u64,
+}
+
+impl Binding {
+    fn body(&self) -> [u8; BIND_LEN] {
+        let mut b = [0u8; BIND_LEN];
+        b[..16].copy_from_slice(&self.old_file_id);
+        b[16..32].copy_from_slice(&self.new_file_id);
+        b[32..40].copy_from_slice(&self.dev.to_be_bytes());
+        b[40..48].copy_from_slice(&self.ino.to_be_bytes());
+        b[48..56].copy_from_slice(&self.len.to_be_bytes());
+        b
+    }
+
+    fn mac_input(&self, keys: &VolumeKeys) -> Vec<u8> {
+        let mut m = BIND_LABEL.to_vec();
+        m.extend_from_slice(keys.volume_id());
+        m.extend_from_slice(&self.body());
+        m
+    }
+
+    /// The stored record: body and HMAC-SHA256 under the volume's journal key.
+    pub fn seal(&self, keys: &VolumeKeys) -> Vec<u8> {
+        let mut out = self.body().to_vec();
+        out.extend_from_slice(&crypto::hmac_sha256(keys.rekey_journal_key(), &self.mac_input(keys)));
+        out
+    }
+
+    /// Parses and authenticates a stored record.
+    pub fn open(bytes: &[u8], keys: &VolumeKeys) -> Option<Binding> {
+        if bytes.len() != BIND_LEN + 32 {
+            return None;
+        }
+        let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().unwrap());
+        let b = Binding {
+            old_file_id: bytes[..16].try_into().unwrap(),
+            new_file_id: bytes[16..32].try_into().unwrap(),
+            dev: u64_at(32),
+            ino: u64_at(40),
+            len: u64_at(48),
+        };
+        crypto::hmac_sha256_verify(keys.rekey_journal_key(), &b.mac_input(keys), &bytes[BIND_LEN..]).then_some(b)
     }
 }
 
@@ -68,44 +143,127 @@ pub fn replay(layout: Layout, journal: &File, target: &File) -> io::Result<()> {
     target.sync_all()
 }
 
-/// Finishes (or discards) rekeys interrupted by a crash. Runs at mount, before serving.
-/// Returns the paths it completed.
-pub fn recover(cipher_root: &Path, layout: Layout) -> io::Result<Vec<String>> {
-    let mut done = vec![];
+/// What recovery did.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Files whose interrupted rekey was completed, as `dev-ino` of their backing file.
+    pub completed: Vec<String>,
+    /// Journals that were not applied (planted, damaged, or whose file is gone), with why.
+    pub ignored: Vec<String>,
+}
+
+fn file_id_of(f: &File, keys: &VolumeKeys) -> Option<[u8; 16]> {
+    let mut h = vec![0u8; FILE_HEADER_LEN as usize];
+    f.read_exact_at(&mut h, 0).ok()?;
+    FileHeader::open(&h, keys).ok().map(|c| *c.file_id())
+}
+
+/// Finds the regular file with backing `(dev, ino)` under `dir`, without following links.
+fn find_inode(dir: BorrowedFd<'_>, at_root: bool, dev: u64, ino: u64, depth: usize) -> io::Result<Option<OwnedFd>> {
+    if depth > 256 {
+        return Ok(None);
+    }
+    let dup = sys::openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    for e in sys::read_dir(dup)? {
+        if e.name == b"." || e.name == b".." || (at_root && is_reserved_root_name(&e.name)) {
+            continue;
+        }
+        let name = sys::cstr(OsStr::from_bytes(&e.name))?;
+        match e.kind {
+            libc::DT_DIR => {
+                let Ok(sub) = sys::openat(dir, &name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0) else {
+                    continue;
+                };
+                if let Some(fd) = find_inode(sub.as_fd(), false, dev, ino, depth + 1)? {
+                    return Ok(Some(fd));
+                }
+            }
+            libc::DT_REG | libc::DT_UNKNOWN if e.ino == ino => {
+                let Ok(fd) = sys::openat(dir, &name, libc::O_PATH | libc::O_NOFOLLOW, 0) else { continue };
+                let st = sys::fstat(fd.as_fd())?;
+                if st.st_mode & libc::S_IFMT == libc::S_IFREG && (st.st_dev, st.st_ino) == (dev, ino) {
+                    return Ok(Some(fd));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// Finishes (or discards) rekeys interrupted by a crash. Runs at mount, after unlocking and
+/// before serving.
+pub fn recover(root: &CipherRoot, keys: &VolumeKeys) -> io::Result<Recovered> {
+    let layout = keys.layout();
+    let mut out = Recovered::default();
     let prefix = format!("{VOLUME_HEADER_NAME}.{PREFIX}");
-    for e in std::fs::read_dir(cipher_root)? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().into_owned();
+    for name in root.names()? {
+        let name = name.to_string_lossy().into_owned();
         let Some(id) = name.strip_prefix(&prefix) else { continue };
         if id.ends_with(".tmp") {
-            // Never committed: the file itself was not touched.
-            std::fs::remove_file(e.path())?;
+            // Never committed: the file itself was not touched. (Removing a planted link
+            // removes the link, not its target.)
+            root.remove(&name)?;
             continue;
         }
-        if id.ends_with(".path") {
+        if id.ends_with(".bind") {
             continue;
         }
-        let (dev, ino) = match id.split_once('-').map(|(d, i)| (d.parse::<u64>(), i.parse::<u64>())) {
-            Some((Ok(d), Ok(i))) => (d, i),
-            _ => continue,
+        let mut ignore = |why: String| {
+            tracing::warn!(journal = %name, "rekey journal not applied: {why}; left in place");
+            out.ignored.push(format!("{name}: {why}"));
         };
-        let j = Journal::new(cipher_root, dev, ino);
-        let rel = std::fs::read_to_string(&j.path_file)?;
-        let target_path = cipher_root.join(rel.trim_end_matches('\n'));
-        let target = std::fs::OpenOptions::new().read(true).write(true).open(&target_path)?;
-        let md = target.metadata()?;
-        if (md.dev(), md.ino()) != (dev, ino) {
-            return Err(io::Error::other(format!(
-                "rekey journal {} belongs to inode {dev}-{ino} but {} is another file; left in place",
-                j.done.display(),
-                target_path.display()
-            )));
+        if id.len() != 32 || crypto::unhex(id).is_none() {
+            ignore("not a journal of this cmkfs (an older build's journals named the file by a path, which is never trusted)".into());
+            continue;
         }
-        replay(layout, &File::open(&j.done)?, &target)?;
-        std::fs::remove_file(&j.done)?;
-        let _ = std::fs::remove_file(&j.path_file);
-        util::fsync_dir(cipher_root)?;
-        done.push(rel);
+        let j = Journal::new(&crypto::unhex(id).unwrap().try_into().unwrap());
+        let binding = match root.read_regular(&j.bind, 1024) {
+            Ok(b) => Binding::open(&b, keys),
+            Err(_) => None,
+        };
+        let Some(binding) = binding.filter(|b| crypto::hex(&b.new_file_id) == id) else {
+            ignore("its binding record is missing or does not authenticate with the volume key (planted or damaged)".into());
+            continue;
+        };
+        let journal = match root.open_regular(&j.done, false, binding.len) {
+            Ok(f) if f.metadata()?.len() == binding.len => f,
+            _ => {
+                ignore("not a regular file of the recorded length".into());
+                continue;
+            }
+        };
+        if file_id_of(&journal, keys) != Some(binding.new_file_id) {
+            ignore("its file header does not authenticate or carries another file id".into());
+            continue;
+        }
+        let Some(pfd) = find_inode(root.fd(), true, binding.dev, binding.ino, 0)? else {
+            ignore(format!(
+                "no file with backing inode {}-{} in the volume (deleted since?)",
+                binding.dev, binding.ino
+            ));
+            continue;
+        };
+        let target = File::from(sys::reopen(pfd.as_fd(), libc::O_RDWR)?);
+        let current = file_id_of(&target, keys);
+        if current != Some(binding.old_file_id) && current != Some(binding.new_file_id) {
+            ignore(format!(
+                "the file with backing inode {}-{} no longer holds the file this journal was made for",
+                binding.dev, binding.ino
+            ));
+            continue;
+        }
+        replay(layout, &journal, &target)?;
+        root.remove(&j.done)?;
+        let _ = root.remove(&j.bind);
+        root.sync()?;
+        out.completed.push(format!("{}-{}", binding.dev, binding.ino));
     }
-    Ok(done)
+    Ok(out)
+}
+
+/// The backing `(dev, ino)` of a file.
+pub fn identity(f: &File) -> io::Result<(u64, u64)> {
+    let md = f.metadata()?;
+    Ok((md.dev(), md.ino()))
 }

@@ -9,27 +9,32 @@
 //! another daemon (not supported) would only cost extra checks.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::format::layout;
 use crate::format::volume::VOLUME_HEADER_NAME;
-use crate::util;
+use crate::volume::CipherRoot;
 
 const PREFIX: &str = "session.";
 
 /// The marker of this mount's session; dropping it (clean unmount) removes the marker.
 pub struct Session {
-    marker: PathBuf,
-    root: PathBuf,
+    marker: String,
+    root: CipherRoot,
 }
 
 /// Starts a session in `cipher_root`: reads the markers of crashed sessions, creates this
 /// session's marker and sets the stamp that writes use.
+///
+/// Markers are untrusted input like everything in the cipher root: only their names are read
+/// (a planted one costs extra checks, nothing else), and this session's marker is created
+/// with O_EXCL|O_NOFOLLOW and mode 0600.
 pub fn begin(cipher_root: &Path) -> io::Result<Session> {
+    let root = CipherRoot::open(cipher_root)?;
     let prefix = format!("{VOLUME_HEADER_NAME}.{PREFIX}");
     let mut crashed = vec![];
-    for e in std::fs::read_dir(cipher_root)? {
-        let name = e?.file_name().to_string_lossy().into_owned();
+    for name in root.names()? {
+        let name = name.to_string_lossy().into_owned();
         if let Some(hex) = name.strip_prefix(&prefix) {
             if let Ok(s) = u32::from_str_radix(hex, 16) {
                 crashed.push(s);
@@ -44,9 +49,9 @@ pub fn begin(cipher_root: &Path) -> io::Result<Session> {
             break s;
         }
     };
-    let marker = cipher_root.join(format!("{prefix}{stamp:08x}"));
-    std::fs::OpenOptions::new().write(true).create_new(true).open(&marker)?;
-    util::fsync_dir(cipher_root)?;
+    let marker = format!("{prefix}{stamp:08x}");
+    root.create_new(&marker, 0o600)?;
+    root.sync()?;
     if !crashed.is_empty() {
         tracing::info!(
             sessions = crashed.len(),
@@ -54,16 +59,13 @@ pub fn begin(cipher_root: &Path) -> io::Result<Session> {
         );
     }
     layout::set_session(stamp, crashed);
-    Ok(Session {
-        marker,
-        root: cipher_root.to_path_buf(),
-    })
+    Ok(Session { marker, root })
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.marker).and_then(|_| util::fsync_dir(&self.root)) {
-            tracing::warn!(marker = %self.marker.display(), error = %e, "cannot remove the session marker; the next mount checks this session's blocks before overwriting them");
+        if let Err(e) = self.root.remove(&self.marker).and_then(|_| self.root.sync()) {
+            tracing::warn!(marker = %self.marker, error = %e, "cannot remove the session marker; the next mount checks this session's blocks before overwriting them");
         }
     }
 }

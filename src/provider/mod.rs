@@ -12,6 +12,7 @@
 
 #[cfg(feature = "aws-kms")]
 pub mod awskms;
+pub mod call;
 pub mod exec;
 #[cfg(any(feature = "vault", feature = "aws-kms"))]
 pub mod http;

@@ -28,7 +28,9 @@ where
     let mut c = Command::new(BIN);
     c.args(args)
         .env_remove("CMKFS_KEYSTORE")
-        .env("CMKFS_AUDIT_LOG", std::env::temp_dir().join("cmkfs-tests-audit.jsonl"));
+        .env("CMKFS_AUDIT_LOG", std::env::temp_dir().join("cmkfs-tests-audit.jsonl"))
+        // The local volume configuration (allowed KEKs, pins) of tests never touches /etc.
+        .env("CMKFS_CONFIG_DIR", std::env::temp_dir().join("cmkfs-tests-config"));
     for (k, v) in env {
         c.env(k, v);
     }
@@ -126,8 +128,12 @@ impl Vol {
         let mnt = tmp.path().join("mnt");
         let log = tmp.path().join("daemon.log");
         let audit = tmp.path().join("audit.jsonl");
+        let config = tmp.path().join("config");
         std::fs::create_dir(&mnt).unwrap();
-        let mut env: Vec<(&str, &OsStr)> = vec![("CMKFS_AUDIT_LOG", audit.as_os_str())];
+        let mut env: Vec<(&str, &OsStr)> = vec![
+            ("CMKFS_AUDIT_LOG", audit.as_os_str()),
+            ("CMKFS_CONFIG_DIR", config.as_os_str()),
+        ];
         env.extend_from_slice(extra_env);
         let uri = match kek {
             Some(u) => u.to_string(),
@@ -151,9 +157,8 @@ impl Vol {
             audit,
             uri,
             mounted: false,
-            env: extra_env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_os_string()))
+            env: std::iter::once(("CMKFS_CONFIG_DIR".to_string(), config.into_os_string()))
+                .chain(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_os_string())))
                 .collect(),
         }
     }
