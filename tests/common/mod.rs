@@ -525,15 +525,13 @@ pub fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Timed {
 pub fn tree_snapshot(root: &Path) -> std::collections::BTreeMap<PathBuf, (String, u32, Vec<u8>)> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     let mut m = std::collections::BTreeMap::new();
-    fn walk(
-        root: &Path,
-        dir: &Path,
-        m: &mut std::collections::BTreeMap<PathBuf, (String, u32, Vec<u8>)>,
-    ) {
+    fn walk(root: &Path, dir: &Path, m: &mut std::collections::BTreeMap<PathBuf, (String, u32, Vec<u8>)>) {
         let Ok(rd) = std::fs::read_dir(dir) else { return };
         for e in rd.flatten() {
             let p = e.path();
-            let Ok(md) = std::fs::symlink_metadata(&p) else { continue };
+            let Ok(md) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
             let rel = p.strip_prefix(root).unwrap().to_path_buf();
             let mode = md.permissions().mode();
             let ft = md.file_type();
