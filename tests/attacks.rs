@@ -9,6 +9,7 @@
 //! 1. Trust anchors (local configuration, `CMKFS_CONFIG_DIR`)
 //!    - `init_writes_a_local_record_that_pins_the_volume`
 //!    - `mount_without_local_record_or_kek_is_refused`
+//!    - `first_use_pin_from_mount_kek_refuses_a_later_substitution`
 //! 2. Untrusted headers naming providers (a keyslot planted first in `cmkfs.volume`; the
 //!    provider must not be touched before the header is authenticated)
 //!    - `planted_exec_keyslot_program_is_never_run`
@@ -471,6 +472,48 @@ fn mount_without_local_record_or_kek_is_refused() {
         t.stderr
     );
     v.umount();
+}
+
+#[test]
+fn first_use_pin_from_mount_kek_refuses_a_later_substitution() {
+    let mut v = vol();
+    // No record: the first `mount --kek` trusts the command line and pins the volume.
+    let cfg = v.tmp.path().join("first-use-config");
+    fs::create_dir(&cfg).unwrap();
+    let env = [("CMKFS_CONFIG_DIR", cfg.as_os_str())];
+    let mp = v.mnt.clone();
+    let t = spawn_mount(&v, &mp, &v.log, &["--kek", &v.uri], &env);
+    v.mounted = is_mounted(&mp);
+    assert!(t.success() && v.mounted, "first mount --kek: {}", t.stderr);
+    fs::write(v.p("secret"), b"victim data").unwrap();
+    v.umount();
+    // The attacker swaps in a header of his own volume, wrapped to the same KEK.
+    let att = tempfile::Builder::new().prefix("cmkfs-attacker-").tempdir().unwrap();
+    let other = att.path().join("cipher");
+    let att_cfg = att.path().join("config");
+    ok(&cmkfs_env(
+        [
+            OsStr::new("init"),
+            OsStr::new("--kek"),
+            OsStr::new(&v.uri),
+            other.as_os_str(),
+        ],
+        &[("CMKFS_CONFIG_DIR", att_cfg.as_os_str())],
+    ));
+    fs::copy(other.join("cmkfs.volume"), v.c("cmkfs.volume")).unwrap();
+    let before = tree_snapshot(&v.cipher);
+    let t = spawn_mount(&v, &mp, &v.log, &["--kek", &v.uri], &env);
+    v.mounted = is_mounted(&mp);
+    assert!(
+        !t.success() && !v.mounted,
+        "the pin taken at first use must refuse a substituted header, even with --kek"
+    );
+    assert!(
+        lc_has_any(&t.stderr, &["volume key", "volume id"]),
+        "the refusal names the volume key (or id): {}",
+        t.stderr
+    );
+    assert_tree_unchanged(&before, &v.cipher, "no file was written in the cipher directory");
 }
 
 // ----------------------------------------------------------------------------------------
