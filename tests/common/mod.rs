@@ -382,3 +382,201 @@ pub fn provider_lifecycle(
     v.umount();
     revoked_status
 }
+
+// ---------------------------------------------------------------------------------------
+// Helpers for tests/attacks.rs (added; nothing above is changed).
+// ---------------------------------------------------------------------------------------
+
+/// The local configuration directory (trust anchors) of a volume: `CMKFS_CONFIG_DIR` from its
+/// environment, or `<vol tmp>/config` when the harness did not set one.
+pub fn config_dir_of(v: &Vol) -> PathBuf {
+    v.env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "CMKFS_CONFIG_DIR")
+        .map(|(_, d)| PathBuf::from(d))
+        .unwrap_or_else(|| v.tmp.path().join("config"))
+}
+
+/// Makes sure every command of `v` (and so its daemon) runs with `CMKFS_CONFIG_DIR` set to
+/// its own configuration directory ([`config_dir_of`]); returns that directory.
+pub fn ensure_config_env(v: &mut Vol) -> PathBuf {
+    let d = config_dir_of(v);
+    if !v.env.iter().any(|(k, _)| k == "CMKFS_CONFIG_DIR") {
+        v.env.push(("CMKFS_CONFIG_DIR".into(), d.clone().into_os_string()));
+    }
+    d
+}
+
+/// A `Command` for the cmkfs binary with the same environment as [`Vol::run`], plus `extra`
+/// (later entries win), for runs that must be spawned (deadlines, rusage, killing).
+pub fn vol_command<I, S>(v: &Vol, args: I, extra: &[(&str, &OsStr)]) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_remove("CMKFS_KEYSTORE")
+        .env("CMKFS_AUDIT_LOG", &v.audit)
+        .env("CMKFS_KEYSTORE", &v.store);
+    for (k, val) in &v.env {
+        c.env(k, val);
+    }
+    for (k, val) in extra {
+        c.env(k, val);
+    }
+    c
+}
+
+/// What [`run_with_deadline`] saw.
+pub struct Timed {
+    /// `None` when the deadline passed and the process was killed.
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+    /// Peak resident set of the process (and the children it waited for), in KiB.
+    pub max_rss_kib: i64,
+}
+
+impl Timed {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+    pub fn timed_out(&self) -> bool {
+        self.status.is_none()
+    }
+}
+
+/// Spawns `cmd` (stdin null, stdout/stderr piped), polls it until it exits or `deadline`
+/// passes (then SIGKILLs it, by its own pid), and reports exit, output, time and peak RSS
+/// (from wait4). Output is read after the exit; the commands run here print little.
+pub fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Timed {
+    use std::io::Read;
+    use std::process::Stdio;
+    let t0 = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    // Drain the pipes on threads so a chatty child can never block on a full pipe.
+    let t_out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut killed = false;
+    loop {
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            break;
+        }
+        assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
+        if t0.elapsed() > deadline {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            killed = true;
+            let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+            assert_eq!(r, pid);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = t0.elapsed();
+    // A grandchild (the mount daemon) may hold the pipes open: do not wait for it forever.
+    let join = |t: std::thread::JoinHandle<Vec<u8>>| {
+        let end = Instant::now() + Duration::from_secs(2);
+        while !t.is_finished() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if t.is_finished() {
+            String::from_utf8_lossy(&t.join().unwrap()).into_owned()
+        } else {
+            String::from("<output still held open by a descendant>")
+        }
+    };
+    let stdout = join(t_out);
+    let stderr = join(t_err);
+    let status = if killed {
+        None
+    } else if libc::WIFEXITED(status) {
+        Some(libc::WEXITSTATUS(status))
+    } else {
+        Some(128 + libc::WTERMSIG(status))
+    };
+    Timed {
+        status,
+        stdout,
+        stderr,
+        took,
+        max_rss_kib: ru.ru_maxrss,
+    }
+}
+
+/// Everything under `root` (not following symlinks): relative path -> (kind, mode, content
+/// or link target). For "nothing outside the volume changed" checks.
+pub fn tree_snapshot(root: &Path) -> std::collections::BTreeMap<PathBuf, (String, u32, Vec<u8>)> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let mut m = std::collections::BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, m: &mut std::collections::BTreeMap<PathBuf, (String, u32, Vec<u8>)>) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(md) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            let mode = md.permissions().mode();
+            let ft = md.file_type();
+            if ft.is_symlink() {
+                let t = std::fs::read_link(&p).unwrap_or_default();
+                m.insert(rel, ("symlink".into(), mode, t.as_os_str().as_bytes().to_vec()));
+            } else if ft.is_dir() {
+                m.insert(rel, ("dir".into(), mode, vec![]));
+                walk(root, &p, m);
+            } else if ft.is_file() {
+                m.insert(rel, ("file".into(), mode, std::fs::read(&p).unwrap_or_default()));
+            } else if ft.is_fifo() {
+                m.insert(rel, ("fifo".into(), mode, vec![]));
+            } else {
+                m.insert(rel, ("other".into(), mode, vec![]));
+            }
+        }
+    }
+    walk(root, root, &mut m);
+    m
+}
+
+/// Opens each FIFO for writing without blocking and closes it at once, so that a process
+/// blocked opening it for reading wakes up (and reads end of file). Cleanup for tests that
+/// plant FIFOs where cmkfs expects files.
+pub fn release_fifo_readers(fifos: &[PathBuf]) {
+    for _ in 0..3 {
+        for f in fifos {
+            let c = cpath(f);
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK) };
+            if fd >= 0 {
+                unsafe { libc::close(fd) };
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Makes a FIFO at `p`.
+pub fn mkfifo(p: &Path) {
+    let c = cpath(p);
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", p.display());
+}
