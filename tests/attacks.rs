@@ -412,7 +412,11 @@ fn init_writes_a_local_record_that_pins_the_volume() {
     let hdr = header_value(&v);
     let body: Value = serde_json::from_str(&hdr["body"].to_string()).unwrap();
     let records: Vec<PathBuf> = fs::read_dir(cfg.join("volumes"))
-        .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+        .map(|rd| {
+            rd.map(|e| e.unwrap().path())
+                .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(
         records.len(),

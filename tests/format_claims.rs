@@ -544,17 +544,19 @@ fn flipped_bit_in_xattr_value_is_eio() {
 // The volume header.
 
 #[test]
-fn volume_header_of_another_volume_mounts_and_every_file_is_eio() {
+fn volume_header_of_another_volume_is_refused_even_when_its_kek_is_usable() {
     let mut v = Vol::new();
     fs::write(v.p("f"), b"mine").unwrap();
     v.umount();
     let w = Vol::unmounted();
     fs::copy(w.c("cmkfs.volume"), v.c("cmkfs.volume")).unwrap();
     // The other volume's header is self-consistent and its keyslot names a KEK this machine
-    // can use: the mount goes through, under the other volume's key and id.
-    v.mount(&[]);
-    assert_eq!(fs::read_dir(&v.mnt).unwrap().count(), 1, "the tree is there");
-    assert!(is_eio(fs::read(v.p("f"))), "no file header unwraps");
+    // can use, but not one this volume's local configuration allows: refused.
+    let e = stderr(&v.mount_output(&[]));
+    assert!(e.contains("allows"), "{e}");
+    // Unlocked with the other volume's KEK on the command line, the pinned volume id refuses it.
+    let e = stderr(&v.mount_output(&["--kek", &w.uri.clone()]));
+    assert!(e.contains("volume id"), "{e}");
 }
 
 #[test]
@@ -584,7 +586,7 @@ fn tampered_volume_header_is_refused() {
 }
 
 #[test]
-fn old_copy_of_volume_header_brings_back_a_removed_keyslot_undetected() {
+fn old_copy_of_volume_header_is_refused_as_a_rollback() {
     let mut v = Vol::unmounted();
     let escrow = v.new_key("escrow");
     ok(&v.run([
@@ -621,9 +623,12 @@ fn old_copy_of_volume_header_brings_back_a_removed_keyslot_undetected() {
     ]));
     assert!(!v.mount_output(&["--kek", &escrow]).status.success(), "removed slot no longer opens");
     fs::write(v.c("cmkfs.volume"), &saved).unwrap();
-    v.mount(&["--kek", &escrow]);
-    fs::write(v.p("f"), b"written through the restored slot").unwrap();
-    v.umount();
+    // The old header authenticates (it was MACed with the same volume key), but this host
+    // has seen a newer generation: the removed keyslot does not come back.
+    let e = stderr(&v.mount_output(&["--kek", &escrow]));
+    assert!(e.contains("generation") && e.contains("rollback"), "{e}");
+    let e = stderr(&v.mount_output(&[]));
+    assert!(e.contains("rollback"), "{e}");
 }
 
 // ---------------------------------------------------------------------------------------
