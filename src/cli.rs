@@ -475,7 +475,11 @@ pub fn run() -> Result<()> {
             let s = &h.keyslots[0];
             println!("created volume {} in {}", h.volume_id, dir.display());
             println!("keyslot 0: {} (key {} version {})", s.kek_uri, s.key_id, s.key_version);
-            println!("recorded as '{}' in {} (allowed KEKs, pinned volume key)", rec.name, rec.path.display());
+            println!(
+                "recorded as '{}' in {} (allowed KEKs, pinned volume key)",
+                rec.name,
+                rec.path.display()
+            );
             Ok(())
         }
         Command::Mount(a) => {
@@ -551,7 +555,6 @@ pub fn run() -> Result<()> {
             }
             audit.record("rotate", rec);
             let (s, g) = r?;
-            allow_kek(&dir, &s.kek_uri)?;
             if let Some(mp) = &mp {
                 let _ = control::command(mp, &control::Request::Reload);
             }
@@ -941,12 +944,12 @@ fn run_keyslot(k: KeyslotCommand, audit: &AuditLog) -> Result<()> {
             let h = volume::update_header(&dir, vol.volume_key(), |h| {
                 let id = h.keyslots.iter().map(|s| s.id).max().unwrap_or(0) + 1;
                 let slot = volume::wrap_slot(&kek, vol.volume_key(), id, role)?;
+                volume::trust::allow(&dir, &slot.kek_uri)?;
                 h.keyslots.push(slot.clone());
                 added = Some(slot);
                 Ok(())
             })?;
             let s = added.unwrap();
-            allow_kek(&dir, &s.kek_uri)?;
             audit.record("keyslot_add", json!({"cipher_dir": dir.display().to_string(), "keyslot": s.id, "role": s.role, "kek_uri": s.kek_uri, "key_id": s.key_id, "key_version": s.key_version, "generation": h.generation}));
             if let Some(mp) = mp {
                 let _ = control::command(&mp, &control::Request::Reload);
@@ -1014,7 +1017,10 @@ fn run_volume(v: VolumeCommand, audit: &AuditLog) -> Result<()> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else if recs.is_empty() {
-                println!("no volumes configured in {}", trust::config_dir().join("volumes").display());
+                println!(
+                    "no volumes configured in {}",
+                    trust::config_dir().join("volumes").display()
+                );
             } else {
                 for r in &recs {
                     println!("{}: {}", r.name, r.config.cipher_dir.display());
@@ -1029,22 +1035,15 @@ fn run_volume(v: VolumeCommand, audit: &AuditLog) -> Result<()> {
         }
         VolumeCommand::Forget { volume } => {
             let r = trust::forget(&volume)?;
-            audit.record("volume_forget", json!({"name": r.name, "cipher_dir": r.config.cipher_dir.display().to_string(), "pin": r.config.pin}));
+            audit.record(
+                "volume_forget",
+                json!({"name": r.name, "cipher_dir": r.config.cipher_dir.display().to_string(), "pin": r.config.pin}),
+            );
             println!(
                 "forgot volume '{}' ({}); mount it with --kek URI to pin it again",
                 r.name,
                 r.config.cipher_dir.display()
             );
-        }
-    }
-    Ok(())
-}
-
-/// After a trusted command put `uri` into a keyslot, allow it on this host.
-fn allow_kek(dir: &Path, uri: &str) -> Result<()> {
-    if let Some(mut r) = volume::trust::find_by_dir(dir)? {
-        if !r.allows(uri) {
-            r.update(|c| c.allowed_keks.push(uri.to_string()))?;
         }
     }
     Ok(())

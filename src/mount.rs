@@ -150,7 +150,8 @@ fn spawn_daemon(o: MountOptions) -> Result<()> {
         .arg(humantime::format_duration(o.unreachable_grace).to_string());
     cmd.arg("--audit-log").arg(&o.audit_log);
     if let Some(t) = o.provider_timeout {
-        cmd.arg("--provider-timeout").arg(humantime::format_duration(t).to_string());
+        cmd.arg("--provider-timeout")
+            .arg(humantime::format_duration(t).to_string());
     }
     if let Some(k) = &o.kek {
         cmd.arg("--kek").arg(k);

@@ -273,9 +273,9 @@ impl Checker {
     /// Unwraps the keyslot through the provider, with a deadline; a call still hanging from
     /// an earlier check counts as unreachable rather than piling up threads.
     fn unwrap_with_timeout(&self, provider: Arc<dyn KeyProvider>, slot: &Keyslot) -> Result<Unwrapped, ProviderError> {
-        let wrapped = slot.wrapped_bytes().map_err(|e| {
-            ProviderError::new(ErrorKind::Misconfigured, &slot.provider, &slot.key_id, e.to_string())
-        })?;
+        let wrapped = slot
+            .wrapped_bytes()
+            .map_err(|e| ProviderError::new(ErrorKind::Misconfigured, &slot.provider, &slot.key_id, e.to_string()))?;
         let version = slot.key_version.clone();
         call::with_deadline(
             &slot.provider,
@@ -485,8 +485,15 @@ impl Checker {
         }
         if parsed.header.generation < known {
             if !self.rollback_reported.swap(true, Ordering::SeqCst) {
-                tracing::error!(generation = parsed.header.generation, known, "the volume header was replaced by an older one (rollback); ignored");
-                self.audit("header_rollback_ignored", json!({"generation": parsed.header.generation, "in_use": known}));
+                tracing::error!(
+                    generation = parsed.header.generation,
+                    known,
+                    "the volume header was replaced by an older one (rollback); ignored"
+                );
+                self.audit(
+                    "header_rollback_ignored",
+                    json!({"generation": parsed.header.generation, "in_use": known}),
+                );
             }
             return;
         }
@@ -505,7 +512,10 @@ impl Checker {
             })
             .cloned();
         let Some(slot) = slot else {
-            tracing::error!(generation = parsed.header.generation, "the new header has no primary keyslot with a KEK this host allows; keeping the one in use");
+            tracing::error!(
+                generation = parsed.header.generation,
+                "the new header has no primary keyslot with a KEK this host allows; keeping the one in use"
+            );
             return;
         };
         match volume::open_provider(&slot.kek_uri, self.cfg.timeout) {
@@ -530,15 +540,13 @@ impl Checker {
     /// takes the configuration's lock).
     fn raise_pinned_generation(&self, generation: u64) {
         let dir = self.dir.clone();
-        let _ = std::thread::Builder::new()
-            .name("cmkfs-pin".into())
-            .spawn(move || {
-                if let Ok(Some(mut r)) = volume::trust::find_by_dir(&dir) {
-                    if let Err(e) = volume::trust::raise_generation(&mut r, generation) {
-                        tracing::warn!(error = %e, "cannot record the header generation in the local configuration");
-                    }
+        let _ = std::thread::Builder::new().name("cmkfs-pin".into()).spawn(move || {
+            if let Ok(Some(mut r)) = volume::trust::find_by_dir(&dir) {
+                if let Err(e) = volume::trust::raise_generation(&mut r, generation) {
+                    tracing::warn!(error = %e, "cannot record the header generation in the local configuration");
                 }
-            });
+            }
+        });
     }
 
     /// Asks the rewrap thread to look for a newer key version.
@@ -576,8 +584,9 @@ impl Checker {
             return;
         }
         let p = provider.clone();
-        let Ok(cur) = call::with_deadline(&slot.provider, &slot.key_id, self.cfg.timeout, None, move || p.current())
-        else {
+        let Ok(cur) = call::with_deadline(&slot.provider, &slot.key_id, self.cfg.timeout, None, move || {
+            p.current()
+        }) else {
             return;
         };
         if cur.version == slot.key_version {
@@ -623,6 +632,7 @@ pub fn rewrap_slot(
             })?;
         let role = h.keyslots[pos].role;
         let slot = volume::wrap_slot(uri, vk, id, role)?;
+        volume::trust::allow(dir, &slot.kek_uri)?;
         h.keyslots[pos] = slot.clone();
         out = Some(slot);
         Ok(())

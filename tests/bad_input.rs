@@ -134,6 +134,7 @@ fn panicking_handler_answers_eio_and_mount_stays_up() {
     let mut v = Vol::unmounted();
     let out = Command::new(BIN)
         .env("CMKFS_TEST_PANIC_ON_LOOKUP", "boom")
+        .env("CMKFS_CONFIG_DIR", v.tmp.path().join("config"))
         .args(["mount", "--log-file"])
         .arg(&v.log)
         .arg(&v.cipher)

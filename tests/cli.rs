@@ -166,6 +166,7 @@ fn foreground_mount_unmounts_on_sigterm() {
     require_fuse();
     let v = Vol::unmounted();
     let mut child = std::process::Command::new(BIN)
+        .env("CMKFS_CONFIG_DIR", v.tmp.path().join("config"))
         .args(["mount", "--foreground"])
         .arg(&v.cipher)
         .arg(&v.mnt)

@@ -110,7 +110,13 @@ fn setxattr(p: &Path, name: &str, val: &[u8]) {
     let c = cpath(p);
     let n = CString::new(name).unwrap();
     let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), val.as_ptr().cast(), val.len(), 0) };
-    assert_eq!(r, 0, "setxattr {name} on {}: {}", p.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "setxattr {name} on {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 fn removexattr(p: &Path, name: &str) {
@@ -150,7 +156,11 @@ fn old_copy_of_whole_file_reads_back_undetected() {
     v.umount();
     fs::write(v.c("f"), &saved).unwrap();
     v.mount(&[]);
-    assert_eq!(fs::read(v.p("f")).unwrap(), old, "the old version reads back, byte-exact");
+    assert_eq!(
+        fs::read(v.p("f")).unwrap(),
+        old,
+        "the old version reads back, byte-exact"
+    );
 }
 
 #[test]
@@ -204,7 +214,10 @@ fn file_from_another_volume_is_eio() {
     v.umount();
     fs::copy(w.c("foreign"), v.c("foreign")).unwrap();
     v.mount(&[]);
-    assert!(is_eio(fs::read(v.p("foreign"))), "its header does not unwrap in this volume");
+    assert!(
+        is_eio(fs::read(v.p("foreign"))),
+        "its header does not unwrap in this volume"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -233,7 +246,11 @@ fn truncation_at_block_boundary_reads_as_shorter_file_undetected() {
         .unwrap();
     v.mount(&[]);
     assert_eq!(fs::metadata(v.p("f")).unwrap().len(), 2 * BS);
-    assert_eq!(fs::read(v.p("f")).unwrap(), data[..2 * BS as usize], "the first two blocks, no error");
+    assert_eq!(
+        fs::read(v.p("f")).unwrap(),
+        data[..2 * BS as usize],
+        "the first two blocks, no error"
+    );
     assert_eq!(fs::read(v.p("long")).unwrap(), long[..62 * BS as usize]);
 }
 
@@ -245,7 +262,12 @@ fn truncation_to_header_page_or_nothing_reads_as_empty_file_undetected() {
     fs::write(v.p("to-zero"), blocks(13, 3)).unwrap();
     v.umount();
     for (name, len) in [("to-page", 4096), ("to-header", 84), ("to-zero", 0)] {
-        OpenOptions::new().write(true).open(v.c(name)).unwrap().set_len(len).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(v.c(name))
+            .unwrap()
+            .set_len(len)
+            .unwrap();
     }
     v.mount(&[]);
     for name in ["to-page", "to-header", "to-zero"] {
@@ -266,7 +288,11 @@ fn truncation_inside_a_block_is_eio_for_that_block() {
         .set_len(data_off(2) + 100)
         .unwrap();
     v.mount(&[]);
-    assert_eq!(fs::metadata(v.p("f")).unwrap().len(), 2 * BS + 100, "the size follows the cut");
+    assert_eq!(
+        fs::metadata(v.p("f")).unwrap().len(),
+        2 * BS + 100,
+        "the size follows the cut"
+    );
     assert_eq!(read_block(&v, "f", 0).unwrap(), blk(14, 0));
     assert_eq!(read_block(&v, "f", 1).unwrap(), blk(14, 1));
     assert!(is_eio(read_block(&v, "f", 2)), "the cut block fails its tag");
@@ -296,7 +322,11 @@ fn appended_zero_blocks_read_as_zeros_undetected() {
     v.mount(&[]);
     let mut want = data.clone();
     want.resize(6 * BS as usize, 0);
-    assert_eq!(fs::read(v.p("f")).unwrap(), want, "three more blocks of zeros, no error");
+    assert_eq!(
+        fs::read(v.p("f")).unwrap(),
+        want,
+        "three more blocks of zeros, no error"
+    );
     let mut want = blocks(16, 60);
     want.resize(65 * BS as usize, 0);
     assert_eq!(fs::read(v.p("group")).unwrap(), want);
@@ -333,7 +363,11 @@ fn extension_after_a_partial_last_block_is_eio_for_that_block() {
         is_eio(read_block(&v, "f", 1)),
         "the short last block now has a full page of ciphertext and fails its tag"
     );
-    assert_eq!(read_block(&v, "f", 2).unwrap(), vec![0u8; BS as usize], "the added block is a hole");
+    assert_eq!(
+        read_block(&v, "f", 2).unwrap(),
+        vec![0u8; BS as usize],
+        "the added block is a hole"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -354,8 +388,16 @@ fn old_copy_of_one_block_reads_back_undetected() {
     put_block(&v.c("f"), 1, &old1);
     v.mount(&[]);
     assert_eq!(read_block(&v, "f", 0).unwrap(), blk(20, 0));
-    assert_eq!(read_block(&v, "f", 1).unwrap(), blk(20, 1), "block 1 rolled back, no error");
-    assert_eq!(read_block(&v, "f", 2).unwrap(), blk(22, 2), "block 2 keeps its newest content");
+    assert_eq!(
+        read_block(&v, "f", 1).unwrap(),
+        blk(20, 1),
+        "block 1 rolled back, no error"
+    );
+    assert_eq!(
+        read_block(&v, "f", 2).unwrap(),
+        blk(22, 2),
+        "block 2 keeps its newest content"
+    );
 }
 
 #[test]
@@ -403,7 +445,11 @@ fn flipped_bit_in_ciphertext_nonce_or_tag_is_eio() {
     for b in [0, 1, 2, 4] {
         assert!(is_eio(read_block(&v, "f", b)), "block {b}");
     }
-    assert_eq!(read_block(&v, "f", 3).unwrap(), data[3 * BS as usize..4 * BS as usize], "block 3 intact");
+    assert_eq!(
+        read_block(&v, "f", 3).unwrap(),
+        data[3 * BS as usize..4 * BS as usize],
+        "block 3 intact"
+    );
 }
 
 #[test]
@@ -621,7 +667,10 @@ fn old_copy_of_volume_header_is_refused_as_a_rollback() {
         OsStr::new(&slot),
         v.cipher.as_os_str(),
     ]));
-    assert!(!v.mount_output(&["--kek", &escrow]).status.success(), "removed slot no longer opens");
+    assert!(
+        !v.mount_output(&["--kek", &escrow]).status.success(),
+        "removed slot no longer opens"
+    );
     fs::write(v.c("cmkfs.volume"), &saved).unwrap();
     // The old header authenticates (it was MACed with the same volume key), but this host
     // has seen a newer generation: the removed keyslot does not come back.
@@ -640,7 +689,11 @@ fn names_tree_symlink_targets_and_xattr_names_are_stored_in_clear() {
     fs::create_dir_all(v.p("projects/secret-merger")).unwrap();
     fs::write(v.p("projects/secret-merger/acme-offer.txt"), b"x").unwrap();
     std::os::unix::fs::symlink("target/of the link", v.p("link")).unwrap();
-    setxattr(&v.p("projects/secret-merger/acme-offer.txt"), "user.classification", b"v");
+    setxattr(
+        &v.p("projects/secret-merger/acme-offer.txt"),
+        "user.classification",
+        b"v",
+    );
     v.umount();
     assert!(v.c("projects/secret-merger/acme-offer.txt").is_file());
     assert_eq!(
@@ -658,7 +711,17 @@ fn names_tree_symlink_targets_and_xattr_names_are_stored_in_clear() {
 #[test]
 fn exact_file_size_is_visible_from_backing_length() {
     let mut v = Vol::new();
-    let sizes = [1u64, 100, 4095, 4096, 4097, 62 * 4096 - 1, 62 * 4096, 62 * 4096 + 1, 300_001];
+    let sizes = [
+        1u64,
+        100,
+        4095,
+        4096,
+        4097,
+        62 * 4096 - 1,
+        62 * 4096,
+        62 * 4096 + 1,
+        300_001,
+    ];
     for s in sizes {
         fs::write(v.p(&format!("s{s}")), pattern(s, s as usize)).unwrap();
     }
@@ -714,4 +777,3 @@ fn renames_moves_deletions_modes_owners_times_and_symlink_targets_changed_offlin
     assert_eq!(fs::read(v.p("hardlink")).unwrap(), b"content");
     assert_eq!(fs::read_link(v.p("link")).unwrap(), Path::new("/etc/passwd"));
 }
-

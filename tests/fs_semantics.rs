@@ -517,6 +517,7 @@ fn many_files_under_a_small_descriptor_limit() {
         .arg(&v.cipher)
         .arg(&v.mnt)
         .env("CMKFS_AUDIT_LOG", &v.audit)
+        .env("CMKFS_CONFIG_DIR", v.tmp.path().join("config"))
         .output()
         .unwrap();
     ok(&out);

@@ -108,6 +108,7 @@ fn rekey_interrupted_by_a_crash_is_completed_at_the_next_mount() {
             &[
                 ("CMKFS_TEST_CRASH_AT", OsStr::new(point)),
                 ("CMKFS_AUDIT_LOG", v.audit.as_os_str()),
+                ("CMKFS_CONFIG_DIR", config_dir_of(&v).as_os_str()),
             ],
         );
         ok(&out);

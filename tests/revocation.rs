@@ -403,6 +403,7 @@ fn rotation_is_crash_safe_at_every_step() {
             &[
                 ("CMKFS_TEST_CRASH_AT", std::ffi::OsStr::new(point)),
                 ("CMKFS_AUDIT_LOG", v.audit.as_os_str()),
+                ("CMKFS_CONFIG_DIR", config_dir_of(&v).as_os_str()),
             ],
         );
         assert_eq!(

@@ -75,7 +75,7 @@ fn interrupted_overwrite_reads_as_old_content_even_after_a_second_crash() {
     // to the write that never landed; the writer must see that (the first session left its
     // marker) and keep the slot that authenticates the ciphertext on disk.
     assert!(overwrite(&v, "f", 3, &block_bytes(3, 2)).is_err());
-    v.env.clear();
+    v.env.retain(|(k, _)| k == "CMKFS_CONFIG_DIR");
     remount_after_crash(&mut v);
     assert_eq!(fs::read(v.p("f")).unwrap(), old, "every block still the old content");
     let (code, j) = fsck_json(&v);
@@ -112,7 +112,7 @@ fn interrupted_append_and_hole_fill_read_as_before() {
         overwrite(&v, "g", 62, &run_bytes(62, 3, 1)).is_err(),
         "append a new group"
     );
-    v.env.clear();
+    v.env.retain(|(k, _)| k == "CMKFS_CONFIG_DIR");
     remount_after_crash(&mut v);
     let got = fs::read(v.p("g")).unwrap();
     assert_eq!(got.len(), 62 * 4096, "the append did not happen");

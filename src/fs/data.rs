@@ -473,7 +473,8 @@ impl FileData {
         zeroize::Zeroize::zeroize(&mut plain[..]);
         j.set_len(clen).map_err(errno)?;
         j.sync_all().map_err(errno)?;
-        root.write_atomic(&journal.bind, &binding.seal(keys), 0o600).map_err(errno)?;
+        root.write_atomic(&journal.bind, &binding.seal(keys), 0o600)
+            .map_err(errno)?;
         root.rename(&journal.tmp, &journal.done).map_err(errno)?;
         root.sync().map_err(errno)?;
         crate::util::crash_point("rekey:journal-committed");

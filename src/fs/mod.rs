@@ -65,6 +65,54 @@ pub struct CmkFs {
     layout: crate::format::Layout,
     writeback_cache: bool,
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// How the mount's root directory is shown (mode, owner, group), when it differs from
+    /// the cipher root's own; see [`ROOT_ATTR`].
+    root_attr: Mutex<Option<RootAttr>>,
+}
+
+/// The extended attribute of the cipher root that holds how the mount's root directory is
+/// shown: `"MODE UID GID"` (octal mode). The cipher root itself stays private (0700, see
+/// `cmkfs init`) while the mount's root can be 0755, owned by a service user, and changed with
+/// chmod/chown through the mount as usual. Without it, the cipher root's own attributes are
+/// shown. Not encrypted (modes are metadata, in clear like every other mode), and hidden from
+/// the plaintext view's xattrs.
+pub const ROOT_ATTR: &str = "user.cmkfs.root";
+
+/// How the mount's root is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RootAttr {
+    /// Permission bits (07777).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+impl RootAttr {
+    /// Parses the attribute's value.
+    pub fn parse(v: &[u8]) -> Option<RootAttr> {
+        let s = std::str::from_utf8(v).ok()?;
+        let mut it = s.split_ascii_whitespace();
+        let mode = u32::from_str_radix(it.next()?, 8).ok()? & 0o7777;
+        let uid = it.next()?.parse().ok()?;
+        let gid = it.next()?.parse().ok()?;
+        Some(RootAttr { mode, uid, gid })
+    }
+    /// The attribute's value.
+    pub fn encode(&self) -> String {
+        format!("{:o} {} {}", self.mode, self.uid, self.gid)
+    }
+    /// Reads it from the cipher root.
+    pub fn read(root: std::os::fd::BorrowedFd<'_>) -> Option<RootAttr> {
+        let mut buf = [0u8; 64];
+        let n = sys::getxattr(root, &sys::cstr(OsStr::new(ROOT_ATTR)).ok()?, &mut buf).ok()?;
+        RootAttr::parse(&buf[..n])
+    }
+    /// Stores it on the cipher root.
+    pub fn write(&self, root: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+        sys::setxattr(root, &sys::cstr(OsStr::new(ROOT_ATTR))?, self.encode().as_bytes(), 0)
+    }
 }
 
 type R<T> = Result<T, Errno>;
@@ -186,8 +234,8 @@ fn check_name(parent: &Inode, name: &OsStr) -> R<()> {
     Ok(())
 }
 
-fn xattr_allowed(name: &OsStr) -> bool {
-    name.as_bytes().starts_with(b"user.")
+fn xattr_allowed(id: u64, name: &OsStr) -> bool {
+    name.as_bytes().starts_with(b"user.") && !(id == ROOT_ID && name.as_bytes() == ROOT_ATTR.as_bytes())
 }
 
 impl CmkFs {
@@ -203,8 +251,10 @@ impl CmkFs {
             .keys()
             .map_err(|_| std::io::Error::other("the volume is locked"))?
             .layout();
+        let root_attr = RootAttr::read(root.as_fd());
         Ok(CmkFs {
             root: cipher_dir.to_path_buf(),
+            root_attr: Mutex::new(root_attr),
             layout,
             inodes: Arc::new(InodeTable::new(root, fd_cache_size())?),
             handles: Mutex::new(HashMap::new()),
@@ -265,8 +315,41 @@ impl CmkFs {
     fn lookup_fd(&self, fd: OwnedFd) -> R<(Arc<Inode>, FileAttr)> {
         let st = sys::fstat(fd.as_fd()).map_err(io)?;
         let inode = self.inodes.lookup_insert(fd, &st);
-        let a = attr(self.layout, inode.id, &st);
+        let a = self.attr(inode.id, &st);
         Ok((inode, a))
+    }
+
+    /// The attributes the kernel sees: the backing inode's, with the root directory shown as
+    /// [`ROOT_ATTR`] says.
+    fn attr(&self, id: u64, st: &sys::Stat) -> FileAttr {
+        let mut a = attr(self.layout, id, st);
+        if id == ROOT_ID {
+            if let Some(r) = *self.root_attr.lock() {
+                a.perm = r.mode as u16;
+                a.uid = r.uid;
+                a.gid = r.gid;
+            }
+        }
+        a
+    }
+
+    /// chmod/chown of the mount's root change how it is shown, not the private cipher root.
+    fn set_root_attr(&self, i: &Inode, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>) -> R<()> {
+        let mut cur = self.root_attr.lock();
+        let st = sys::fstat(self.pfd(i)?.as_fd()).map_err(io)?;
+        let base = cur.unwrap_or(RootAttr {
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+        });
+        let new = RootAttr {
+            mode: mode.map(|m| m & 0o7777).unwrap_or(base.mode),
+            uid: uid.unwrap_or(base.uid),
+            gid: gid.unwrap_or(base.gid),
+        };
+        new.write(self.pfd(i)?.as_fd()).map_err(io)?;
+        *cur = Some(new);
+        Ok(())
     }
 
     /// Finishes a new entry: gives it to the requesting user (when running as root), with the
@@ -326,7 +409,7 @@ impl CmkFs {
             self.access.check()?;
         }
         let i = self.inode(ino)?;
-        Ok(attr(self.layout, i.id, &sys::fstat(self.pfd(&i)?.as_fd()).map_err(io)?))
+        Ok(self.attr(i.id, &sys::fstat(self.pfd(&i)?.as_fd()).map_err(io)?))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -344,10 +427,12 @@ impl CmkFs {
     ) -> R<FileAttr> {
         self.access.check()?;
         let i = self.inode(ino)?;
-        if uid.is_some() || gid.is_some() {
+        if i.id == ROOT_ID && self.root_attr.lock().is_some() && (mode.is_some() || uid.is_some() || gid.is_some()) {
+            self.set_root_attr(&i, mode, uid, gid)?;
+        } else if uid.is_some() || gid.is_some() {
             sys::chown_fd(self.pfd(&i)?.as_fd(), uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX)).map_err(io)?;
         }
-        if let Some(m) = mode {
+        if let (Some(m), false) = (mode, i.id == ROOT_ID && self.root_attr.lock().is_some()) {
             sys::chmod_fd(self.pfd(&i)?.as_fd(), m & 0o7777).map_err(io)?;
         }
         if let Some(sz) = size {
@@ -374,7 +459,7 @@ impl CmkFs {
         if atime.is_some() || mtime.is_some() {
             sys::utimens_fd(self.pfd(&i)?.as_fd(), &[to_timespec(atime), to_timespec(mtime)]).map_err(io)?;
         }
-        Ok(attr(self.layout, i.id, &sys::fstat(self.pfd(&i)?.as_fd()).map_err(io)?))
+        Ok(self.attr(i.id, &sys::fstat(self.pfd(&i)?.as_fd()).map_err(io)?))
     }
 
     fn do_mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, rdev: u32) -> R<FileAttr> {
@@ -651,7 +736,7 @@ impl CmkFs {
     fn do_getxattr(&self, ino: INodeNo, name: &OsStr) -> R<Vec<u8>> {
         let keys = self.access.keys()?;
         let i = self.inode(ino)?;
-        if !xattr_allowed(name) {
+        if !xattr_allowed(i.id, name) {
             return Err(Errno::NO_XATTR);
         }
         let c = sys::cstr(name).map_err(io)?;
@@ -669,8 +754,12 @@ impl CmkFs {
     fn do_setxattr(&self, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32) -> R<()> {
         self.access.check()?;
         let i = self.inode(ino)?;
-        if !xattr_allowed(name) {
-            return Err(Errno::EOPNOTSUPP);
+        if !xattr_allowed(i.id, name) {
+            return Err(if name.as_bytes().starts_with(b"user.") {
+                Errno::EPERM
+            } else {
+                Errno::EOPNOTSUPP
+            });
         }
         let sealed = self.access.keys()?.xattr().seal_message(&Self::xattr_aad(name), value);
         sys::setxattr(self.pfd(&i)?.as_fd(), &sys::cstr(name).map_err(io)?, &sealed, flags).map_err(io)
@@ -682,7 +771,7 @@ impl CmkFs {
         let list = sys::listxattr(self.pfd(&i)?.as_fd()).map_err(io)?;
         let mut out = vec![];
         for n in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-            if n.starts_with(b"user.") {
+            if xattr_allowed(i.id, OsStr::from_bytes(n)) {
                 out.extend_from_slice(n);
                 out.push(0);
             }
@@ -693,7 +782,7 @@ impl CmkFs {
     fn do_removexattr(&self, ino: INodeNo, name: &OsStr) -> R<()> {
         self.access.check()?;
         let i = self.inode(ino)?;
-        if !xattr_allowed(name) {
+        if !xattr_allowed(i.id, name) {
             return Err(Errno::NO_XATTR);
         }
         sys::removexattr(self.pfd(&i)?.as_fd(), &sys::cstr(name).map_err(io)?).map_err(io)

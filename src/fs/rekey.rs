@@ -179,7 +179,9 @@ fn find_inode(dir: BorrowedFd<'_>, at_root: bool, dev: u64, ino: u64, depth: usi
                 }
             }
             libc::DT_REG | libc::DT_UNKNOWN if e.ino == ino => {
-                let Ok(fd) = sys::openat(dir, &name, libc::O_PATH | libc::O_NOFOLLOW, 0) else { continue };
+                let Ok(fd) = sys::openat(dir, &name, libc::O_PATH | libc::O_NOFOLLOW, 0) else {
+                    continue;
+                };
                 let st = sys::fstat(fd.as_fd())?;
                 if st.st_mode & libc::S_IFMT == libc::S_IFREG && (st.st_dev, st.st_ino) == (dev, ino) {
                     return Ok(Some(fd));
@@ -223,7 +225,10 @@ pub fn recover(root: &CipherRoot, keys: &VolumeKeys) -> io::Result<Recovered> {
             Err(_) => None,
         };
         let Some(binding) = binding.filter(|b| crypto::hex(&b.new_file_id) == id) else {
-            ignore("its binding record is missing or does not authenticate with the volume key (planted or damaged)".into());
+            ignore(
+                "its binding record is missing or does not authenticate with the volume key (planted or damaged)"
+                    .into(),
+            );
             continue;
         };
         let journal = match root.open_regular(&j.done, false, binding.len) {

@@ -36,7 +36,9 @@ pub fn with_deadline<T: Send + 'static>(
     let unreachable = |m: String| ProviderError::new(ErrorKind::Unreachable, provider, key, m);
     if let Some(flag) = in_flight {
         if flag.swap(true, Ordering::SeqCst) {
-            return Err(unreachable("the previous call to the provider has not returned yet".into()));
+            return Err(unreachable(
+                "the previous call to the provider has not returned yet".into(),
+            ));
         }
     }
     let reset = Reset(in_flight.cloned());
@@ -65,9 +67,11 @@ pub fn with_deadline<T: Send + 'static>(
     match rx.recv_timeout(timeout) {
         Ok(r) => r,
         Err(mpsc::RecvTimeoutError::Timeout) => Err(unreachable(format!(
-            "no answer within {timeout:?}; is the token, TPM, program or server responsive?"
+            "the provider did not answer within {timeout:?}; is the token, TPM, program or server responsive?"
         ))),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err(unreachable("the provider call ended without an answer".into())),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Err(unreachable("the provider call ended without an answer".into()))
+        }
     }
 }
 
@@ -99,6 +103,9 @@ mod tests {
         let r: Result<(), _> = with_deadline("p", "k", Duration::from_secs(5), Some(&flag), || panic!("boom"));
         assert!(r.unwrap_err().message.contains("panicked"));
         assert!(!flag.load(Ordering::SeqCst));
-        assert_eq!(with_deadline("p", "k", Duration::from_secs(5), Some(&flag), || Ok(7)).unwrap(), 7);
+        assert_eq!(
+            with_deadline("p", "k", Duration::from_secs(5), Some(&flag), || Ok(7)).unwrap(),
+            7
+        );
     }
 }

@@ -175,28 +175,50 @@ pub fn init(dir: &Path, kek_uri: &str, name: Option<&str>) -> Result<Created, Vo
     if let Some(r) = trust::find_by_dir(dir)? {
         return Err(trust::TrustError::Bad {
             path: r.path,
-            why: format!("already configures a volume in {}; 'cmkfs volume forget {}' first", dir.display(), r.name),
+            why: format!(
+                "already configures a volume in {}; 'cmkfs volume forget {}' first",
+                dir.display(),
+                r.name
+            ),
         }
         .into());
     }
     let mut warning = None;
-    match std::fs::symlink_metadata(dir) {
-        Ok(_) => {}
+    let created = match std::fs::symlink_metadata(dir) {
+        Ok(_) => false,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(io(parent))?;
             }
             std::fs::create_dir(dir).map_err(io(dir))?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+            true
         }
         Err(e) => return Err(io(dir)(e)),
-    }
+    };
     let root = CipherRoot::open(dir).map_err(io(dir))?;
+    if created {
+        // The cipher root is private; the mount's root is shown as an ordinary 0755
+        // directory of its creator (chmod/chown through the mount change it).
+        // SAFETY: getegid has no preconditions and cannot fail.
+        let gid = unsafe { libc::getegid() };
+        let shown = crate::fs::RootAttr {
+            mode: 0o755,
+            uid: util::euid(),
+            gid,
+        };
+        if let Err(e) = shown.write(root.fd()) {
+            warning = Some(format!(
+                "{} does not take extended attributes ({e}): the mount's root will show the cipher directory's own mode 0700",
+                dir.display()
+            ));
+        }
+    }
     if !root.names().map_err(io(dir))?.is_empty() {
         return Err(VolumeError::NotEmpty(dir.to_path_buf()));
     }
     let mode = root.mode().map_err(io(dir))?;
-    if mode & 0o077 != 0 {
+    if !created && mode & 0o077 != 0 {
         warning = Some(format!(
             "{} is open to other users (mode {mode:o}): they can list names, sizes and times of the encrypted files; 'chmod 700 {}' unless that is intended",
             dir.display(),
@@ -236,7 +258,9 @@ pub fn read_header_at(root: &CipherRoot) -> Result<ParsedHeader, VolumeError> {
     let path = header_path(root.path());
     let bytes = match root.read_regular(VOLUME_HEADER_NAME, HEADER_CAP) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(VolumeError::NoVolume(root.path().to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(VolumeError::NoVolume(root.path().to_path_buf()))
+        }
         Err(e) => return Err(io(&path)(e)),
     };
     VolumeHeader::parse(&bytes).map_err(|source| VolumeError::Header { path, source })
@@ -260,12 +284,23 @@ pub fn open_provider(uri: &str, timeout: Duration) -> Result<Arc<dyn KeyProvider
     call::with_deadline(&scheme, uri, timeout, None, move || provider::open(&u).map(Arc::from))
 }
 
-fn unwrap_slot(p: &Arc<dyn KeyProvider>, slot: &Keyslot, timeout: Duration) -> Result<provider::Unwrapped, ProviderError> {
+fn unwrap_slot(
+    p: &Arc<dyn KeyProvider>,
+    slot: &Keyslot,
+    timeout: Duration,
+) -> Result<provider::Unwrapped, ProviderError> {
     let wrapped = slot.wrapped_bytes().map_err(|e| {
-        ProviderError::new(provider::ErrorKind::Misconfigured, &slot.provider, &slot.key_id, e.to_string())
+        ProviderError::new(
+            provider::ErrorKind::Misconfigured,
+            &slot.provider,
+            &slot.key_id,
+            e.to_string(),
+        )
     })?;
     let (p, version) = (p.clone(), slot.key_version.clone());
-    call::with_deadline(&slot.provider, &slot.key_id, timeout, None, move || p.unwrap(&version, &wrapped))
+    call::with_deadline(&slot.provider, &slot.key_id, timeout, None, move || {
+        p.unwrap(&version, &wrapped)
+    })
 }
 
 /// Unlocks the volume in `dir`.
@@ -306,8 +341,13 @@ pub fn open(dir: &Path, kek_override: Option<&str>) -> Result<Volume, VolumeErro
             };
             // A recovery slot is for an administrator's explicit recovery (--kek), and must not
             // keep a volume mountable after its primary KEK is revoked.
-            let primary: Vec<Keyslot> =
-                parsed.header.keyslots.iter().filter(|s| s.role == SlotRole::Primary).cloned().collect();
+            let primary: Vec<Keyslot> = parsed
+                .header
+                .keyslots
+                .iter()
+                .filter(|s| s.role == SlotRole::Primary)
+                .cloned()
+                .collect();
             let mut slots: Vec<Keyslot> = primary.iter().filter(|s| rec.allows(&s.kek_uri)).cloned().collect();
             if slots.is_empty() {
                 return Err(VolumeError::NotAllowed {
@@ -451,7 +491,8 @@ pub fn update_header(
     f(&mut header)?;
     header.generation += 1;
     let path = header_path(dir);
-    root.write_atomic(VOLUME_HEADER_NAME, &header.seal(&keys), 0o600).map_err(io(&path))?;
+    root.write_atomic(VOLUME_HEADER_NAME, &header.seal(&keys), 0o600)
+        .map_err(io(&path))?;
     if let Some(rec) = record.as_mut() {
         trust::raise_generation(rec, header.generation)?;
     }

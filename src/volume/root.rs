@@ -33,7 +33,10 @@ impl std::fmt::Debug for CipherRoot {
 
 fn name_c(name: &str) -> io::Result<CString> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("'{name}' is not a plain file name")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("'{name}' is not a plain file name"),
+        ));
     }
     sys::cstr(OsStr::new(name))
 }
@@ -43,7 +46,10 @@ fn describe(e: io::Error, path: &Path) -> io::Error {
     match e.raw_os_error() {
         Some(libc::ELOOP) => io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{} is a symbolic link; cmkfs never follows links in the cipher directory (remove it)", path.display()),
+            format!(
+                "{} is a symbolic link; cmkfs never follows links in the cipher directory (remove it)",
+                path.display()
+            ),
         ),
         _ => e,
     }
@@ -106,7 +112,11 @@ impl CipherRoot {
         if md.len() > cap {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{} is {} bytes, more than the {cap} bytes it can be; remove it", path.display(), md.len()),
+                format!(
+                    "{} is {} bytes, more than the {cap} bytes it can be; remove it",
+                    path.display(),
+                    md.len()
+                ),
             ));
         }
         Ok(f)
@@ -121,7 +131,10 @@ impl CipherRoot {
         if out.len() as u64 > cap {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{} grew beyond {cap} bytes while being read", self.path.join(name).display()),
+                format!(
+                    "{} grew beyond {cap} bytes while being read",
+                    self.path.join(name).display()
+                ),
             ));
         }
         Ok(out)

@@ -139,7 +139,10 @@ fn check_owner(path: &Path, md: &std::fs::Metadata) -> Result<(), TrustError> {
         return Err(untrusted(path, format!("owned by uid {}", md.uid())));
     }
     if md.mode() & 0o022 != 0 {
-        return Err(untrusted(path, format!("writable by group or others (mode {:o})", md.mode() & 0o7777)));
+        return Err(untrusted(
+            path,
+            format!("writable by group or others (mode {:o})", md.mode() & 0o7777),
+        ));
     }
     Ok(())
 }
@@ -154,14 +157,22 @@ pub fn list() -> Result<Vec<Record>, TrustError> {
     let md = match std::fs::symlink_metadata(&vdir) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(TrustError::Bad { path: vdir, why: e.to_string() }),
+        Err(e) => {
+            return Err(TrustError::Bad {
+                path: vdir,
+                why: e.to_string(),
+            })
+        }
     };
     check_owner(&vdir, &md)?;
     if let Ok(cmd) = std::fs::metadata(config_dir()) {
         check_owner(&config_dir(), &cmd)?;
     }
     let mut out = vec![];
-    let rd = std::fs::read_dir(&vdir).map_err(|e| TrustError::Bad { path: vdir.clone(), why: e.to_string() })?;
+    let rd = std::fs::read_dir(&vdir).map_err(|e| TrustError::Bad {
+        path: vdir.clone(),
+        why: e.to_string(),
+    })?;
     for e in rd.flatten() {
         let path = e.path();
         if path.extension().is_none_or(|x| x != "toml") {
@@ -175,7 +186,10 @@ pub fn list() -> Result<Vec<Record>, TrustError> {
 }
 
 fn read(path: &Path, name: String) -> Result<Record, TrustError> {
-    let bad = |why: String| TrustError::Bad { path: path.to_path_buf(), why };
+    let bad = |why: String| TrustError::Bad {
+        path: path.to_path_buf(),
+        why,
+    };
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -228,7 +242,10 @@ fn lock_config() -> Result<ConfigLock, TrustError> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
-        .map_err(|e| TrustError::Bad { path: path.clone(), why: e.to_string() })?;
+        .map_err(|e| TrustError::Bad {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         // SAFETY: flock on a descriptor we own; no memory is involved.
@@ -251,12 +268,17 @@ fn create_private_dirs(vdir: &Path) -> Result<(), TrustError> {
         match std::fs::symlink_metadata(d) {
             Ok(md) => check_owner(d, &md)?,
             Err(_) => {
-                std::fs::create_dir_all(d).map_err(|e| TrustError::Bad { path: d.clone(), why: e.to_string() })?;
+                std::fs::create_dir_all(d).map_err(|e| TrustError::Bad {
+                    path: d.clone(),
+                    why: e.to_string(),
+                })?;
                 // The volumes directory names cipher directories and KEKs: private. The
                 // configuration directory itself keeps the usual /etc mode.
                 let mode = if d == vdir { 0o700 } else { 0o755 };
-                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| TrustError::Bad { path: d.clone(), why: e.to_string() })?;
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).map_err(|e| TrustError::Bad {
+                    path: d.clone(),
+                    why: e.to_string(),
+                })?;
             }
         }
     }
@@ -367,7 +389,13 @@ pub fn create(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
                 .take(40)
                 .collect();
             let base = base.trim_start_matches('.').to_string();
@@ -452,6 +480,23 @@ pub fn check_pin(rec: &Record, header: &VolumeHeader, keys: &VolumeKeys) -> Resu
             pin.generation,
             rec.path.display()
         )));
+    }
+    Ok(())
+}
+
+/// Allows `uri` for the volume in `dir`, if the volume has a record. Called by the trusted
+/// commands that put a KEK into a keyslot (rotate, keyslot add) *before* the header naming it
+/// is written, so that a crash in between cannot leave a header this host refuses to use.
+pub fn allow(dir: &Path, uri: &str) -> Result<(), TrustError> {
+    if let Some(mut r) = find_by_dir(dir)? {
+        if !r.allows(uri) {
+            let u = uri.to_string();
+            r.update(|c| {
+                if !c.allowed_keks.contains(&u) {
+                    c.allowed_keks.push(u)
+                }
+            })?;
+        }
     }
     Ok(())
 }
