@@ -30,7 +30,7 @@ done
 command -v fio >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio >/dev/null; }
 cargo build --release --locked --quiet
 NEW=$PWD/target/release/cmkfs
-export CMKFS_AUDIT_LOG=$DIR/audit.jsonl
+export CMKFS_AUDIT_LOG=$DIR/audit.jsonl CMKFS_CONFIG_DIR=$DIR/config
 cleanup() { for m in "$DIR"/*/mnt; do mountpoint -q "$m" 2>/dev/null && umount -l "$m"; done; true; }
 trap cleanup EXIT
 cleanup; rm -rf "$DIR"; mkdir -p "$DIR"

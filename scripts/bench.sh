@@ -35,7 +35,7 @@ cargo build --release --locked --quiet
 B=$ROOT/target/release/cmkfs
 mkdir -p "$OUT"
 RES=$OUT/results.jsonl; : > "$RES"
-export CMKFS_AUDIT_LOG=$DIR/audit.jsonl
+export CMKFS_AUDIT_LOG=$DIR/audit.jsonl CMKFS_CONFIG_DIR=$DIR/config
 
 cleanup() {
   for m in "$DIR"/*/mnt; do mountpoint -q "$m" 2>/dev/null && umount -l "$m"; done

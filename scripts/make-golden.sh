@@ -11,6 +11,7 @@ D=tests/golden/v$N
 cargo build --quiet
 B=$PWD/target/debug/cmkfs
 T=$(mktemp -d)
+export CMKFS_CONFIG_DIR=$T/config
 trap 'umount -l "$T/mnt" 2>/dev/null || true; rm -rf "$T"' EXIT
 mkdir -p "$D" "$T/mnt"
 "$B" key create --store "$T/keys" golden --bits 2048 >/dev/null

@@ -34,8 +34,12 @@ fi
 mkdir -p "$MNT"
 if mountpoint -q "$MNT"; then
   echo "$MNT is already mounted"
-else
+elif cmkfs volume list --json | grep -qF "\"cipher_dir\": \"$(realpath "$CIPHER")\""; then
   cmkfs mount "$CIPHER" "$MNT"
+else
+  # A volume made before this host kept a local configuration (/etc/cmkfs/volumes): the KEK
+  # named here on the command line is trusted, and the volume is pinned on this first mount.
+  cmkfs mount --kek "$URI" "$CIPHER" "$MNT"
 fi
 cmkfs status "$MNT"
 echo

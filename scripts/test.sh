@@ -67,6 +67,7 @@ B=$ROOT/target/release/cmkfs
 
 W=$(mktemp -d /tmp/cmkfs-suite.XXXXXX)
 chmod 0755 "$W"   # pjdfstest switches to unprivileged users: they must reach the test dirs
+export CMKFS_CONFIG_DIR=$W/config   # the suite's volume records stay out of /etc/cmkfs
 cleanup() {
   for m in "$W"/mnt*; do mountpoint -q "$m" 2>/dev/null && { "$B" umount --lazy "$m" || umount -l "$m"; }; done
   rm -rf "$W"

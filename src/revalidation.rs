@@ -295,6 +295,15 @@ impl Checker {
     }
 
     fn check_locked(&self) -> CheckResult {
+        // Test hook, debug builds only: while the file named by CMKFS_TEST_STALL_CHECK_WHILE
+        // exists, a check hangs here, as one stuck in an uninterruptible disk read would; the
+        // watchdog must make the volume Inaccessible anyway (tests/attacks.rs).
+        #[cfg(debug_assertions)]
+        if let Some(f) = std::env::var_os("CMKFS_TEST_STALL_CHECK_WHILE") {
+            while std::path::Path::new(&f).exists() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         self.reload_header_if_changed();
         let (provider, slot) = {
             let s = self.slot.lock();

@@ -43,6 +43,7 @@
 //!    - `fail_closed_when_header_is_replaced_by_a_fifo`
 //!    - `fail_closed_when_lock_and_header_are_flocked`
 //!    - `fail_closed_when_exec_check_hangs`
+//!    - `watchdog_fails_closed_when_a_check_stalls_and_recovers`
 //! 8. Private by default
 //!    - `files_are_private_by_default`
 
@@ -1448,4 +1449,36 @@ fn header_directory_is_refused_promptly() {
         "clear error: {}",
         t.stderr
     );
+}
+
+/// Every real stall point on the check path has a deadline now, so the watchdog is tested
+/// with a debug-build hook that makes a check hang (as one stuck in an uninterruptible read
+/// would): the volume must become Inaccessible within interval + provider timeout + 1 s of
+/// the last completed check, and come back by itself once checks complete again.
+#[test]
+fn watchdog_fails_closed_when_a_check_stalls_and_recovers() {
+    let mut v = vol();
+    let out = outside();
+    let stall = out.path().join("stall");
+    v.env.push(("CMKFS_TEST_STALL_CHECK_WHILE".into(), stall.clone().into_os_string()));
+    v.mount(&["--check-interval", "1s"]);
+    fs::write(v.p("f"), b"data").unwrap();
+    assert_eq!(v.status()["state"], "Available");
+    fs::write(&stall, b"").unwrap();
+    let took = time_to_eacces(&v, "f", Duration::from_secs(10));
+    assert!(
+        took.is_some_and(|t| t <= FAIL_CLOSED),
+        "a stalled check must make the volume Inaccessible within {FAIL_CLOSED:?} (took {took:?})"
+    );
+    let st = v.status();
+    assert_eq!(st["state"], "Inaccessible");
+    assert!(st["reason"].as_str().unwrap_or("").contains("no key check completed"), "{st}");
+    fs::remove_file(&stall).unwrap();
+    assert!(
+        v.wait_state("Available", Duration::from_secs(10)).is_some(),
+        "access resumes once checks complete: {}",
+        v.status()
+    );
+    assert_eq!(fs::read(v.p("f")).unwrap(), b"data");
+    v.umount();
 }
