@@ -269,6 +269,8 @@ impl KeyStore {
         }
         rsa_kek::check_bits(bits).map_err(StoreError::Invalid)?;
         util::create_private_dir(&self.root, 0o700).map_err(io_err(&self.root))?;
+        // A key made in a store another user controls would be refused at every use.
+        check_trusted(&self.root, "directory")?;
         let _lock = self.lock()?;
         let dir = self.key_dir(name);
         if dir.exists() {

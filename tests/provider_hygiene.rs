@@ -155,6 +155,11 @@ fn key_store_others_control_is_refused() {
         );
         chown(p, Some(0), None).unwrap();
     }
+    // No new key is made in such a store either.
+    chown(&store, Some(NOBODY), None).unwrap();
+    let out = cmkfs(["key", "create", "--store", store.to_str().unwrap(), "--bits", "2048", "k2"]);
+    assert!(!out.status.success() && stderr(&out).contains("owned by uid 65534"), "{}", stderr(&out));
+    chown(&store, Some(0), None).unwrap();
     // Writable by group or others.
     for (p, m) in [(&store, 0o770), (&key, 0o707), (&pem, 0o620)] {
         let before = mode(p);
