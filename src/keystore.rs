@@ -9,11 +9,12 @@
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::provider::rsa_kek;
+use crate::provider::{rsa_kek, trust};
 use crate::util;
 
 /// Environment variable that overrides the default store location.
@@ -144,6 +145,9 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// A store directory or file that someone other than root or this user could change.
+    #[error("key store {0}; refusing to use it")]
+    Untrusted(String),
     /// I/O failure.
     #[error("key store {path}: {source}")]
     Io {
@@ -159,6 +163,27 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Writes a store file atomically with mode exactly 0600 (`atomic_write` creates it with
+/// 0600 less the umask; the chmod makes it exact, never wider).
+fn write_private(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    util::atomic_write(path, data, 0o600).map_err(io_err(path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err(path))
+}
+
+/// Refuses a store directory or file owned by a user other than root and this process's
+/// effective uid, or writable by group or others: such a user could substitute a key of
+/// their own or re-enable a disabled one, and root would use it. Key files themselves are
+/// checked when read ([`trust::read_secret_file`]).
+fn check_trusted(path: &Path, what: &str) -> Result<(), StoreError> {
+    let md = match fs::metadata(path) {
+        Ok(md) => md,
+        // Missing files are reported by the caller with their own error.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    trust::check_owner_and_mode(path, &md, what, trust::euid()).map_err(StoreError::Untrusted)
 }
 
 /// A local key store directory.
@@ -222,6 +247,7 @@ impl KeyStore {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&p)
             .map_err(io_err(&p))?;
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
@@ -243,6 +269,8 @@ impl KeyStore {
         }
         rsa_kek::check_bits(bits).map_err(StoreError::Invalid)?;
         util::create_private_dir(&self.root, 0o700).map_err(io_err(&self.root))?;
+        // A key made in a store another user controls would be refused at every use.
+        check_trusted(&self.root, "directory")?;
         let _lock = self.lock()?;
         let dir = self.key_dir(name);
         if dir.exists() {
@@ -256,7 +284,7 @@ impl KeyStore {
         let _ = fs::remove_dir_all(&tmp);
         util::create_private_dir(&tmp, 0o700).map_err(io_err(&tmp))?;
         let pem_path = tmp.join("v1.pem");
-        util::atomic_write(&pem_path, rsa_kek::private_pem(&key).as_bytes(), 0o600).map_err(io_err(&pem_path))?;
+        write_private(&pem_path, rsa_kek::private_pem(&key).as_bytes())?;
         let now = util::now_rfc3339();
         let meta = KeyMeta {
             schema: 1,
@@ -285,7 +313,7 @@ impl KeyStore {
         let p = dir.join("meta.json");
         let mut json = serde_json::to_vec_pretty(meta).expect("meta serialises");
         json.push(b'\n');
-        util::atomic_write(&p, &json, 0o600).map_err(io_err(&p))
+        write_private(&p, &json)
     }
 
     /// Reads a key's metadata.
@@ -297,6 +325,9 @@ impl KeyStore {
             return Err(StoreError::NoStore(self.root.clone()));
         }
         let p = self.key_dir(name).join("meta.json");
+        check_trusted(&self.root, "directory")?;
+        check_trusted(&self.key_dir(name), "key directory")?;
+        check_trusted(&p, "metadata file")?;
         let data = match fs::read(&p) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -370,7 +401,7 @@ impl KeyStore {
         self.update(name, |m| {
             let version = m.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
             let pem_path = self.key_dir(name).join(format!("v{version}.pem"));
-            util::atomic_write(&pem_path, rsa_kek::private_pem(&key).as_bytes(), 0o600).map_err(io_err(&pem_path))?;
+            write_private(&pem_path, rsa_kek::private_pem(&key).as_bytes())?;
             m.versions.push(VersionMeta {
                 version,
                 bits,
@@ -503,17 +534,23 @@ impl KeyStore {
     }
 
     /// Loads a version's private key.
-    pub fn private_key(&self, name: &str, version: u32) -> Result<rsa::RsaPrivateKey, StoreError> {
+    pub fn private_key(&self, name: &str, version: u32) -> Result<rsa_kek::RsaPrivateKey, StoreError> {
+        if !valid_name(name) {
+            return Err(StoreError::BadName(name.into()));
+        }
         let p = self.key_dir(name).join(format!("v{version}.pem"));
-        let pem = match fs::read_to_string(&p) {
-            Ok(s) => zeroize::Zeroizing::new(s),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        check_trusted(&self.root, "directory")?;
+        check_trusted(&self.key_dir(name), "key directory")?;
+        let pem = match trust::read_secret_file(&p, "key file") {
+            Ok(s) => s,
+            Err(trust::ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(StoreError::NoVersion {
                     name: name.into(),
                     version,
                 })
             }
-            Err(e) => return Err(io_err(&p)(e)),
+            Err(trust::ReadError::Io(e)) => return Err(io_err(&p)(e)),
+            Err(trust::ReadError::Untrusted(m)) => return Err(StoreError::Untrusted(m)),
         };
         rsa_kek::parse_private_pem(&pem).map_err(|reason| StoreError::Corrupt { path: p, reason })
     }

@@ -470,10 +470,7 @@ fn recorded_kms_errors_are_classified() {
 fn local_wrap_with_get_public_key() {
     profile("fake-rsa", "AKIDEXAMPLE2", "secret2");
     let private = rsa_kek::generate(2048).unwrap();
-    let der = {
-        use rsa::pkcs8::EncodePublicKey;
-        private.to_public_key().to_public_key_der().unwrap().as_bytes().to_vec()
-    };
+    let der = private.to_public_key().to_der().to_vec();
     let public = private.to_public_key();
     let fake = FakeKms::start(Box::new(move |r| {
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -548,7 +545,7 @@ fn local_wrap_with_get_public_key() {
 fn stand_in_kms_lifecycle_disable_enable() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let arn2 = ARN.replace("1234abcd", "5678efab");
-    let keys: Arc<BTreeMap<String, rsa::RsaPrivateKey>> = Arc::new(
+    let keys: Arc<BTreeMap<String, rsa_kek::RsaPrivateKey>> = Arc::new(
         [ARN.to_string(), arn2.clone()]
             .into_iter()
             .map(|a| (a, rsa_kek::generate(2048).unwrap()))
@@ -574,9 +571,8 @@ fn stand_in_kms_lifecycle_disable_enable() {
         }
         match r.headers["x-amz-target"].as_str() {
             "TrentService.GetPublicKey" => {
-                use rsa::pkcs8::EncodePublicKey;
-                let der = k.to_public_key().to_public_key_der().unwrap();
-                (200, serde_json::json!({"KeyId": id, "PublicKey": b64.encode(der.as_bytes()), "KeyUsage": "ENCRYPT_DECRYPT",
+                let der = k.to_public_key().to_der().to_vec();
+                (200, serde_json::json!({"KeyId": id, "PublicKey": b64.encode(&der), "KeyUsage": "ENCRYPT_DECRYPT",
                     "EncryptionAlgorithms": ["RSAES_OAEP_SHA_256"]}).to_string())
             }
             "TrentService.Decrypt" => {

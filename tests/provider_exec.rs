@@ -129,6 +129,14 @@ fn unreachable_program_is_tolerated_for_the_grace_period_then_refused() {
     v.umount();
 }
 
+/// A scratch directory for programs: the daemon only runs programs whose every directory
+/// from `/` only root (or its own user) can write, which rules out /tmp.
+fn program_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
 /// Writes a protocol program into `dir` that runs `body` for every operation.
 fn program(dir: &Path, body: &str) -> PathBuf {
     let p = dir.join("prog");
@@ -145,7 +153,7 @@ fn kek_test(uri: &str) -> (bool, String, Duration) {
 
 #[test]
 fn hung_program_is_killed_at_the_timeout_and_counts_as_unreachable() {
-    let d = tempfile::tempdir().unwrap();
+    let d = program_dir();
     let marker = d.path().join("still-running");
     let p = program(d.path(), &format!("sleep 30; touch {}", marker.display()));
     let (ok, err, took) = kek_test(&format!("exec:{}?timeout=500ms", p.display()));
@@ -166,7 +174,7 @@ fn hung_program_is_killed_at_the_timeout_and_counts_as_unreachable() {
 
 #[test]
 fn exit_codes_and_bad_output_are_classified_and_named() {
-    let d = tempfile::tempdir().unwrap();
+    let d = program_dir();
     let p = program(d.path(), "echo 'no such key' >&2; exit 2");
     let (ok, err, _) = kek_test(&format!("exec:{}?key=k9", p.display()));
     assert!(!ok);
@@ -215,7 +223,8 @@ fn mount_with_a_hung_provider_fails_at_the_unlock_timeout_instead_of_hanging() {
     let k = new_key(keys.path(), "k");
     let marker = keys.path().join("hang");
     // The example program, except that unwrap hangs while the marker exists.
-    let prog = keys.path().join("hanging-kms");
+    let progs = program_dir();
+    let prog = progs.path().join("hanging-kms");
     std::fs::write(
         &prog,
         format!(

@@ -597,7 +597,6 @@ fn kryoptic_concurrent_unwraps() {
 /// on SoftHSM2, with several threads sharing the provider.
 #[test]
 fn softhsm_unwrap_failures_and_threads() {
-    use rsa::traits::PublicKeyParts;
     let t = Token::new(Kind::SoftHsm);
     t.keygen("kek1", 2048);
     t.keygen("kek2", 2048);
@@ -655,9 +654,8 @@ fn softhsm_unwrap_failures_and_threads() {
         der.to_str().unwrap(),
     ]);
     let public = cmkfs::provider::rsa_kek::public_from_der(&std::fs::read(&der).unwrap()).unwrap();
-    assert_eq!(public.n().bits(), 2048);
-    let short = public
-        .encrypt(&mut rand_core::OsRng, rsa::Oaep::new::<sha1::Sha1>(), &[7u8; 16])
+    assert_eq!(public.bits(), 2048);
+    let short = cmkfs::provider::rsa_kek::encrypt_with(&public, cmkfs::provider::rsa_kek::OaepHash::Sha1, &[7u8; 16])
         .unwrap();
     fail(&short, "16-byte plaintext");
     // Still working after all that, from several threads at once.

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use parking_lot::Mutex;
-use rsa::RsaPublicKey;
+use super::rsa_kek::RsaPublicKey;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
@@ -159,10 +159,18 @@ impl AwsKmsProvider {
         ProviderError::new(kind, SCHEME, self.key_label(), msg)
     }
 
-    /// One signed KMS call (`TrentService.<action>`).
+    /// One signed KMS call (`TrentService.<action>`), its answer as JSON. Not for requests or
+    /// answers that hold a key: see [`Self::call_raw`].
     fn call(&self, action: &str, body: &Value) -> Result<Value, ProviderError> {
+        let r = self.call_raw(action, &http::json_body(body))?;
+        serde_json::from_slice(&r.body)
+            .map_err(|e| self.err(ErrorKind::Unreachable, format!("{action}: answer is not JSON ({e})")))
+    }
+
+    /// One signed KMS call with a ready JSON `payload`; a 200 answer as received (its body is
+    /// zeroized when dropped).
+    fn call_raw(&self, action: &str, payload: &[u8]) -> Result<http::Response, ProviderError> {
         let creds = credentials(self.profile.as_deref()).map_err(|m| self.err(ErrorKind::Unreachable, m))?;
-        let payload = Zeroizing::new(body.to_string().into_bytes());
         let target = format!("TrentService.{action}");
         let amz_date = sigv4::amz_date(std::time::SystemTime::now());
         let mut headers = vec![
@@ -181,7 +189,7 @@ impl AwsKmsProvider {
                 path: "/",
                 query: "",
                 headers: &headers,
-                payload: &payload,
+                payload,
             },
             &amz_date,
             &self.region,
@@ -194,17 +202,16 @@ impl AwsKmsProvider {
             .collect();
         h.push(("authorization", &auth));
         let url = format!("{}/", self.endpoint);
-        let r = self.http.post(&url, &h, &payload).map_err(|e| {
+        let r = self.http.post(&url, &h, payload).map_err(|e| {
             self.err(
                 ErrorKind::Unreachable,
                 format!("{action}: POST {url}: {e}; is the KMS endpoint reachable?"),
             )
         })?;
         if r.status == 200 {
-            return serde_json::from_str(&r.body)
-                .map_err(|e| self.err(ErrorKind::Unreachable, format!("{action}: answer is not JSON ({e})")));
+            return Ok(r);
         }
-        let (code, message) = error_of(&r.body);
+        let (code, message) = error_of(&r.error_text());
         let kind = classify(r.status, &code);
         let hint = match code.as_str() {
             "AccessDeniedException" | "AccessDenied" => {
@@ -451,10 +458,23 @@ impl KeyProvider for AwsKmsProvider {
         let ciphertext = if self.wrap_in_kms {
             let b64 = base64::engine::general_purpose::STANDARD;
             let plaintext = Zeroizing::new(b64.encode(secret.expose()));
-            let r = self.call(
-                "Encrypt",
-                &json!({"KeyId": self.key, "Plaintext": *plaintext, "EncryptionAlgorithm": ALGORITHM}),
-            )?;
+            // The request holds the volume key: serialised straight into a zeroizing body,
+            // never through a serde_json::Value.
+            #[derive(serde::Serialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct EncryptRequest<'a> {
+                key_id: &'a str,
+                plaintext: &'a str,
+                encryption_algorithm: &'a str,
+            }
+            let body = http::json_body(&EncryptRequest {
+                key_id: &self.key,
+                plaintext: &plaintext,
+                encryption_algorithm: ALGORITHM,
+            });
+            let r = self.call_raw("Encrypt", &body)?;
+            let r: Value = serde_json::from_slice(&r.body)
+                .map_err(|e| self.err(ErrorKind::Unreachable, format!("Encrypt: answer is not JSON ({e})")))?;
             r["CiphertextBlob"]
                 .as_str()
                 .and_then(|c| b64.decode(c).ok())
@@ -473,14 +493,26 @@ impl KeyProvider for AwsKmsProvider {
             ));
         }
         let b64 = base64::engine::general_purpose::STANDARD;
-        let r = self.call(
+        let r = self.call_raw(
             "Decrypt",
-            &json!({"KeyId": self.key, "CiphertextBlob": b64.encode(wrapped), "EncryptionAlgorithm": ALGORITHM}),
+            &http::json_body(
+                &json!({"KeyId": self.key, "CiphertextBlob": b64.encode(wrapped), "EncryptionAlgorithm": ALGORITHM}),
+            ),
         )?;
+        // The answer holds the volume key (base64): straight from the zeroizing body into
+        // zeroizing fields, never through a serde_json::Value.
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct DecryptAnswer {
+            plaintext: Option<Zeroizing<String>>,
+            key_id: Option<String>,
+        }
+        let r: DecryptAnswer = serde_json::from_slice(&r.body)
+            .map_err(|e| self.err(ErrorKind::Unreachable, format!("Decrypt: answer is not JSON ({e})")))?;
         let pt = Zeroizing::new(
-            r["Plaintext"]
-                .as_str()
-                .and_then(|p| b64.decode(p).ok())
+            r.plaintext
+                .as_ref()
+                .and_then(|p| b64.decode(p.as_bytes()).ok())
                 .ok_or_else(|| self.err(ErrorKind::Unreachable, "Decrypt answered without a Plaintext"))?,
         );
         let secret = SecretKey::from_slice(&pt).ok_or_else(|| {
@@ -496,7 +528,7 @@ impl KeyProvider for AwsKmsProvider {
                 tracing::debug!(error = %e, "GetPublicKey failed after a successful Decrypt");
                 KeyInfo {
                     provider: SCHEME.into(),
-                    key_id: r["KeyId"].as_str().unwrap_or(&self.key).to_string(),
+                    key_id: r.key_id.clone().unwrap_or_else(|| self.key.clone()),
                     version: "1".into(),
                     bits: wrapped.len() * 8,
                     fingerprint: String::new(),

@@ -26,10 +26,12 @@
 //! unreachable provider. The program's stderr (first 400 bytes) goes into the error message.
 //!
 //! Because the daemon runs the program, often as root, the program must be a regular file
-//! that is not writable by group or others.
+//! owned by root or by the user cmkfs runs as, not writable by group or others, in
+//! directories (every one from `/`, symbolic links followed) that obey the same rule: see
+//! [`super::trust`]. Its stdout is limited to [`MAX_STDOUT`] bytes.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -38,7 +40,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use super::{params, rsa_kek, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use super::{params, rsa_kek, trust, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
 use crate::crypto::SecretKey;
 
 /// URI scheme.
@@ -50,6 +52,10 @@ pub const EXIT_DENIED: i32 = 2;
 pub const EXIT_UNREACHABLE: i32 = 3;
 /// Exit code: the ciphertext was not made by this key.
 pub const EXIT_UNWRAP_FAILED: i32 = 4;
+
+/// Largest stdout accepted from the program. A `check` answer with an RSA-4096 public key is
+/// under 1 KiB, an `unwrap` answer 44 bytes.
+pub const MAX_STDOUT: usize = 16 * 1024;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -116,29 +122,17 @@ impl ExecProvider {
         ProviderError::new(kind, SCHEME, self.key_label(), msg)
     }
 
-    /// Refuses programs that someone other than their owner could replace.
+    /// Refuses programs that anyone but root or this user could change or replace: the
+    /// program must be a regular executable file owned by root or by the effective uid, not
+    /// writable by group or others, and so must every directory on its path from `/`, link
+    /// targets included (a sticky, world-writable directory such as /tmp is refused too).
     fn check_program(&self) -> Result<(), ProviderError> {
-        let md = std::fs::metadata(&self.program).map_err(|e| {
-            self.err(
-                ErrorKind::Misconfigured,
-                format!("cannot use program {}: {e}", self.program.display()),
-            )
-        })?;
+        let misconfigured = |m: String| self.err(ErrorKind::Misconfigured, format!("{m}; the daemon will not run it"));
+        let (real, md) = trust::resolve_trusted(&self.program, "program").map_err(misconfigured)?;
         if !md.is_file() || md.permissions().mode() & 0o111 == 0 {
-            return Err(self.err(
-                ErrorKind::Misconfigured,
-                format!("{} is not an executable file", self.program.display()),
-            ));
+            return Err(misconfigured(format!("{} is not an executable file", real.display())));
         }
-        if md.mode() & 0o022 != 0 {
-            return Err(self.err(
-                ErrorKind::Misconfigured,
-                format!(
-                    "{} is writable by group or others; the daemon will not run it (chmod go-w)",
-                    self.program.display()
-                ),
-            ));
-        }
+        trust::check_owner_and_mode(&real, &md, "program", trust::euid()).map_err(misconfigured)?;
         Ok(())
     }
 
@@ -171,11 +165,10 @@ impl ExecProvider {
             let _ = stdin.write_all(&input);
         });
         let mut stdout = child.stdout.take().expect("piped");
-        let reader = std::thread::spawn(move || {
-            let mut b = Zeroizing::new(Vec::new());
-            let _ = stdout.by_ref().take(1 << 20).read_to_end(&mut b);
-            b
-        });
+        // One zeroizing buffer of the largest answer the protocol allows, so no copy of an
+        // unwrapped key is left behind by reallocation. More is a protocol error (the reader
+        // stops reading; the program then gets SIGPIPE or finishes).
+        let reader = std::thread::spawn(move || crate::crypto::read_zeroizing(&mut stdout, MAX_STDOUT, MAX_STDOUT));
         let mut stderr = child.stderr.take().expect("piped");
         let ereader = std::thread::spawn(move || {
             let mut b = Vec::new();
@@ -200,7 +193,11 @@ impl ExecProvider {
             }
         };
         let _ = writer.join();
-        let out = reader.join().unwrap_or_default();
+        let out = match reader.join() {
+            Ok(Ok(Some(out))) => Some(out),
+            Ok(Ok(None)) => None,
+            Ok(Err(_)) | Err(_) => Some(Zeroizing::new(Vec::new())),
+        };
         let errtext = ereader.join().unwrap_or_default();
         let errtext = String::from_utf8_lossy(&errtext[..errtext.len().min(400)])
             .trim()
@@ -210,6 +207,14 @@ impl ExecProvider {
         } else {
             format!(": {errtext}")
         };
+        // Too much output is a protocol error whatever the exit status (the program may well
+        // have died of SIGPIPE once the reader stopped).
+        let out = out.ok_or_else(|| {
+            self.err(
+                ErrorKind::Misconfigured,
+                format!("'{op}' printed more than {MAX_STDOUT} bytes, which protocol 1 never needs; see docs/providers/exec.md"),
+            )
+        })?;
         match status.code() {
             Some(0) => Ok(out),
             Some(EXIT_DENIED) => Err(self.err(ErrorKind::Denied, format!("'{op}' denied{said}"))),
@@ -229,7 +234,7 @@ impl ExecProvider {
         }
     }
 
-    fn check(&self) -> Result<(KeyInfo, rsa::RsaPublicKey), ProviderError> {
+    fn check(&self) -> Result<(KeyInfo, rsa_kek::RsaPublicKey), ProviderError> {
         let out = self.call("check", None, b"")?;
         let c: CheckOutput = serde_json::from_slice(&out).map_err(|e| {
             self.err(
@@ -276,7 +281,7 @@ impl KeyProvider for ExecProvider {
         info.version = w.version;
         // A wrap that cannot be unwrapped would make the volume unmountable: prove it now.
         let back = self.unwrap(&info.version, &ciphertext)?;
-        if back.secret.expose() != secret.expose() {
+        if !back.secret.ct_eq(secret) {
             return Err(self.err(
                 ErrorKind::Misconfigured,
                 "'unwrap' of a fresh 'wrap' returned another key",

@@ -11,20 +11,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+use zeroize::Zeroizing;
 
 /// Default overall timeout of one request (connect, TLS, send, answer).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest answer body read (KMS answers are a few KiB).
-const MAX_BODY: u64 = 1 << 20;
+const MAX_BODY: usize = 1 << 20;
 
 /// A server's answer, whatever its status.
-#[derive(Debug)]
 pub struct Response {
     /// HTTP status code.
     pub status: u16,
-    /// The body as text (lossy UTF-8).
-    pub body: String,
+    /// The body. It may hold a volume key (a decrypt answer), so it lives in one zeroizing
+    /// buffer; parse it with `serde_json::from_slice` into `Zeroizing` fields.
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+impl Response {
+    /// The body as text, for error messages (lossy UTF-8). Never use it on a success answer
+    /// that may hold a key: the text is not zeroized.
+    pub fn error_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
+    }
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Response {{ status: {}, body: <{} bytes> }}", self.status, self.body.len())
+    }
 }
 
 /// A transport failure: no HTTP answer (connection refused, DNS, TLS, timeout).
@@ -98,17 +113,36 @@ impl Http {
     fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Response, TransportError> {
         let mut resp = r.map_err(|e| TransportError(describe(&e)))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_vec()
-            .map_err(|e| TransportError(format!("reading the answer failed: {}", describe(&e))))?;
-        Ok(Response {
-            status,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        // Not `read_to_vec`: its reallocations would leave copies of a decrypted key in freed
+        // memory. One zeroizing buffer, sized from Content-Length when there is one.
+        let initial = resp.body().content_length().map_or(8192, |l| l.min(MAX_BODY as u64) as usize);
+        let body = crate::crypto::read_zeroizing(resp.body_mut().as_reader(), initial, MAX_BODY)
+            .map_err(|e| TransportError(format!("reading the answer failed: {e}")))?
+            .ok_or_else(|| TransportError(format!("the answer is larger than {MAX_BODY} bytes")))?;
+        Ok(Response { status, body })
     }
+}
+
+/// Serialises `v` as a JSON request body into one zeroizing buffer of the exact size (a
+/// first pass counts the bytes), for bodies that carry a key or a credential: a growing
+/// `Vec` would leave copies behind in freed memory.
+pub fn json_body<T: serde::Serialize>(v: &T) -> Zeroizing<Vec<u8>> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    serde_json::to_writer(&mut n, v).expect("request bodies serialise");
+    let mut out = Zeroizing::new(Vec::with_capacity(n.0));
+    serde_json::to_writer(&mut *out, v).expect("request bodies serialise");
+    debug_assert_eq!(out.capacity(), n.0, "no reallocation");
+    out
 }
 
 fn describe(e: &ureq::Error) -> String {
@@ -161,6 +195,45 @@ mod tests {
         let h = Http::new(Duration::from_secs(2), None).unwrap();
         let e = h.get(&format!("http://127.0.0.1:{port}/"), &[]).unwrap_err();
         assert!(e.0.contains("connection"), "{e}");
+    }
+
+    #[test]
+    fn json_bodies_are_exact() {
+        #[derive(serde::Serialize)]
+        struct B<'a> {
+            k: &'a str,
+        }
+        let b = json_body(&B { k: "a\"\u{1}é" });
+        assert_eq!(&b[..], r#"{"k":"a\"\u0001é"}"#.as_bytes());
+        assert_eq!(b.capacity(), b.len());
+    }
+
+    /// A 200 answer is read whole into the zeroizing body, and a body over the limit is a
+    /// transport error rather than a truncated answer.
+    #[test]
+    fn bodies_are_read_whole_and_bounded() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for size in [300usize, MAX_BODY + 1] {
+                let (mut c, _) = l.accept().unwrap();
+                let mut req = [0u8; 4096];
+                let _ = c.read(&mut req).unwrap();
+                let body = "x".repeat(size);
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let h = Http::new(Duration::from_secs(5), None).unwrap();
+        let r = h.get(&format!("http://127.0.0.1:{port}/"), &[]).unwrap();
+        assert_eq!((r.status, r.body.len()), (200, 300));
+        let e = h.get(&format!("http://127.0.0.1:{port}/"), &[]).unwrap_err();
+        assert!(e.0.contains("larger than"), "{e}");
+        server.join().unwrap();
     }
 
     #[test]

@@ -71,6 +71,7 @@ impl LocalProvider {
             StoreError::Io { .. } => ErrorKind::Unreachable,
             StoreError::Corrupt { .. } | StoreError::Exists(_) => ErrorKind::Misconfigured,
             StoreError::Refused { .. } => ErrorKind::Denied,
+            StoreError::Untrusted(_) => ErrorKind::Misconfigured,
         };
         self.err(kind, e.to_string())
     }

@@ -22,6 +22,7 @@ pub mod pem;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 pub mod rsa_kek;
+pub mod trust;
 #[cfg(feature = "tpm")]
 pub mod tpm;
 #[cfg(feature = "vault")]

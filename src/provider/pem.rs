@@ -1,11 +1,13 @@
 //! `pem:` — a bare RSA private key in a PEM file, for users who already have one.
 //!
 //! The file has no versions (reported as version "1"); removing or making it unreadable
-//! counts as *denied*.
+//! counts as *denied*. It must be owned by root or by the user cmkfs runs as and not be
+//! writable by group or others (else *misconfigured*: another user could substitute a key);
+//! readable by group or others only earns a warning.
 
 use std::path::PathBuf;
 
-use super::{rsa_kek, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use super::{rsa_kek, trust, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
 use crate::crypto::SecretKey;
 
 /// URI scheme.
@@ -32,15 +34,18 @@ impl PemProvider {
         ProviderError::new(kind, SCHEME, self.path.display().to_string(), msg)
     }
 
-    fn load(&self) -> Result<(rsa::RsaPrivateKey, KeyInfo), ProviderError> {
-        let pem = match std::fs::read_to_string(&self.path) {
-            Ok(s) => zeroize::Zeroizing::new(s),
-            Err(e) => {
+    fn load(&self) -> Result<(rsa_kek::RsaPrivateKey, KeyInfo), ProviderError> {
+        let pem = match trust::read_secret_file(&self.path, "key file") {
+            Ok(s) => s,
+            Err(trust::ReadError::Io(e)) => {
                 let kind = match e.kind() {
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => ErrorKind::Denied,
                     _ => ErrorKind::Unreachable,
                 };
                 return Err(self.err(kind, format!("cannot read key file: {e}")));
+            }
+            Err(trust::ReadError::Untrusted(m)) => {
+                return Err(self.err(ErrorKind::Misconfigured, format!("{m}; refusing to use it")))
             }
         };
         let key = rsa_kek::parse_private_pem(&pem).map_err(|m| self.err(ErrorKind::Misconfigured, m))?;

@@ -57,7 +57,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use parking_lot::{Mutex, RwLock};
-use rsa::RsaPublicKey;
+use super::rsa_kek::RsaPublicKey;
 use zeroize::Zeroizing;
 
 use super::rsa_kek::{self, OaepHash};
@@ -675,7 +675,7 @@ impl Pkcs11Provider {
         let mut salted = Zeroizing::new(self.salt.to_vec());
         salted.extend_from_slice(pin.as_bytes());
         let h = crypto::sha256(&salted);
-        if self.bad_pin.lock().is_some_and(|b| b == h) {
+        if self.bad_pin.lock().is_some_and(|b| crypto::ct_eq(&b, &h)) {
             return Err(Fail::ck(
                 "C_Login (not retried: same PIN as refused before)",
                 CkError::Pkcs11(RvError::PinIncorrect, cryptoki::context::Function::Login),
@@ -805,7 +805,7 @@ impl Pkcs11Provider {
         let works = s
             .decrypt(mech, k, &ct)
             .map(Zeroizing::new)
-            .is_ok_and(|pt| pt.as_slice() == probe.expose());
+            .is_ok_and(|pt| crate::crypto::ct_eq(&pt, probe.expose()));
         if !works {
             return Fail::ck("C_Decrypt", e);
         }

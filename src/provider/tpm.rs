@@ -43,7 +43,7 @@
 use std::str::FromStr;
 
 use parking_lot::Mutex;
-use rsa::RsaPublicKey;
+use super::rsa_kek::RsaPublicKey;
 use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::response_code::Tss2ResponseCode;
 use tss_esapi::constants::SessionType;

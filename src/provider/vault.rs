@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use parking_lot::Mutex;
-use rsa::RsaPublicKey;
+use super::rsa_kek::RsaPublicKey;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
@@ -226,19 +226,35 @@ impl VaultProvider {
             params::read_secret(spec, SCHEME, &self.key_label())
                 .map_err(|e| self.err(ErrorKind::Unreachable, format!("no AppRole {what}: {}", e.message)))
         };
-        let body = Zeroizing::new(
-            json!({"role_id": *read(role_id, "role_id")?, "secret_id": *read(secret_id, "secret_id")?}).to_string(),
-        );
+        #[derive(serde::Serialize)]
+        struct Login<'a> {
+            role_id: &'a str,
+            secret_id: &'a str,
+        }
+        #[derive(serde::Deserialize)]
+        struct LoginAnswer {
+            auth: LoginAuth,
+        }
+        #[derive(serde::Deserialize)]
+        struct LoginAuth {
+            client_token: Zeroizing<String>,
+        }
+        let (role_id, secret_id) = (read(role_id, "role_id")?, read(secret_id, "secret_id")?);
+        let body = http::json_body(&Login {
+            role_id: &role_id,
+            secret_id: &secret_id,
+        });
         let url = format!("{}/v1/auth/{mount}/login", self.addr);
-        let r = self.send("POST", &url, None, Some(body.as_bytes()), "AppRole login")?;
-        let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
-        let token = v["auth"]["client_token"].as_str().ok_or_else(|| {
-            self.err(
-                ErrorKind::Unreachable,
-                "AppRole login answered without auth.client_token",
-            )
-        })?;
-        let token = Zeroizing::new(token.to_string());
+        let r = self.send("POST", &url, None, Some(&body[..]), "AppRole login")?;
+        let token = serde_json::from_slice::<LoginAnswer>(&r.body)
+            .map_err(|_| {
+                self.err(
+                    ErrorKind::Unreachable,
+                    "AppRole login answered without auth.client_token",
+                )
+            })?
+            .auth
+            .client_token;
         *self.login.lock() = Some(token.clone());
         tracing::info!(addr = %self.addr, mount = %mount, "logged in to Vault with AppRole");
         Ok(token)
@@ -276,7 +292,7 @@ impl VaultProvider {
         if (200..300).contains(&r.status) {
             return Ok(r);
         }
-        let text = server_errors(&r.body);
+        let text = server_errors(&r.error_text());
         let kind = classify(r.status, &text, what == "decrypt");
         let hint = match kind {
             ErrorKind::Denied if r.status == 403 => {
@@ -291,8 +307,21 @@ impl VaultProvider {
         Err(self.err(kind, format!("{what}: {method} {url}: HTTP {}: {text}{hint}", r.status)))
     }
 
-    /// An authenticated request, logging in again once if an AppRole token was refused.
+    /// An authenticated request, logging in again once if an AppRole token was refused; the
+    /// answer as JSON. Not for answers that hold a key: see [`Self::call_raw`].
     fn call(&self, method: &str, path: &str, body: Option<&[u8]>, what: &str) -> Result<Value, ProviderError> {
+        let url = format!("{}/v1/{path}", self.addr);
+        let r = self.call_raw(method, path, body, what)?;
+        serde_json::from_slice(&r.body).map_err(|e| {
+            self.err(
+                ErrorKind::Unreachable,
+                format!("{what}: {method} {url}: answer is not JSON ({e})"),
+            )
+        })
+    }
+
+    /// [`Self::call`], returning the answer as received (its body is zeroized when dropped).
+    fn call_raw(&self, method: &str, path: &str, body: Option<&[u8]>, what: &str) -> Result<http::Response, ProviderError> {
         let url = format!("{}/v1/{path}", self.addr);
         let token = self.token()?;
         let r = match self.send(method, &url, Some(&token), body, what) {
@@ -308,12 +337,7 @@ impl VaultProvider {
             }
             r => r?,
         };
-        serde_json::from_str(&r.body).map_err(|e| {
-            self.err(
-                ErrorKind::Unreachable,
-                format!("{what}: {method} {url}: answer is not JSON ({e})"),
-            )
-        })
+        Ok(r)
     }
 
     fn read_key(&self) -> Result<KeyMeta, ProviderError> {
@@ -490,16 +514,27 @@ impl KeyProvider for VaultProvider {
         })?;
         let b64 = base64::engine::general_purpose::STANDARD;
         let body = json!({"ciphertext": format!("vault:v{v}:{}", b64.encode(wrapped))}).to_string();
-        let r = self.call(
+        let r = self.call_raw(
             "POST",
             &format!("{}/decrypt/{}", self.mount, self.name),
             Some(body.as_bytes()),
             "decrypt",
         )?;
-        let pt = r["data"]["plaintext"]
-            .as_str()
-            .ok_or_else(|| self.err(ErrorKind::Unreachable, "decrypt answered without data.plaintext"))?;
-        let pt = Zeroizing::new(b64.decode(pt).map_err(|_| {
+        // The answer holds the volume key (base64): straight from the zeroizing body into
+        // zeroizing fields, never through a serde_json::Value.
+        #[derive(serde::Deserialize)]
+        struct DecryptAnswer {
+            data: DecryptData,
+        }
+        #[derive(serde::Deserialize)]
+        struct DecryptData {
+            plaintext: Zeroizing<String>,
+        }
+        let pt = serde_json::from_slice::<DecryptAnswer>(&r.body)
+            .map_err(|_| self.err(ErrorKind::Unreachable, "decrypt answered without data.plaintext"))?
+            .data
+            .plaintext;
+        let pt = Zeroizing::new(b64.decode(pt.as_bytes()).map_err(|_| {
             self.err(
                 ErrorKind::UnwrapFailed,
                 "decrypt answered with a plaintext that is not base64",
