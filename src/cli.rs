@@ -1071,7 +1071,7 @@ fn kek_test(uri: &str, iterations: usize, json: bool) -> Result<()> {
         let t = std::time::Instant::now();
         let u = p.unwrap(&wrapped.key.version, &wrapped.ciphertext)?;
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        if u.secret.expose() != secret.expose() {
+        if !u.secret.ct_eq(&secret) {
             bail!("{uri}: the provider unwrapped to a different key: the provider is broken");
         }
     }

@@ -633,7 +633,7 @@ fn tampered_volume_header_is_refused() {
 
 #[test]
 fn old_copy_of_volume_header_is_refused_as_a_rollback() {
-    let mut v = Vol::unmounted();
+    let v = Vol::unmounted();
     let escrow = v.new_key("escrow");
     ok(&v.run([
         OsStr::new("keyslot"),

@@ -452,6 +452,8 @@ impl Timed {
 /// Spawns `cmd` (stdin null, stdout/stderr piped), polls it until it exits or `deadline`
 /// passes (then SIGKILLs it, by its own pid), and reports exit, output, time and peak RSS
 /// (from wait4). Output is read after the exit; the commands run here print little.
+// The child is reaped with wait4 (for its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 pub fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Timed {
     use std::io::Read;
     use std::process::Stdio;
