@@ -20,6 +20,7 @@
 //!    - `header_from_an_attacker_volume_wrapped_to_the_same_kek_is_refused`
 //!    - `substituted_volume_key_keeping_the_volume_id_is_refused`
 //!    - `rolled_back_header_is_refused`
+//!    - `rolled_back_header_is_ignored_by_a_mounted_daemon`
 //! 4. Reserved names in the cipher root planted as FIFOs, symlinks, directories, huge files
 //!    - `header_fifo_is_refused_promptly`
 //!    - `header_symlink_is_refused`
@@ -35,6 +36,7 @@
 //! 5. Rekey journals (authenticated, bound to their file)
 //!    - `planted_rekey_journal_cannot_overwrite_files_outside_the_volume`
 //!    - `planted_rekey_tmp_symlink_does_not_redirect_rekey`
+//!    - `planted_authenticated_style_rekey_journal_is_not_applied`
 //! 6. One mount per volume per host, and locks others cannot take
 //!    - `second_mount_of_the_same_volume_is_refused`
 //!    - `killed_daemon_leaves_no_stale_mount_lock`
@@ -1481,4 +1483,74 @@ fn watchdog_fails_closed_when_a_check_stalls_and_recovers() {
     );
     assert_eq!(fs::read(v.p("f")).unwrap(), b"data");
     v.umount();
+}
+
+/// Journals in the current naming (`cmkfs.volume.rekey.<32 hex>` with a `.bind` record) are
+/// believed only when the binding record authenticates under the volume key: a planted one
+/// (a copy of another file's ciphertext with a made-up record, or FIFOs under both names) is
+/// left alone and audited, and the mount neither blocks nor changes any file.
+#[test]
+fn planted_authenticated_style_rekey_journal_is_not_applied() {
+    let mut v = Vol::new();
+    fs::write(v.p("victim"), b"the victim's own content").unwrap();
+    fs::write(v.p("other"), pattern(3, 9000)).unwrap();
+    v.umount();
+    let victim_before = fs::read(v.c("victim")).unwrap();
+    let md = fs::metadata(v.c("victim")).unwrap();
+    // A journal holding another file's (valid) ciphertext, and a binding record naming the
+    // victim's inode with a MAC the attacker cannot compute.
+    let id = "00112233445566778899aabbccddeeff";
+    fs::copy(v.c("other"), v.c(&format!("cmkfs.volume.rekey.{id}"))).unwrap();
+    let mut bind = vec![0u8; 16 + 16 + 8 + 8 + 8 + 32];
+    bind[16..32].copy_from_slice(&(0..16).map(|i| (i * 0x11) as u8).collect::<Vec<_>>());
+    bind[32..40].copy_from_slice(&md.dev().to_be_bytes());
+    bind[40..48].copy_from_slice(&md.ino().to_be_bytes());
+    bind[48..56].copy_from_slice(&fs::metadata(v.c("other")).unwrap().len().to_be_bytes());
+    fs::write(v.c(&format!("cmkfs.volume.rekey.{id}.bind")), &bind).unwrap();
+    // And a pair of FIFOs under another id.
+    let fid = "ffeeddccbbaa99887766554433221100";
+    mkfifo(&v.c(&format!("cmkfs.volume.rekey.{fid}")));
+    mkfifo(&v.c(&format!("cmkfs.volume.rekey.{fid}.bind")));
+    let t = try_mount(&mut v, &[]);
+    assert!(!t.timed_out(), "mount blocked on a planted journal");
+    assert!(t.success(), "a planted journal is ignored, not fatal: {}", t.stderr);
+    assert_eq!(fs::read(v.p("victim")).unwrap(), b"the victim's own content");
+    v.umount();
+    assert_eq!(fs::read(v.c("victim")).unwrap(), victim_before, "victim's ciphertext untouched");
+    assert!(
+        v.audit_events().iter().any(|e| e["event"] == "rekey_journal_ignored"),
+        "the ignored journals are audited"
+    );
+    assert!(v.c(&format!("cmkfs.volume.rekey.{id}")).exists(), "left in place for inspection");
+}
+
+/// A mounted daemon that sees an older (but authentic) header in place of the one it uses
+/// ignores it: it keeps checking the keyslot of the newer header and audits the rollback.
+#[test]
+fn rolled_back_header_is_ignored_by_a_mounted_daemon() {
+    let mut v = vol();
+    let kek2 = v.new_key("kek2");
+    v.mount(&["--check-interval", "300ms"]);
+    fs::write(v.p("f"), b"data").unwrap();
+    let old = fs::read(v.c("cmkfs.volume")).unwrap();
+    ok(&v.run(["rotate", "--kek", &kek2, v.mnt.to_str().unwrap()]));
+    assert!(wait_until(Duration::from_secs(10), || v.status()["kek_uri"] == kek2.as_str()));
+    let generation = v.status()["header_generation"].as_u64().unwrap();
+    fs::write(v.c("cmkfs.volume"), &old).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || v
+            .audit_events()
+            .iter()
+            .any(|e| e["event"] == "header_rollback_ignored")),
+        "the daemon notices and reports the rollback"
+    );
+    let st = v.status();
+    assert_eq!(st["kek_uri"], kek2.as_str(), "still on the newer header's keyslot: {st}");
+    assert_eq!(st["header_generation"].as_u64().unwrap(), generation);
+    assert_eq!(st["state"], "Available");
+    assert_eq!(fs::read(v.p("f")).unwrap(), b"data");
+    v.umount();
+    // And the next mount refuses the old header.
+    let e = stderr(&v.mount_output(&[]));
+    assert!(e.contains("rollback"), "{e}");
 }
