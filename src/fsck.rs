@@ -212,8 +212,20 @@ fn check_file(
     online: bool,
     report: &mut Report,
 ) -> io::Result<Option<Damage>> {
-    let f = File::open(path)?;
-    let len = f.metadata()?.len();
+    // The cipher directory is untrusted: a file listed as regular may have been replaced by a
+    // link or a FIFO since; never follow the one, never block on the other.
+    let f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)?
+    };
+    let md = f.metadata()?;
+    if !md.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "no longer a regular file"));
+    }
+    let len = md.len();
     if len == 0 {
         return Ok(None);
     }
