@@ -48,6 +48,8 @@
 //!    - `watchdog_fails_closed_when_a_check_stalls_and_recovers`
 //! 8. Private by default
 //!    - `files_are_private_by_default`
+//!    - `unprivileged_user_cannot_use_the_control_socket`
+//!    - `mount_root_is_shown_apart_from_the_private_cipher_root`
 
 mod common;
 
@@ -1553,4 +1555,56 @@ fn rolled_back_header_is_ignored_by_a_mounted_daemon() {
     // And the next mount refuses the old header.
     let e = stderr(&v.mount_output(&[]));
     assert!(e.contains("rollback"), "{e}");
+}
+
+/// The control socket changes state (lock, unlock, rekey): an unprivileged user can neither
+/// reach it (0600 in a 0700 directory) nor lock the volume through it.
+#[test]
+fn unprivileged_user_cannot_use_the_control_socket() {
+    let mut v = vol();
+    v.mount(&["--allow-other"]);
+    fs::write(v.p("f"), b"data").unwrap();
+    for args in [&["lock"][..], &["unlock"][..], &["status"][..]] {
+        let out = Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .arg(BIN)
+            .args(args)
+            .arg(&v.mnt)
+            .env("CMKFS_AUDIT_LOG", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "nobody ran 'cmkfs {args:?}' successfully: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert_eq!(v.status()["state"], "Available", "the volume was not locked by nobody");
+    assert_eq!(fs::read(v.p("f")).unwrap(), b"data");
+    v.umount();
+}
+
+/// The cipher root stays private (0700) while the mount's root is shown as an ordinary
+/// directory (0755 by default); chmod and chown through the mount change what is shown and
+/// never open the cipher root to others.
+#[test]
+fn mount_root_is_shown_apart_from_the_private_cipher_root() {
+    let mut v = vol();
+    assert_eq!(fs::metadata(&v.cipher).unwrap().mode() & 0o7777, 0o700);
+    v.mount(&["--allow-other"]);
+    assert_eq!(fs::metadata(&v.mnt).unwrap().mode() & 0o7777, 0o755);
+    fs::set_permissions(&v.mnt, fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::chown(&v.mnt, Some(NOBODY), Some(NOGROUP)).unwrap();
+    let md = fs::metadata(&v.mnt).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o750, NOBODY, NOGROUP));
+    let cmd = fs::metadata(&v.cipher).unwrap();
+    assert_eq!((cmd.mode() & 0o7777, cmd.uid()), (0o700, 0), "the cipher root is unchanged");
+    // The attribute that holds it is not a user xattr of the plaintext view.
+    let list = Command::new("getfattr").arg("-d").arg(&v.mnt).output().unwrap();
+    assert!(!String::from_utf8_lossy(&list.stdout).contains("cmkfs.root"));
+    v.umount();
+    v.mount(&[]);
+    let md = fs::metadata(&v.mnt).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.uid()), (0o750, NOBODY), "kept across a remount");
+    v.umount();
 }
