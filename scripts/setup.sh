@@ -21,6 +21,8 @@ fi
 command -v cargo >/dev/null || { echo "cargo is needed: install Rust (https://rustup.rs or 'apt-get install cargo')" >&2; exit 2; }
 cargo build --release --locked --all-features --quiet
 install -m 0755 target/release/cmkfs /usr/local/bin/cmkfs
+# The mount helper mount(8), `mount -a`, fstab and systemd run for type fuse.cmkfs.
+ln -sf /usr/local/bin/cmkfs /sbin/mount.fuse.cmkfs
 STORE=/var/lib/cmkfs/keys
 if [ -d "$STORE/$KEY" ]; then
   URI="local:$STORE/$KEY"

@@ -317,7 +317,7 @@ enum AuditCommand {
     },
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 struct MountArgs {
     /// Stay in the foreground (for systemd and debugging); logs go to stderr.
     #[arg(long, short = 'f')]
@@ -328,15 +328,16 @@ struct MountArgs {
     /// Allow users other than the mounting user to access the mount.
     #[arg(long)]
     allow_other: bool,
-    /// FUSE worker threads.
-    #[arg(long, default_value_t = 4)]
-    threads: usize,
-    /// How often the key is revalidated with its provider (e.g. 500ms, 1s, 10m).
-    #[arg(long, default_value = "5s")]
-    check_interval: String,
-    /// How long an unreachable key provider is tolerated before the volume becomes Inaccessible.
-    #[arg(long, default_value = "10m")]
-    unreachable_grace: String,
+    /// FUSE worker threads [default: 4].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// How often the key is revalidated with its provider (e.g. 500ms, 1s, 10m) [default: 5s].
+    #[arg(long)]
+    check_interval: Option<String>,
+    /// How long an unreachable key provider is tolerated before the volume becomes
+    /// Inaccessible [default: 10m].
+    #[arg(long)]
+    unreachable_grace: Option<String>,
     /// Longest a key provider call may take during revalidation before it counts as
     /// unreachable [default: the check interval, at least 2s, at most 30s].
     #[arg(long)]
@@ -346,10 +347,150 @@ struct MountArgs {
     log_file: Option<PathBuf>,
     #[arg(long, hide = true)]
     daemon_child: bool,
-    /// Cipher directory holding the volume.
+    /// Cipher directory holding the volume, or the name of a volume in the local
+    /// configuration (then the mountpoint and options come from there).
     cipher_dir: PathBuf,
-    /// Where the plaintext view appears.
-    mountpoint: PathBuf,
+    /// Where the plaintext view appears [default: the configured volume's mountpoint].
+    mountpoint: Option<PathBuf>,
+}
+
+/// Resolves a mount request: by name or by cipher directory; the command line wins over the
+/// volume's `[mount]` settings in the local configuration, which win over the defaults.
+fn mount_options(a: MountArgs, audit_path: &Path) -> Result<MountOptions> {
+    use volume::trust;
+    let (cipher_dir, mountpoint, m) = match a.mountpoint {
+        Some(mp) => {
+            let rec = trust::find_by_dir(&a.cipher_dir)?;
+            (a.cipher_dir, mp, rec.map(|r| r.config.mount).unwrap_or_default())
+        }
+        None => {
+            let name = a.cipher_dir.to_string_lossy().into_owned();
+            let rec = trust::find_by_name(&name)?.with_context(|| {
+                format!(
+                    "'{name}' is not a configured volume (see 'cmkfs volume list'); to mount a cipher directory, give a mountpoint too"
+                )
+            })?;
+            let mp = rec.config.mount.mountpoint.clone().with_context(|| {
+                format!(
+                    "volume '{name}' has no mountpoint: add 'mountpoint = \"/path\"' under [mount] in {}, or give one",
+                    rec.path.display()
+                )
+            })?;
+            (rec.config.cipher_dir.clone(), mp, rec.config.mount)
+        }
+    };
+    let check_interval = a.check_interval.or(m.check_interval).unwrap_or_else(|| "5s".into());
+    let grace = a.unreachable_grace.or(m.unreachable_grace).unwrap_or_else(|| "10m".into());
+    Ok(MountOptions {
+        check_interval: duration(&check_interval, "check-interval")?,
+        unreachable_grace: duration(&grace, "unreachable-grace")?,
+        provider_timeout: a
+            .provider_timeout
+            .or(m.provider_timeout)
+            .as_deref()
+            .map(|t| duration(t, "provider-timeout"))
+            .transpose()?,
+        audit_log: std::path::absolute(audit_path)?,
+        cipher_dir,
+        mountpoint,
+        kek: a.kek,
+        foreground: a.foreground,
+        allow_other: a.allow_other || m.allow_other.unwrap_or(false),
+        threads: a.threads.or(m.threads).unwrap_or(4),
+        log_file: a.log_file.or(m.log_file),
+        daemon_child: a.daemon_child,
+    })
+}
+
+/// The mount helper: `mount.fuse.cmkfs SOURCE MOUNTPOINT [-sfnv] [-o OPTIONS]`, as mount(8)
+/// (and so `mount -a`, fstab and systemd's fstab generator) runs it for type `fuse.cmkfs`.
+/// SOURCE is the cipher directory; `volume=NAME` checks it against the local configuration
+/// and takes that volume's settings. Unknown options are refused, not ignored.
+pub fn run_mount_helper(args: Vec<std::ffi::OsString>) -> Result<()> {
+    let mut positional = vec![];
+    let mut opts: Vec<String> = vec![];
+    let mut fake = false;
+    let mut it = args.into_iter().skip(1);
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy().into_owned();
+        match s.as_str() {
+            "-o" => opts.extend(
+                it.next()
+                    .context("-o needs a value")?
+                    .to_string_lossy()
+                    .split(',')
+                    .filter(|o| !o.is_empty())
+                    .map(String::from),
+            ),
+            "-t" => {
+                let t = it.next().context("-t needs a value")?;
+                if t != "fuse.cmkfs" && t != "cmkfs" {
+                    bail!("this is the mount helper of fuse.cmkfs, not of '{}'", t.to_string_lossy());
+                }
+            }
+            "-N" => bail!("mounting in another mount namespace (-N) is not supported"),
+            "-f" => fake = true,
+            "-s" | "-n" | "-v" => {}
+            o if o.starts_with("-o") && o.len() > 2 => opts.extend(o[2..].split(',').map(String::from)),
+            o if o.starts_with('-') => bail!("unknown mount helper flag '{o}'"),
+            _ => positional.push(PathBuf::from(a)),
+        }
+    }
+    let [source, mountpoint] = <[PathBuf; 2]>::try_from(positional)
+        .map_err(|_| anyhow::anyhow!("usage: mount.fuse.cmkfs CIPHER_DIR MOUNTPOINT [-o OPTIONS]"))?;
+    let mut a = MountArgs {
+        cipher_dir: source.clone(),
+        mountpoint: Some(mountpoint),
+        ..Default::default()
+    };
+    let mut volume_name = None;
+    for o in &opts {
+        let (k, v) = match o.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (o.as_str(), None),
+        };
+        let need = |v: Option<String>| v.with_context(|| format!("mount option '{k}' needs a value ({k}=...)"));
+        match k {
+            "volume" => volume_name = Some(need(v)?),
+            "kek" => a.kek = Some(need(v)?),
+            "allow_other" => a.allow_other = true,
+            "check_interval" => a.check_interval = Some(need(v)?),
+            "unreachable_grace" => a.unreachable_grace = Some(need(v)?),
+            "provider_timeout" => a.provider_timeout = Some(need(v)?),
+            "threads" => a.threads = Some(need(v)?.parse().context("threads=N needs a number")?),
+            "log_file" => a.log_file = Some(PathBuf::from(need(v)?)),
+            // Generic options mount(8), fstab and systemd pass to every helper; cmkfs mounts are
+            // always nosuid,nodev and read-write.
+            "rw" | "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "user" | "users" | "nouser" | "owner"
+            | "group" | "nosuid" | "nodev" | "exec" | "noexec" | "atime" | "noatime" | "relatime" | "strictatime"
+            | "nodiratime" | "diratime" | "async" | "silent" | "loud" => {}
+            k if k.starts_with("x-") || k == "comment" => {}
+            "ro" => bail!("read-only cmkfs mounts are not supported"),
+            "suid" | "dev" => bail!("cmkfs mounts are always nosuid,nodev; remove '{k}'"),
+            _ => bail!(
+                "unknown mount option '{k}' (cmkfs knows volume=NAME, kek=URI, allow_other, check_interval=, unreachable_grace=, provider_timeout=, threads=, log_file=, and the generic rw, defaults, nofail, _netdev, noauto, x-*)"
+            ),
+        }
+    }
+    if let Some(name) = &volume_name {
+        let rec = volume::trust::find_by_name(name)?
+            .with_context(|| format!("volume={name}: no such volume in the local configuration (see 'cmkfs volume list')"))?;
+        let want = std::fs::canonicalize(&rec.config.cipher_dir).unwrap_or(rec.config.cipher_dir.clone());
+        let got = std::fs::canonicalize(&source).unwrap_or(source.clone());
+        if want != got {
+            bail!(
+                "volume={name} is configured for {}, not {}",
+                want.display(),
+                got.display()
+            );
+        }
+    }
+    if fake {
+        return Ok(());
+    }
+    let audit_path = audit::default_path();
+    init_logging("info");
+    mount::mount(mount_options(a, &audit_path)?)
 }
 
 fn check_time(s: &Option<String>, what: &str) -> Result<()> {
@@ -484,24 +625,7 @@ pub fn run() -> Result<()> {
         }
         Command::Mount(a) => {
             init_logging("info");
-            mount::mount(MountOptions {
-                check_interval: duration(&a.check_interval, "check-interval")?,
-                unreachable_grace: duration(&a.unreachable_grace, "unreachable-grace")?,
-                provider_timeout: a
-                    .provider_timeout
-                    .as_deref()
-                    .map(|t| duration(t, "provider-timeout"))
-                    .transpose()?,
-                audit_log: std::path::absolute(&audit_path)?,
-                cipher_dir: a.cipher_dir,
-                mountpoint: a.mountpoint,
-                kek: a.kek,
-                foreground: a.foreground,
-                allow_other: a.allow_other,
-                threads: a.threads,
-                log_file: a.log_file,
-                daemon_child: a.daemon_child,
-            })
+            mount::mount(mount_options(a, &audit_path)?)
         }
         Command::Umount { lazy, mountpoint } => {
             init_logging("warn");

@@ -425,6 +425,13 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
         M::NoDev,
         M::NoSuid,
     ];
+    if util::is_root() {
+        // fuser mounts as root with mount(2) and type "fuse"; the kernel's own `subtype`
+        // option makes /proc/self/mountinfo say "fuse.cmkfs", so that mount(8) recognises the
+        // mount as the fstab entry's (a second `mount -a` is a no-op). Non-root mounts go
+        // through fusermount3, which sets the subtype itself.
+        config.mount_options.push(M::CUSTOM("subtype=cmkfs".into()));
+    }
     config.acl = if o.allow_other {
         fuser::SessionACL::All
     } else {

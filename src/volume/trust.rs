@@ -79,6 +79,43 @@ pub struct VolumeConfig {
     /// What the host pinned; absent until the first unlock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin: Option<Pin>,
+    /// How the volume is mounted by name (`cmkfs mount NAME`, the mount helper, fstab).
+    #[serde(default, skip_serializing_if = "MountConfig::is_empty")]
+    pub mount: MountConfig,
+}
+
+/// Mount settings of a configured volume; the command line overrides each.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MountConfig {
+    /// Where the plaintext view appears.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mountpoint: Option<PathBuf>,
+    /// Let other users use the mount (their permissions still apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_other: Option<bool>,
+    /// Revalidation interval (e.g. "5s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_interval: Option<String>,
+    /// How long an unreachable provider is tolerated (e.g. "10m").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_grace: Option<String>,
+    /// Longest a provider call may take during revalidation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_timeout: Option<String>,
+    /// FUSE worker threads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// Daemon log file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
+}
+
+impl MountConfig {
+    /// True when nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == MountConfig::default()
+    }
 }
 
 /// A volume's configuration with its name and file.
@@ -289,6 +326,8 @@ const HEADER_COMMENT: &str = "\
 # cmkfs volume configuration (this host's trust anchor for one volume).
 # allowed_keks: the only KEK URIs that may unlock this volume on this host; a keyslot in the
 #   volume header naming any other URI is never used. Edit to allow another KEK.
+# [mount]: how 'cmkfs mount NAME', 'mount -t fuse.cmkfs' and fstab mount it (mountpoint,
+#   allow_other, check_interval, unreachable_grace, provider_timeout, threads, log_file).
 # [pin]: what this host has seen of the volume. A header with another volume id, a keyslot
 #   that unwraps to another volume key, or an older generation is refused. To accept such a
 #   change deliberately: 'cmkfs volume forget NAME', then 'cmkfs mount --kek URI ...'.
@@ -416,6 +455,7 @@ pub fn create(
             cipher_dir: dir,
             allowed_keks: allowed,
             pin: Some(pin_of(header, keys)),
+            mount: MountConfig::default(),
         },
     };
     rec.save()?;

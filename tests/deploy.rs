@@ -1,0 +1,200 @@
+//! Deployment: mounting a configured volume by name, the mount helper that mount(8), fstab
+//! and systemd's fstab generator run for type `fuse.cmkfs`, and its option handling.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// The volume's record file and name (`cmkfs init` wrote exactly one).
+fn record(v: &Vol) -> (String, PathBuf) {
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&v.run([OsStr::new("volume"), OsStr::new("list"), OsStr::new("--json")]))).unwrap();
+    let r = &list.as_array().unwrap()[0];
+    (
+        r["name"].as_str().unwrap().to_string(),
+        PathBuf::from(r["file"].as_str().unwrap()),
+    )
+}
+
+fn add_mount_section(file: &Path, body: &str) {
+    let mut t = std::fs::read_to_string(file).unwrap();
+    t.push_str("\n[mount]\n");
+    t.push_str(body);
+    std::fs::write(file, t).unwrap();
+}
+
+fn is_mounted(mp: &Path) -> bool {
+    Command::new("mountpoint").arg("-q").arg(mp).status().unwrap().success()
+}
+
+/// The mount helper under its installed name, in the test's own directory.
+fn helper(v: &Vol) -> PathBuf {
+    let h = v.tmp.path().join("mount.fuse.cmkfs");
+    if !h.exists() {
+        std::os::unix::fs::symlink(BIN, &h).unwrap();
+    }
+    h
+}
+
+fn run_helper(v: &Vol, args: &[&OsStr]) -> std::process::Output {
+    let mut c = Command::new(helper(v));
+    c.args(args).env("CMKFS_AUDIT_LOG", &v.audit);
+    for (k, val) in &v.env {
+        c.env(k, val);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn mount_by_name_uses_the_configured_mountpoint_and_options() {
+    let mut v = Vol::unmounted();
+    let (name, file) = record(&v);
+    add_mount_section(
+        &file,
+        &format!("mountpoint = {:?}\ncheck_interval = \"2s\"\nthreads = 2\n", v.mnt.to_str().unwrap()),
+    );
+    ok(&v.run(["mount", &name]));
+    v.mounted = true;
+    let st = v.status();
+    assert_eq!(st["check_interval"], "2s", "{st}");
+    std::fs::write(v.p("f"), b"by name").unwrap();
+    v.umount();
+    // The command line overrides the configuration.
+    ok(&v.run(["mount", "--check-interval", "3s", &name]));
+    v.mounted = true;
+    assert_eq!(v.status()["check_interval"], "3s");
+    assert_eq!(std::fs::read(v.p("f")).unwrap(), b"by name");
+    v.umount();
+    // Unknown names and settings are refused with what to do.
+    let e = stderr(&v.run(["mount", "no-such-volume"]));
+    assert!(e.contains("not a configured volume"), "{e}");
+    let t = std::fs::read_to_string(&file).unwrap().replace("threads = 2", "threads = 2\nbogus = 1");
+    std::fs::write(&file, t).unwrap();
+    let e = stderr(&v.run(["mount", &name]));
+    assert!(e.contains("bogus"), "{e}");
+}
+
+#[test]
+fn mount_helper_maps_options_and_refuses_unknown_ones() {
+    let mut v = Vol::unmounted();
+    let (name, _) = record(&v);
+    let opts = format!(
+        "volume={name},allow_other,check_interval=2s,nofail,_netdev,x-systemd.requires=network-online.target,rw"
+    );
+    let out = run_helper(
+        &v,
+        &[v.cipher.as_os_str(), v.mnt.as_os_str(), OsStr::new("-o"), OsStr::new(&opts)],
+    );
+    ok(&out);
+    v.mounted = true;
+    assert_eq!(v.status()["check_interval"], "2s");
+    std::fs::write(v.p("f"), b"through the helper").unwrap();
+    v.umount();
+    for (o, want) in [
+        ("bogus=1", "unknown mount option 'bogus'"),
+        ("ro", "read-only"),
+        ("suid", "nosuid"),
+        ("volume=someone-else", "no such volume"),
+        ("check_interval", "needs a value"),
+    ] {
+        let out = run_helper(&v, &[v.cipher.as_os_str(), v.mnt.as_os_str(), OsStr::new("-o"), OsStr::new(o)]);
+        let e = stderr(&out);
+        assert!(!out.status.success() && e.contains(want), "-o {o}: {e}");
+        assert!(!is_mounted(&v.mnt), "-o {o} left a mount behind");
+    }
+    // A volume name that belongs to another cipher directory.
+    let w = Vol::unmounted();
+    let (wname, _) = record(&w);
+    let mut c = Command::new(helper(&v));
+    c.args([v.cipher.as_os_str(), v.mnt.as_os_str(), OsStr::new("-o")])
+        .arg(format!("volume={wname}"))
+        .env("CMKFS_CONFIG_DIR", config_dir_of(&w));
+    let out = c.output().unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("is configured for"), "{}", stderr(&out));
+}
+
+/// `mount -t fuse.cmkfs` and `mount -a` with an fstab line run the installed helper
+/// (/sbin/mount.fuse.cmkfs, created here when it is missing, as scripts/setup.sh installs it).
+#[test]
+fn mount_t_fuse_cmkfs_and_fstab_through_mount8() {
+    let mut v = Vol::unmounted();
+    let (name, _) = record(&v);
+    let installed = Path::new("/sbin/mount.fuse.cmkfs");
+    let created = if installed.symlink_metadata().is_err() {
+        std::os::unix::fs::symlink(BIN, installed).unwrap();
+        true
+    } else {
+        false
+    };
+    struct Remove(bool);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            if self.0 {
+                let _ = std::fs::remove_file("/sbin/mount.fuse.cmkfs");
+            }
+        }
+    }
+    let _guard = Remove(created);
+    let env: Vec<(String, std::ffi::OsString)> = v
+        .env
+        .iter()
+        .cloned()
+        .chain([("CMKFS_AUDIT_LOG".to_string(), v.audit.clone().into_os_string())])
+        .collect();
+    let out = Command::new("mount")
+        .args(["-t", "fuse.cmkfs"])
+        .arg(&v.cipher)
+        .arg(&v.mnt)
+        .arg("-o")
+        .arg(format!("volume={name},check_interval=2s"))
+        .envs(env.iter().map(|(k, val)| (k, val)))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount -t fuse.cmkfs: {}", String::from_utf8_lossy(&out.stderr));
+    v.mounted = true;
+    std::fs::write(v.p("f"), b"mount(8)").unwrap();
+    assert!(Command::new("umount").arg(&v.mnt).status().unwrap().success());
+    assert!(wait_until(Duration::from_secs(10), || !is_mounted(&v.mnt)));
+    v.mounted = false;
+
+    let fstab = v.tmp.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "# test fstab\n{} {} fuse.cmkfs volume={name},nofail,_netdev,x-systemd.requires=network-online.target 0 0\n",
+            v.cipher.display(),
+            v.mnt.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("mount")
+        .arg("-a")
+        .arg("-T")
+        .arg(&fstab)
+        .envs(env.iter().map(|(k, val)| (k, val)))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount -a: {}", String::from_utf8_lossy(&out.stderr));
+    v.mounted = true;
+    assert_eq!(std::fs::read(v.p("f")).unwrap(), b"mount(8)");
+    // mount(8) recognises the live mount as the fstab entry's: a second `mount -a` does nothing.
+    let again = Command::new("mount")
+        .arg("-a")
+        .arg("-T")
+        .arg(&fstab)
+        .envs(env.iter().map(|(k, val)| (k, val)))
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "second mount -a: {}", String::from_utf8_lossy(&again.stderr));
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        info.lines().any(|l| l.contains(v.mnt.to_str().unwrap()) && l.contains(" - fuse.cmkfs ")),
+        "the mount's type is fuse.cmkfs"
+    );
+    v.umount();
+}
