@@ -838,10 +838,12 @@ fn huge_sparse_header_is_refused_without_reading_it() {
     let t = try_mount(&mut v, &[]);
     assert!(!t.success() && !v.mounted);
     assert!(!t.timed_out() && t.took < PROMPT, "mount took {:?}", t.took);
+    // Refused on its size, before a byte is read. (Peak RSS from wait4 is no measure here: a
+    // child forked from this large, multi-threaded test process inherits its peak.)
     assert!(
-        t.max_rss_kib < 128 * 1024,
-        "a 512 MiB header was read into memory (peak RSS {} MiB)",
-        t.max_rss_kib / 1024
+        lc_has_any(&t.stderr, &["more than the 1048576 bytes"]),
+        "refused on its size, with a clear error: {}",
+        t.stderr
     );
     assert!(
         lc_has_any(&t.stderr, &["cmkfs.volume", "header"]),
@@ -1335,7 +1337,8 @@ impl Drop for KillRecorded {
 
 #[test]
 fn fail_closed_when_exec_check_hangs() {
-    let d = tempfile::tempdir().unwrap();
+    // Not under /tmp: exec programs must sit in directories only root (or we) can write.
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let kms = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/exec/openssl-kms");
     let key = d.path().join("key");
     let o = Command::new(&kms).arg("create").arg(&key).arg("2048").output().unwrap();
