@@ -380,7 +380,10 @@ fn mount_options(a: MountArgs, audit_path: &Path) -> Result<MountOptions> {
         }
     };
     let check_interval = a.check_interval.or(m.check_interval).unwrap_or_else(|| "5s".into());
-    let grace = a.unreachable_grace.or(m.unreachable_grace).unwrap_or_else(|| "10m".into());
+    let grace = a
+        .unreachable_grace
+        .or(m.unreachable_grace)
+        .unwrap_or_else(|| "10m".into());
     Ok(MountOptions {
         check_interval: duration(&check_interval, "check-interval")?,
         unreachable_grace: duration(&grace, "unreachable-grace")?,
@@ -425,7 +428,10 @@ pub fn run_mount_helper(args: Vec<std::ffi::OsString>) -> Result<()> {
             "-t" => {
                 let t = it.next().context("-t needs a value")?;
                 if t != "fuse.cmkfs" && t != "cmkfs" {
-                    bail!("this is the mount helper of fuse.cmkfs, not of '{}'", t.to_string_lossy());
+                    bail!(
+                        "this is the mount helper of fuse.cmkfs, not of '{}'",
+                        t.to_string_lossy()
+                    );
                 }
             }
             "-N" => bail!("mounting in another mount namespace (-N) is not supported"),
@@ -473,8 +479,9 @@ pub fn run_mount_helper(args: Vec<std::ffi::OsString>) -> Result<()> {
         }
     }
     if let Some(name) = &volume_name {
-        let rec = volume::trust::find_by_name(name)?
-            .with_context(|| format!("volume={name}: no such volume in the local configuration (see 'cmkfs volume list')"))?;
+        let rec = volume::trust::find_by_name(name)?.with_context(|| {
+            format!("volume={name}: no such volume in the local configuration (see 'cmkfs volume list')")
+        })?;
         let want = std::fs::canonicalize(&rec.config.cipher_dir).unwrap_or(rec.config.cipher_dir.clone());
         let got = std::fs::canonicalize(&source).unwrap_or(source.clone());
         if want != got {

@@ -1467,7 +1467,8 @@ fn watchdog_fails_closed_when_a_check_stalls_and_recovers() {
     let mut v = vol();
     let out = outside();
     let stall = out.path().join("stall");
-    v.env.push(("CMKFS_TEST_STALL_CHECK_WHILE".into(), stall.clone().into_os_string()));
+    v.env
+        .push(("CMKFS_TEST_STALL_CHECK_WHILE".into(), stall.clone().into_os_string()));
     v.mount(&["--check-interval", "1s"]);
     fs::write(v.p("f"), b"data").unwrap();
     assert_eq!(v.status()["state"], "Available");
@@ -1479,7 +1480,10 @@ fn watchdog_fails_closed_when_a_check_stalls_and_recovers() {
     );
     let st = v.status();
     assert_eq!(st["state"], "Inaccessible");
-    assert!(st["reason"].as_str().unwrap_or("").contains("no key check completed"), "{st}");
+    assert!(
+        st["reason"].as_str().unwrap_or("").contains("no key check completed"),
+        "{st}"
+    );
     fs::remove_file(&stall).unwrap();
     assert!(
         v.wait_state("Available", Duration::from_secs(10)).is_some(),
@@ -1521,12 +1525,19 @@ fn planted_authenticated_style_rekey_journal_is_not_applied() {
     assert!(t.success(), "a planted journal is ignored, not fatal: {}", t.stderr);
     assert_eq!(fs::read(v.p("victim")).unwrap(), b"the victim's own content");
     v.umount();
-    assert_eq!(fs::read(v.c("victim")).unwrap(), victim_before, "victim's ciphertext untouched");
+    assert_eq!(
+        fs::read(v.c("victim")).unwrap(),
+        victim_before,
+        "victim's ciphertext untouched"
+    );
     assert!(
         v.audit_events().iter().any(|e| e["event"] == "rekey_journal_ignored"),
         "the ignored journals are audited"
     );
-    assert!(v.c(&format!("cmkfs.volume.rekey.{id}")).exists(), "left in place for inspection");
+    assert!(
+        v.c(&format!("cmkfs.volume.rekey.{id}")).exists(),
+        "left in place for inspection"
+    );
 }
 
 /// A mounted daemon that sees an older (but authentic) header in place of the one it uses
@@ -1550,7 +1561,11 @@ fn rolled_back_header_is_ignored_by_a_mounted_daemon() {
         "the daemon notices and reports the rollback"
     );
     let st = v.status();
-    assert_eq!(st["kek_uri"], kek2.as_str(), "still on the newer header's keyslot: {st}");
+    assert_eq!(
+        st["kek_uri"],
+        kek2.as_str(),
+        "still on the newer header's keyslot: {st}"
+    );
     assert_eq!(st["header_generation"].as_u64().unwrap(), generation);
     assert_eq!(st["state"], "Available");
     assert_eq!(fs::read(v.p("f")).unwrap(), b"data");
@@ -1601,7 +1616,11 @@ fn mount_root_is_shown_apart_from_the_private_cipher_root() {
     let md = fs::metadata(&v.mnt).unwrap();
     assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o750, NOBODY, NOGROUP));
     let cmd = fs::metadata(&v.cipher).unwrap();
-    assert_eq!((cmd.mode() & 0o7777, cmd.uid()), (0o700, 0), "the cipher root is unchanged");
+    assert_eq!(
+        (cmd.mode() & 0o7777, cmd.uid()),
+        (0o700, 0),
+        "the cipher root is unchanged"
+    );
     // The attribute that holds it is not a user xattr of the plaintext view.
     let list = Command::new("getfattr").arg("-d").arg(&v.mnt).output().unwrap();
     assert!(!String::from_utf8_lossy(&list.stdout).contains("cmkfs.root"));

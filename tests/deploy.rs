@@ -12,8 +12,12 @@ use common::*;
 
 /// The volume's record file and name (`cmkfs init` wrote exactly one).
 fn record(v: &Vol) -> (String, PathBuf) {
-    let list: serde_json::Value =
-        serde_json::from_str(&ok(&v.run([OsStr::new("volume"), OsStr::new("list"), OsStr::new("--json")]))).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&ok(&v.run([
+        OsStr::new("volume"),
+        OsStr::new("list"),
+        OsStr::new("--json"),
+    ])))
+    .unwrap();
     let r = &list.as_array().unwrap()[0];
     (
         r["name"].as_str().unwrap().to_string(),
@@ -56,7 +60,10 @@ fn mount_by_name_uses_the_configured_mountpoint_and_options() {
     let (name, file) = record(&v);
     add_mount_section(
         &file,
-        &format!("mountpoint = {:?}\ncheck_interval = \"2s\"\nthreads = 2\n", v.mnt.to_str().unwrap()),
+        &format!(
+            "mountpoint = {:?}\ncheck_interval = \"2s\"\nthreads = 2\n",
+            v.mnt.to_str().unwrap()
+        ),
     );
     ok(&v.run(["mount", &name]));
     v.mounted = true;
@@ -73,7 +80,9 @@ fn mount_by_name_uses_the_configured_mountpoint_and_options() {
     // Unknown names and settings are refused with what to do.
     let e = stderr(&v.run(["mount", "no-such-volume"]));
     assert!(e.contains("not a configured volume"), "{e}");
-    let t = std::fs::read_to_string(&file).unwrap().replace("threads = 2", "threads = 2\nbogus = 1");
+    let t = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("threads = 2", "threads = 2\nbogus = 1");
     std::fs::write(&file, t).unwrap();
     let e = stderr(&v.run(["mount", &name]));
     assert!(e.contains("bogus"), "{e}");
@@ -88,7 +97,12 @@ fn mount_helper_maps_options_and_refuses_unknown_ones() {
     );
     let out = run_helper(
         &v,
-        &[v.cipher.as_os_str(), v.mnt.as_os_str(), OsStr::new("-o"), OsStr::new(&opts)],
+        &[
+            v.cipher.as_os_str(),
+            v.mnt.as_os_str(),
+            OsStr::new("-o"),
+            OsStr::new(&opts),
+        ],
     );
     ok(&out);
     v.mounted = true;
@@ -102,7 +116,10 @@ fn mount_helper_maps_options_and_refuses_unknown_ones() {
         ("volume=someone-else", "no such volume"),
         ("check_interval", "needs a value"),
     ] {
-        let out = run_helper(&v, &[v.cipher.as_os_str(), v.mnt.as_os_str(), OsStr::new("-o"), OsStr::new(o)]);
+        let out = run_helper(
+            &v,
+            &[v.cipher.as_os_str(), v.mnt.as_os_str(), OsStr::new("-o"), OsStr::new(o)],
+        );
         let e = stderr(&out);
         assert!(!out.status.success() && e.contains(want), "-o {o}: {e}");
         assert!(!is_mounted(&v.mnt), "-o {o} left a mount behind");
@@ -115,7 +132,11 @@ fn mount_helper_maps_options_and_refuses_unknown_ones() {
         .arg(format!("volume={wname}"))
         .env("CMKFS_CONFIG_DIR", config_dir_of(&w));
     let out = c.output().unwrap();
-    assert!(!out.status.success() && stderr(&out).contains("is configured for"), "{}", stderr(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("is configured for"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// `mount -t fuse.cmkfs` and `mount -a` with an fstab line run the installed helper
@@ -155,7 +176,11 @@ fn mount_t_fuse_cmkfs_and_fstab_through_mount8() {
         .envs(env.iter().map(|(k, val)| (k, val)))
         .output()
         .unwrap();
-    assert!(out.status.success(), "mount -t fuse.cmkfs: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mount -t fuse.cmkfs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     v.mounted = true;
     std::fs::write(v.p("f"), b"mount(8)").unwrap();
     assert!(Command::new("umount").arg(&v.mnt).status().unwrap().success());
@@ -179,7 +204,11 @@ fn mount_t_fuse_cmkfs_and_fstab_through_mount8() {
         .envs(env.iter().map(|(k, val)| (k, val)))
         .output()
         .unwrap();
-    assert!(out.status.success(), "mount -a: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mount -a: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     v.mounted = true;
     assert_eq!(std::fs::read(v.p("f")).unwrap(), b"mount(8)");
     // mount(8) recognises the live mount as the fstab entry's: a second `mount -a` does nothing.
@@ -190,10 +219,15 @@ fn mount_t_fuse_cmkfs_and_fstab_through_mount8() {
         .envs(env.iter().map(|(k, val)| (k, val)))
         .output()
         .unwrap();
-    assert!(again.status.success(), "second mount -a: {}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        again.status.success(),
+        "second mount -a: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
-        info.lines().any(|l| l.contains(v.mnt.to_str().unwrap()) && l.contains(" - fuse.cmkfs ")),
+        info.lines()
+            .any(|l| l.contains(v.mnt.to_str().unwrap()) && l.contains(" - fuse.cmkfs ")),
         "the mount's type is fuse.cmkfs"
     );
     v.umount();

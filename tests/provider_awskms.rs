@@ -572,8 +572,12 @@ fn stand_in_kms_lifecycle_disable_enable() {
         match r.headers["x-amz-target"].as_str() {
             "TrentService.GetPublicKey" => {
                 let der = k.to_public_key().to_der().to_vec();
-                (200, serde_json::json!({"KeyId": id, "PublicKey": b64.encode(&der), "KeyUsage": "ENCRYPT_DECRYPT",
-                    "EncryptionAlgorithms": ["RSAES_OAEP_SHA_256"]}).to_string())
+                (
+                    200,
+                    serde_json::json!({"KeyId": id, "PublicKey": b64.encode(&der), "KeyUsage": "ENCRYPT_DECRYPT",
+                    "EncryptionAlgorithms": ["RSAES_OAEP_SHA_256"]})
+                    .to_string(),
+                )
             }
             "TrentService.Decrypt" => {
                 let ct = b64.decode(r.body["CiphertextBlob"].as_str().unwrap()).unwrap();

@@ -57,7 +57,10 @@ fn kek_test(uri: &str) -> (bool, String) {
 
 fn assert_ran(uri: &str) {
     let (ok, err) = kek_test(uri);
-    assert!(!ok && err.contains("unreachable") && err.contains("PROGRAM-RAN"), "the program must run: {err}");
+    assert!(
+        !ok && err.contains("unreachable") && err.contains("PROGRAM-RAN"),
+        "the program must run: {err}"
+    );
 }
 
 fn assert_refused(uri: &str, needles: &[&str]) {
@@ -80,7 +83,10 @@ fn exec_program_owned_by_another_user_is_not_run() {
     // nobody could have rewritten it to run anything as root.
     chown(&p, Some(NOBODY), None).unwrap();
     chmod(&p, 0o755);
-    assert_refused(&uri, &["misconfigured", p.to_str().unwrap(), "owned by uid 65534", "chown root"]);
+    assert_refused(
+        &uri,
+        &["misconfigured", p.to_str().unwrap(), "owned by uid 65534", "chown root"],
+    );
     // Through a symbolic link the file is still checked.
     let link = d.path().join("link");
     symlink(&p, &link).unwrap();
@@ -97,7 +103,11 @@ fn exec_program_in_a_directory_others_can_write_is_not_run() {
     let uri = format!("exec:{}", p.display());
     chmod(&open, 0o755);
     assert_ran(&uri);
-    for (m, extra) in [(0o777, "writable by group or others"), (0o775, "writable by group or others"), (0o1777, "sticky")] {
+    for (m, extra) in [
+        (0o777, "writable by group or others"),
+        (0o775, "writable by group or others"),
+        (0o1777, "sticky"),
+    ] {
         chmod(&open, m);
         assert_refused(&uri, &[open.to_str().unwrap(), extra]);
     }
@@ -157,8 +167,20 @@ fn key_store_others_control_is_refused() {
     }
     // No new key is made in such a store either.
     chown(&store, Some(NOBODY), None).unwrap();
-    let out = cmkfs(["key", "create", "--store", store.to_str().unwrap(), "--bits", "2048", "k2"]);
-    assert!(!out.status.success() && stderr(&out).contains("owned by uid 65534"), "{}", stderr(&out));
+    let out = cmkfs([
+        "key",
+        "create",
+        "--store",
+        store.to_str().unwrap(),
+        "--bits",
+        "2048",
+        "k2",
+    ]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("owned by uid 65534"),
+        "{}",
+        stderr(&out)
+    );
     chown(&store, Some(0), None).unwrap();
     // Writable by group or others.
     for (p, m) in [(&store, 0o770), (&key, 0o707), (&pem, 0o620)] {
@@ -166,7 +188,10 @@ fn key_store_others_control_is_refused() {
         chmod(p, m);
         let (ok, err) = kek_test(&uri);
         assert!(!ok, "{} mode {m:o} accepted", p.display());
-        assert!(err.contains(p.to_str().unwrap()) && err.contains("writable by group or others"), "{err}");
+        assert!(
+            err.contains(p.to_str().unwrap()) && err.contains("writable by group or others"),
+            "{err}"
+        );
         chmod(p, before);
     }
     let (ok, err) = kek_test(&uri);
@@ -216,13 +241,19 @@ fn pem_file_others_control_is_refused() {
         chmod(&pem, m);
         let (ok, err) = kek_test(&uri);
         assert!(!ok, "mode {m:o} accepted");
-        assert!(err.contains("writable by group or others") && err.contains(pem.to_str().unwrap()), "{err}");
+        assert!(
+            err.contains("writable by group or others") && err.contains(pem.to_str().unwrap()),
+            "{err}"
+        );
     }
     chmod(&pem, 0o600);
     chown(&pem, Some(NOBODY), None).unwrap();
     let (ok, err) = kek_test(&uri);
     assert!(!ok);
-    assert!(err.contains("owned by uid 65534") && err.contains("misconfigured"), "{err}");
+    assert!(
+        err.contains("owned by uid 65534") && err.contains("misconfigured"),
+        "{err}"
+    );
 }
 
 /// Copies a golden volume's cipher directory and restores the backing xattrs git drops.
@@ -279,7 +310,12 @@ fn golden_volumes_unlock_through_local_and_pem() {
             let out = cmkfs(["fsck", "--json", "--kek", &uri, cipher.to_str().unwrap()]);
             let j: serde_json::Value = serde_json::from_slice(&out.stdout)
                 .unwrap_or_else(|_| panic!("fsck v{version} with {uri}: {}", stderr(&out)));
-            assert_eq!(out.status.code(), Some(0), "fsck v{version} with {uri}: {j} {}", stderr(&out));
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "fsck v{version} with {uri}: {j} {}",
+                stderr(&out)
+            );
         }
     }
 }

@@ -655,8 +655,8 @@ fn softhsm_unwrap_failures_and_threads() {
     ]);
     let public = cmkfs::provider::rsa_kek::public_from_der(&std::fs::read(&der).unwrap()).unwrap();
     assert_eq!(public.bits(), 2048);
-    let short = cmkfs::provider::rsa_kek::encrypt_with(&public, cmkfs::provider::rsa_kek::OaepHash::Sha1, &[7u8; 16])
-        .unwrap();
+    let short =
+        cmkfs::provider::rsa_kek::encrypt_with(&public, cmkfs::provider::rsa_kek::OaepHash::Sha1, &[7u8; 16]).unwrap();
     fail(&short, "16-byte plaintext");
     // Still working after all that, from several threads at once.
     let threads: Vec<_> = (0..6)

@@ -288,7 +288,10 @@ mod tests {
         let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
         let got = read_zeroizing(&data[..], 64, 5000).unwrap().unwrap();
         assert_eq!(&got[..], &data[..]);
-        assert!(read_zeroizing(&data[..], 64, 4999).unwrap().is_none(), "one byte too many");
+        assert!(
+            read_zeroizing(&data[..], 64, 4999).unwrap().is_none(),
+            "one byte too many"
+        );
         assert!(read_zeroizing(&data[..], 8192, 4999).unwrap().is_none());
         let got = read_zeroizing(&data[..10], 4096, 4096).unwrap().unwrap();
         assert_eq!(&got[..], &data[..10]);

@@ -25,9 +25,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::rsa_kek::RsaPublicKey;
 use base64::Engine as _;
 use parking_lot::Mutex;
-use super::rsa_kek::RsaPublicKey;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 

@@ -38,7 +38,12 @@ impl Response {
 
 impl std::fmt::Debug for Response {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Response {{ status: {}, body: <{} bytes> }}", self.status, self.body.len())
+        write!(
+            f,
+            "Response {{ status: {}, body: <{} bytes> }}",
+            self.status,
+            self.body.len()
+        )
     }
 }
 
@@ -115,7 +120,10 @@ impl Http {
         let status = resp.status().as_u16();
         // Not `read_to_vec`: its reallocations would leave copies of a decrypted key in freed
         // memory. One zeroizing buffer, sized from Content-Length when there is one.
-        let initial = resp.body().content_length().map_or(8192, |l| l.min(MAX_BODY as u64) as usize);
+        let initial = resp
+            .body()
+            .content_length()
+            .map_or(8192, |l| l.min(MAX_BODY as u64) as usize);
         let body = crate::crypto::read_zeroizing(resp.body_mut().as_reader(), initial, MAX_BODY)
             .map_err(|e| TransportError(format!("reading the answer failed: {e}")))?
             .ok_or_else(|| TransportError(format!("the answer is larger than {MAX_BODY} bytes")))?;

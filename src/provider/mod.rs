@@ -22,9 +22,9 @@ pub mod pem;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 pub mod rsa_kek;
-pub mod trust;
 #[cfg(feature = "tpm")]
 pub mod tpm;
+pub mod trust;
 #[cfg(feature = "vault")]
 pub mod vault;
 

@@ -205,9 +205,12 @@ pub fn public_from_parts(modulus: &[u8], exponent: &[u8]) -> Result<RsaPublicKey
     let strip = |b: &[u8]| -> Vec<u8> { b[b.iter().take_while(|x| **x == 0).count()..].to_vec() };
     let (modulus, exponent) = (strip(modulus), strip(exponent));
     let (modulus, exponent) = (modulus.as_slice(), exponent.as_slice());
-    let key: PublicEncryptingKey = PublicKeyComponents { n: modulus, e: exponent }
-        .try_into()
-        .map_err(|_| "not a usable RSA public key (modulus and exponent)".to_string())?;
+    let key: PublicEncryptingKey = PublicKeyComponents {
+        n: modulus,
+        e: exponent,
+    }
+    .try_into()
+    .map_err(|_| "not a usable RSA public key (modulus and exponent)".to_string())?;
     let key = RsaPublicKey::from_aws(key)?;
     check_bits(key.bits())?;
     Ok(key)

@@ -42,8 +42,8 @@
 
 use std::str::FromStr;
 
-use parking_lot::Mutex;
 use super::rsa_kek::RsaPublicKey;
+use parking_lot::Mutex;
 use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::response_code::Tss2ResponseCode;
 use tss_esapi::constants::SessionType;

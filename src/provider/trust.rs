@@ -92,7 +92,11 @@ pub fn resolve_trusted(path: &Path, what: &str) -> Result<(PathBuf, Metadata), S
             return Ok((next, md));
         }
         if !md.is_dir() {
-            return Err(format!("cannot use {what} {}: {} is not a directory", path.display(), next.display()));
+            return Err(format!(
+                "cannot use {what} {}: {} is not a directory",
+                path.display(),
+                next.display()
+            ));
         }
         check_dir(&next)?;
         cur = next;
@@ -119,7 +123,10 @@ pub fn read_secret_file(path: &Path, what: &str) -> Result<zeroize::Zeroizing<St
     let f = std::fs::File::open(path).map_err(ReadError::Io)?;
     let md = f.metadata().map_err(ReadError::Io)?;
     if !md.is_file() {
-        return Err(ReadError::Untrusted(format!("{what} {} is not a regular file", path.display())));
+        return Err(ReadError::Untrusted(format!(
+            "{what} {} is not a regular file",
+            path.display()
+        )));
     }
     check_owner_and_mode(path, &md, what, euid()).map_err(ReadError::Untrusted)?;
     if md.mode() & 0o044 != 0 {
@@ -131,7 +138,10 @@ pub fn read_secret_file(path: &Path, what: &str) -> Result<zeroize::Zeroizing<St
         .ok_or_else(|| ReadError::Untrusted(format!("{what} {} is larger than 1 MiB", path.display())))?;
     let mut bytes = bytes;
     if std::str::from_utf8(&bytes).is_err() {
-        return Err(ReadError::Untrusted(format!("{what} {} is not text (PEM)", path.display())));
+        return Err(ReadError::Untrusted(format!(
+            "{what} {} is not text (PEM)",
+            path.display()
+        )));
     }
     // Move the bytes into a String without copying them.
     let v = std::mem::take(&mut *bytes);
@@ -218,12 +228,18 @@ mod tests {
         let md = std::fs::metadata(&f).unwrap();
         let e = check_owner_and_mode(&f, &md, "file", 0).unwrap_err();
         assert!(e.contains("owned by uid 65534"), "{e}");
-        assert!(check_owner_and_mode(&f, &md, "file", 65534).is_ok(), "its own user may use it");
+        assert!(
+            check_owner_and_mode(&f, &md, "file", 65534).is_ok(),
+            "its own user may use it"
+        );
         let sub = d.path().join("sub");
         std::fs::create_dir(&sub).unwrap();
         std::os::unix::fs::chown(&sub, Some(65534), None).unwrap();
         std::fs::write(sub.join("g"), "x").unwrap();
         let e = resolve_trusted(&sub.join("g"), "file").unwrap_err();
-        assert!(e.contains("owned by uid 65534") && e.contains(sub.to_str().unwrap()), "{e}");
+        assert!(
+            e.contains("owned by uid 65534") && e.contains(sub.to_str().unwrap()),
+            "{e}"
+        );
     }
 }

@@ -28,9 +28,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::rsa_kek::RsaPublicKey;
 use base64::Engine as _;
 use parking_lot::Mutex;
-use super::rsa_kek::RsaPublicKey;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
@@ -321,7 +321,13 @@ impl VaultProvider {
     }
 
     /// [`Self::call`], returning the answer as received (its body is zeroized when dropped).
-    fn call_raw(&self, method: &str, path: &str, body: Option<&[u8]>, what: &str) -> Result<http::Response, ProviderError> {
+    fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        what: &str,
+    ) -> Result<http::Response, ProviderError> {
         let url = format!("{}/v1/{path}", self.addr);
         let token = self.token()?;
         let r = match self.send(method, &url, Some(&token), body, what) {
