@@ -182,7 +182,7 @@ fn handle(conn: UnixStream, handler: &dyn Handler) -> std::io::Result<()> {
     let mut line = String::new();
     reader.read_line(&mut line)?;
     // Only root or the user the daemon runs as (the mounting user) may change the state.
-    let authorized = uid == 0 || uid == unsafe { libc::geteuid() };
+    let authorized = uid == 0 || uid == util::euid();
     let denied = || serde_json::json!({"error": format!("permission denied: only root or the mounting user may do this (you are uid {uid})")});
     let done = |r: Result<(), String>| match r {
         Ok(()) => serde_json::to_value(handler.status()).unwrap(),

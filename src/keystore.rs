@@ -9,7 +9,7 @@
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -165,11 +165,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     }
 }
 
-/// Writes a store file atomically with mode exactly 0600 (`atomic_write` creates it with
-/// 0600 less the umask; the chmod makes it exact, never wider).
+/// Writes a store file atomically with mode exactly 0600.
 fn write_private(path: &Path, data: &[u8]) -> Result<(), StoreError> {
-    util::atomic_write(path, data, 0o600).map_err(io_err(path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err(path))
+    util::atomic_write(path, data, 0o600).map_err(io_err(path))
 }
 
 /// Refuses a store directory or file owned by a user other than root and this process's
@@ -183,7 +181,7 @@ fn check_trusted(path: &Path, what: &str) -> Result<(), StoreError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io_err(path)(e)),
     };
-    trust::check_owner_and_mode(path, &md, what, trust::euid()).map_err(StoreError::Untrusted)
+    trust::check_owner_and_mode(path, &md, what, crate::util::euid()).map_err(StoreError::Untrusted)
 }
 
 /// A local key store directory.

@@ -39,7 +39,7 @@ use crate::audit::AuditLog;
 use crate::crypto::SecretKey;
 use crate::format::{Keyslot, VolumeKeys};
 use crate::fs::CacheControl;
-use crate::provider::{call, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped};
+use crate::provider::{call, ErrorKind, KeyInfo, KeyProvider, Unwrapped};
 use crate::volume::{self, CipherRoot, SlotRole};
 use subtle::ConstantTimeEq;
 
@@ -270,22 +270,6 @@ impl Checker {
         }
     }
 
-    /// Unwraps the keyslot through the provider, with a deadline; a call still hanging from
-    /// an earlier check counts as unreachable rather than piling up threads.
-    fn unwrap_with_timeout(&self, provider: Arc<dyn KeyProvider>, slot: &Keyslot) -> Result<Unwrapped, ProviderError> {
-        let wrapped = slot
-            .wrapped_bytes()
-            .map_err(|e| ProviderError::new(ErrorKind::Misconfigured, &slot.provider, &slot.key_id, e.to_string()))?;
-        let version = slot.key_version.clone();
-        call::with_deadline(
-            &slot.provider,
-            &slot.key_id,
-            self.cfg.timeout,
-            Some(&self.call_in_flight),
-            move || provider.unwrap(&version, &wrapped),
-        )
-    }
-
     /// One revalidation. Serialised: the thread, `unlock` and `reload` may all call it.
     pub fn check_once(&self) -> CheckResult {
         let _g = self.check_lock.lock();
@@ -310,7 +294,9 @@ impl Checker {
             (s.provider.clone(), s.slot.clone())
         };
         let t0 = Instant::now();
-        let r = self.unwrap_with_timeout(provider, &slot);
+        // A call still hanging from an earlier check makes this one fail fast as unreachable,
+        // rather than piling up threads.
+        let r = volume::unwrap_slot(&provider, &slot, self.cfg.timeout, Some(&self.call_in_flight));
         let latency = t0.elapsed();
         self.status.lock().last_latency = Some(latency);
         match r {

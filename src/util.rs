@@ -1,34 +1,25 @@
 //! Small filesystem helpers shared by the key store and the volume header.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
+use std::io;
 use std::path::Path;
 use std::time::SystemTime;
 
-/// Writes `path` atomically and durably: write a temporary file beside it with `mode`,
-/// fsync it, rename it over `path`, fsync the directory. At every instant either the old or
-/// the new content is at `path`.
+/// Writes `path` atomically and durably, with exactly `mode` whatever the umask: a new
+/// temporary file beside it (`O_EXCL|O_NOFOLLOW`), fsync, rename over `path`, fsync of the
+/// directory. At every instant either the old or the new content is at `path`. The one
+/// implementation is [`crate::volume::CipherRoot::write_atomic`], relative to the directory's
+/// descriptor.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
+        .and_then(|n| n.to_str())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let tmp = dir.join(format!("{}.tmp.{}", name.to_string_lossy(), std::process::id()));
-    let res = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-        f.write_all(data)?;
-        crash_point("atomic-write:written");
-        f.sync_all()?;
-        crash_point("atomic-write:synced");
-        fs::rename(&tmp, path)?;
-        crash_point("atomic-write:renamed");
-        fsync_dir(dir)
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
+    crate::volume::CipherRoot::open(dir)?.write_atomic(name, data, mode)
 }
 
 /// Test hook, debug builds only: dies on the spot (SIGKILL, like a crash) when

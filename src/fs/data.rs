@@ -748,15 +748,7 @@ mod model_tests {
     }
 
     fn open(path: &std::path::Path, keys: &VolumeKeys) -> FileData {
-        let pfd = File::from(
-            sys::openat(
-                unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) },
-                &sys::cstr(path.as_os_str()).unwrap(),
-                libc::O_PATH,
-                0,
-            )
-            .unwrap(),
-        );
+        let pfd = File::from(sys::openat(sys::cwd(), &sys::cstr(path.as_os_str()).unwrap(), libc::O_PATH, 0).unwrap());
         let d = FileData::default();
         d.open(pfd.as_fd(), keys, true).unwrap();
         d

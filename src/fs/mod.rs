@@ -242,7 +242,7 @@ impl CmkFs {
     /// A filesystem over `cipher_dir` with an unlocked volume's keys.
     pub fn new(cipher_dir: &Path, access: Arc<Access>) -> std::io::Result<Self> {
         let root = sys::openat(
-            rustix_cwd(),
+            sys::cwd(),
             &sys::cstr(cipher_dir.as_os_str())?,
             libc::O_PATH | libc::O_DIRECTORY,
             0,
@@ -882,10 +882,6 @@ fn fd_cache_size() -> usize {
         1024
     };
     (lim / 4).clamp(64, 100_000)
-}
-
-fn rustix_cwd() -> std::os::fd::BorrowedFd<'static> {
-    unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) }
 }
 
 /// Runs a handler, turning a panic into EIO so that one bad request never takes the mount

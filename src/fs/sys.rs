@@ -40,6 +40,14 @@ pub fn proc_path(fd: RawFd) -> CString {
     CString::new(format!("/proc/self/fd/{fd}")).unwrap()
 }
 
+/// The current directory as a "descriptor" for the *at() calls (`AT_FDCWD`): a path given to
+/// them relative to it resolves as a plain path would.
+pub fn cwd() -> BorrowedFd<'static> {
+    // SAFETY: AT_FDCWD is not a real descriptor but a constant every *at() call accepts; it is
+    // valid for the whole life of the process and never closed.
+    unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) }
+}
+
 /// openat(2).
 pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
     let fd = cvt(unsafe {

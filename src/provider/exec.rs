@@ -132,7 +132,7 @@ impl ExecProvider {
         if !md.is_file() || md.permissions().mode() & 0o111 == 0 {
             return Err(misconfigured(format!("{} is not an executable file", real.display())));
         }
-        trust::check_owner_and_mode(&real, &md, "program", trust::euid()).map_err(misconfigured)?;
+        trust::check_owner_and_mode(&real, &md, "program", crate::util::euid()).map_err(misconfigured)?;
         Ok(())
     }
 

@@ -14,11 +14,7 @@ use std::path::{Component, Path, PathBuf};
 /// Symbolic links followed at most while resolving one path (the kernel's limit).
 const MAX_LINKS: usize = 40;
 
-/// The effective uid of this process.
-pub fn euid() -> u32 {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() }
-}
+use crate::util::euid;
 
 /// Refuses `md` (of `path`, a `what`) unless it is owned by root or `euid` and not writable
 /// by group or others. Sticky directories writable by others (`/tmp`) are refused too: the

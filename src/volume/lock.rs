@@ -84,25 +84,33 @@ pub struct HeaderLock {
     _file: File,
 }
 
+/// Takes an exclusive `flock` on `f`, waiting at most `timeout`; false when it stayed taken.
+pub fn flock_within(f: &File, timeout: Duration) -> io::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if try_flock(f)? {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Takes the header lock, waiting at most `timeout`.
 pub fn lock_header(root: &CipherRoot, timeout: Duration) -> io::Result<HeaderLock> {
     let path = lock_path(root, "header")?;
     let f = open_lock(&path)?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        if try_flock(&f)? {
-            return Ok(HeaderLock { _file: f });
-        }
-        if Instant::now() >= deadline {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "another cmkfs process has been rewriting the header of {} for more than {timeout:?} ({} is locked)",
-                    root.path().display(),
-                    path.display()
-                ),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if flock_within(&f, timeout)? {
+        return Ok(HeaderLock { _file: f });
     }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "another cmkfs process has been rewriting the header of {} for more than {timeout:?} ({} is locked)",
+            root.path().display(),
+            path.display()
+        ),
+    ))
 }

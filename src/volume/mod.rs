@@ -284,10 +284,12 @@ pub fn open_provider(uri: &str, timeout: Duration) -> Result<Arc<dyn KeyProvider
     call::with_deadline(&scheme, uri, timeout, None, move || provider::open(&u).map(Arc::from))
 }
 
-fn unwrap_slot(
+/// Unwraps `slot` through `p` with a deadline ([`call::with_deadline`]; `in_flight` as there).
+pub fn unwrap_slot(
     p: &Arc<dyn KeyProvider>,
     slot: &Keyslot,
     timeout: Duration,
+    in_flight: Option<&Arc<std::sync::atomic::AtomicBool>>,
 ) -> Result<provider::Unwrapped, ProviderError> {
     let wrapped = slot.wrapped_bytes().map_err(|e| {
         ProviderError::new(
@@ -298,7 +300,7 @@ fn unwrap_slot(
         )
     })?;
     let (p, version) = (p.clone(), slot.key_version.clone());
-    call::with_deadline(&slot.provider, &slot.key_id, timeout, None, move || {
+    call::with_deadline(&slot.provider, &slot.key_id, timeout, in_flight, move || {
         p.unwrap(&version, &wrapped)
     })
 }
@@ -373,7 +375,7 @@ pub fn open(dir: &Path, kek_override: Option<&str>) -> Result<Volume, VolumeErro
                 }
             },
         };
-        let u = match unwrap_slot(&p, &slot, timeout) {
+        let u = match unwrap_slot(&p, &slot, timeout, None) {
             Ok(u) => u,
             Err(e) => {
                 errors.push((slot.id, e));

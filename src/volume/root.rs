@@ -60,7 +60,7 @@ impl CipherRoot {
     /// (trusted: a symlink in that path is the administrator's choice).
     pub fn open(path: &Path) -> io::Result<CipherRoot> {
         let c = sys::cstr(path.as_os_str())?;
-        let fd = sys::openat(cwd(), &c, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let fd = sys::openat(sys::cwd(), &c, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         Ok(CipherRoot {
             fd,
             path: path.to_path_buf(),
@@ -218,11 +218,6 @@ impl CipherRoot {
         let dup = sys::openat(self.fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         Ok(File::from(dup).metadata()?.uid())
     }
-}
-
-fn cwd() -> BorrowedFd<'static> {
-    // SAFETY: AT_FDCWD is a valid "descriptor" for the *at() calls for the process lifetime.
-    unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) }
 }
 
 #[cfg(test)]

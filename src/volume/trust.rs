@@ -21,11 +21,10 @@
 //! administrators may edit `allowed_keks`. The deployment settings (mountpoint, options) are
 //! meant to join this same file.
 
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -133,7 +132,7 @@ pub struct Record {
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
     /// A configuration file or directory that others could have written.
-    #[error("{path}: {why}; cmkfs trusts only configuration owned by root or by you and writable by no one else (chown/chmod go-w)")]
+    #[error("{why}; cmkfs trusts only configuration owned by root or by you and writable by no one else")]
     Untrusted {
         /// The offending path.
         path: PathBuf,
@@ -169,19 +168,10 @@ fn untrusted(path: &Path, why: impl Into<String>) -> TrustError {
 }
 
 /// A configuration file or directory must be owned by root or the effective user and not
-/// writable by group or others.
+/// writable by group or others: the same rule as for provider programs and key stores.
 fn check_owner(path: &Path, md: &std::fs::Metadata) -> Result<(), TrustError> {
-    let euid = util::euid();
-    if md.uid() != 0 && md.uid() != euid {
-        return Err(untrusted(path, format!("owned by uid {}", md.uid())));
-    }
-    if md.mode() & 0o022 != 0 {
-        return Err(untrusted(
-            path,
-            format!("writable by group or others (mode {:o})", md.mode() & 0o7777),
-        ));
-    }
-    Ok(())
+    crate::provider::trust::check_owner_and_mode(path, md, "configuration", util::euid())
+        .map_err(|why| untrusted(path, why))
 }
 
 fn canonical(dir: &Path) -> PathBuf {
@@ -283,19 +273,16 @@ fn lock_config() -> Result<ConfigLock, TrustError> {
             path: path.clone(),
             why: e.to_string(),
         })?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(ConfigLock(f));
-        }
-        if Instant::now() > deadline {
-            return Err(TrustError::Bad {
-                path,
-                why: "held by another process for more than 10 s".into(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    match super::lock::flock_within(&f, Duration::from_secs(10)) {
+        Ok(true) => Ok(ConfigLock(f)),
+        Ok(false) => Err(TrustError::Bad {
+            path,
+            why: "held by another process for more than 10 s".into(),
+        }),
+        Err(e) => Err(TrustError::Bad {
+            path,
+            why: e.to_string(),
+        }),
     }
 }
 
@@ -341,7 +328,7 @@ impl Record {
         })?;
         let mut text = String::from(HEADER_COMMENT);
         text.push_str(&body);
-        write_private(&self.path, text.as_bytes()).map_err(|e| TrustError::Bad {
+        util::atomic_write(&self.path, text.as_bytes(), 0o600).map_err(|e| TrustError::Bad {
             path: self.path.clone(),
             why: e.to_string(),
         })
@@ -361,27 +348,6 @@ impl Record {
     pub fn allows(&self, uri: &str) -> bool {
         self.config.allowed_keks.iter().any(|a| a == uri)
     }
-}
-
-fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    util::fsync_dir(dir)
 }
 
 /// Creates the record of a volume this host just created or unlocked with a trusted KEK.
