@@ -77,6 +77,7 @@ impl AuditLog {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&self.path)?;
+        // SAFETY: flock on a descriptor owned by `f` for the duration of the call; no memory is involved.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -86,6 +87,7 @@ impl AuditLog {
         rec.insert("time".into(), Value::from(util::now_rfc3339_millis()));
         rec.insert("event".into(), Value::from(event));
         rec.insert("pid".into(), Value::from(std::process::id()));
+        // SAFETY: getuid has no preconditions and cannot fail.
         rec.insert("uid".into(), Value::from(unsafe { libc::getuid() }));
         if let Value::Object(m) = fields {
             for (k, v) in m {

@@ -158,8 +158,10 @@ pub fn serve(mountpoint: &Path, handler: Arc<dyn Handler>) -> std::io::Result<Pa
 /// The uid of the process at the other end of a Unix socket (SO_PEERCRED).
 fn peer_uid(conn: &UnixStream) -> std::io::Result<u32> {
     use std::os::fd::AsRawFd;
+    // SAFETY: a plain C struct of integers, for which all-zero bytes are a valid value.
     let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes passed.
     let r = unsafe {
         libc::getsockopt(
             conn.as_raw_fd(),

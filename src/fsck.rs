@@ -325,6 +325,8 @@ fn check_xattrs(path: &Path, rel: &str, keys: &VolumeKeys, report: &mut Report) 
         return;
     };
     let mut names = vec![0u8; 64 * 1024];
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
     if n <= 0 {
         return;
@@ -335,6 +337,8 @@ fn check_xattrs(path: &Path, rel: &str, keys: &VolumeKeys, report: &mut Report) 
     {
         let Ok(cn) = std::ffi::CString::new(name) else { continue };
         let mut val = vec![0u8; 64 * 1024 + 64];
+        // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+        // NUL-terminated, and its buffers outlive the call with lengths that match them.
         let m = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
         if m < 0 {
             continue;

@@ -248,6 +248,7 @@ impl KeyStore {
             .mode(0o600)
             .open(&p)
             .map_err(io_err(&p))?;
+        // SAFETY: flock on a descriptor owned by `f` for the duration of the call; no memory is involved.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io_err(&p)(io::Error::last_os_error()));
         }

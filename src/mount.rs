@@ -163,6 +163,7 @@ fn spawn_daemon(o: MountOptions) -> Result<()> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(logf));
+    // SAFETY: between fork and exec the closure only calls setsid, which is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
@@ -198,6 +199,8 @@ fn spawn_daemon(o: MountOptions) -> Result<()> {
 }
 
 fn harden_process() {
+    // SAFETY: prctl, umask, getrlimit and setrlimit act on this process only; `rl` is a
+    // valid, initialised rlimit.
     unsafe {
         // Not dumpable: no core dumps with key material, no ptrace attach by the same uid.
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -240,6 +243,8 @@ impl Ready {
             let mut so = std::io::stdout();
             let _ = writeln!(so, "{}", msg.replace('\n', " "));
             let _ = so.flush();
+            // SAFETY: plain descriptor calls on a literal NUL-terminated path; fd 1 is replaced
+            // and no Rust object owns it.
             unsafe {
                 let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
                 libc::dup2(null, 1);
@@ -441,6 +446,7 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
     config.clone_fd = true;
     // Block termination signals in every thread; one thread waits for them and unmounts.
     let sigs = termination_signals();
+    // SAFETY: `sigs` is an initialised signal set; the old mask is not asked for (null).
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigs, std::ptr::null_mut()) };
     let session = fuser::Session::new(fs, &o.mountpoint, &config)
         .with_context(|| format!("FUSE mount of {} failed", o.mountpoint.display()))?;
@@ -483,6 +489,7 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
         .name("cmkfs-signals".into())
         .spawn(move || {
             let mut sig = 0;
+            // SAFETY: `sigs` is an initialised signal set and `sig` a valid place for the answer.
             unsafe { libc::sigwait(&sigs, &mut sig) };
             tracing::info!(signal = sig, "termination signal; unmounting");
             if let Err(e) = unmount(&mp, true) {
@@ -524,6 +531,7 @@ fn raise_readahead(mp: PathBuf) {
 }
 
 fn termination_signals() -> libc::sigset_t {
+    // SAFETY: the set is zeroed, then initialised by sigemptyset before any other use.
     unsafe {
         let mut s: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut s);
@@ -539,6 +547,7 @@ pub fn unmount(mp: &Path, lazy: bool) -> Result<()> {
     if util::is_root() {
         let c = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes())?;
         let flags = if lazy { libc::MNT_DETACH } else { 0 };
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
         if unsafe { libc::umount2(c.as_ptr(), flags) } != 0 {
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {

@@ -156,6 +156,7 @@ impl ContentCipher {
 
 /// True when every byte is zero. Word-at-a-time; this runs on every block read.
 pub fn is_zero(buf: &[u8]) -> bool {
+    // SAFETY: every bit pattern is a valid u64, so viewing the aligned middle as words is sound.
     let (prefix, words, suffix) = unsafe { buf.align_to::<u64>() };
     prefix.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && suffix.iter().all(|&b| b == 0)
 }

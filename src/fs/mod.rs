@@ -688,6 +688,7 @@ impl CmkFs {
         match &*self.handle(fh)? {
             Handle::File { inode, .. } => inode.data.fsync(datasync),
             Handle::Dir { fd, .. } => {
+                // SAFETY: fsync on a descriptor borrowed for the duration of the call.
                 if unsafe { libc::fsync(std::os::fd::AsRawFd::as_raw_fd(fd)) } != 0 {
                     return Err(io(std::io::Error::last_os_error()));
                 }
@@ -875,7 +876,9 @@ fn open_child(parent: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> R<OwnedFd> {
 /// How many O_PATH descriptors the inode table may cache: a quarter of the descriptor limit
 /// (the rest is for open files and directories), at most 100,000.
 fn fd_cache_size() -> usize {
+    // SAFETY: a plain C struct of integers, for which all-zero bytes are a valid value.
     let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `rl` is a valid rlimit for getrlimit to fill.
     let lim = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
         rl.rlim_cur as usize
     } else {

@@ -50,6 +50,8 @@ pub fn cwd() -> BorrowedFd<'static> {
 
 /// openat(2).
 pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     let fd = cvt(unsafe {
         libc::openat(
             dir.as_raw_fd(),
@@ -58,13 +60,17 @@ pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, mode: libc::
             mode as libc::c_uint,
         )
     })?;
+    // SAFETY: `fd` was just returned by a successful call and is owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Opens an inode for I/O from its O_PATH descriptor.
 pub fn reopen(path_fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
     let p = proc_path(path_fd.as_raw_fd());
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     let fd = cvt(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: `fd` was just returned by a successful call and is owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -84,6 +90,8 @@ pub fn no_backing_readahead(fd: BorrowedFd<'_>) {
         return;
     }
     // Advice only: a failure changes speed, never content.
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     let rc = unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
     if rc != 0 {
         tracing::debug!(errno = rc, "posix_fadvise(POSIX_FADV_RANDOM) on a backing file failed");
@@ -99,6 +107,8 @@ pub fn start_writeback(fd: BorrowedFd<'_>) {
         return;
     }
     // Only a head start: the fsync that follows does the real work and reports errors.
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     if unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) } != 0 {
         tracing::debug!(error = %io::Error::last_os_error(), "sync_file_range on a backing file failed");
     }
@@ -106,7 +116,10 @@ pub fn start_writeback(fd: BorrowedFd<'_>) {
 
 /// fstatat(2) of the fd itself (`AT_EMPTY_PATH`).
 pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
+    // SAFETY: a plain C struct of integers, for which all-zero bytes are a valid value.
     let mut st: Stat = unsafe { std::mem::zeroed() };
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     cvt(unsafe {
         libc::fstatat(
             fd.as_raw_fd(),
@@ -120,22 +133,30 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
 
 /// mkdirat(2).
 pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
 }
 
 /// mknodat(2).
 pub fn mknodat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t, rdev: libc::dev_t) -> io::Result<()> {
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     cvt(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) }).map(drop)
 }
 
 /// symlinkat(2).
 pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     cvt(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
 }
 
 /// readlinkat(2) of an O_PATH symlink descriptor.
 pub fn readlink(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     let n = cvt_size(unsafe { libc::readlinkat(fd.as_raw_fd(), c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })?;
     buf.truncate(n);
     Ok(buf)
@@ -143,17 +164,23 @@ pub fn readlink(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
 
 /// unlinkat(2).
 pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
 }
 
 /// renameat2(2).
 pub fn renameat2(od: BorrowedFd<'_>, on: &CStr, nd: BorrowedFd<'_>, nn: &CStr, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     cvt(unsafe { libc::renameat2(od.as_raw_fd(), on.as_ptr(), nd.as_raw_fd(), nn.as_ptr(), flags) }).map(drop)
 }
 
 /// Hard-links the inode behind an O_PATH fd as `dir/name`.
 pub fn link_fd(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     let p = proc_path(fd.as_raw_fd());
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     cvt(unsafe {
         libc::linkat(
             libc::AT_FDCWD,
@@ -169,11 +196,15 @@ pub fn link_fd(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &CStr) -> io::Resu
 /// chmod through /proc (O_PATH fds cannot fchmod).
 pub fn chmod_fd(fd: BorrowedFd<'_>, mode: libc::mode_t) -> io::Result<()> {
     let p = proc_path(fd.as_raw_fd());
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     cvt(unsafe { libc::chmod(p.as_ptr(), mode) }).map(drop)
 }
 
 /// fchownat(2) with `AT_EMPTY_PATH`; `u32::MAX` leaves an id unchanged.
 pub fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     cvt(unsafe {
         libc::fchownat(
             fd.as_raw_fd(),
@@ -188,6 +219,8 @@ pub fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
 
 /// utimensat(2) with `AT_EMPTY_PATH`.
 pub fn utimens_fd(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::Result<()> {
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     cvt(unsafe {
         libc::utimensat(
             fd.as_raw_fd(),
@@ -201,11 +234,15 @@ pub fn utimens_fd(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::Result
 
 /// fallocate(2).
 pub fn fallocate(fd: BorrowedFd<'_>, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset as libc::off_t, len as libc::off_t) }).map(drop)
 }
 
 /// lseek(2); `Ok(None)` for ENXIO (no more data / offset past the end).
 pub fn lseek(fd: BorrowedFd<'_>, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     let r = unsafe { libc::lseek(fd.as_raw_fd(), offset as libc::off_t, whence) };
     if r < 0 {
         let e = io::Error::last_os_error();
@@ -219,7 +256,10 @@ pub fn lseek(fd: BorrowedFd<'_>, offset: u64, whence: libc::c_int) -> io::Result
 
 /// fstatvfs(3).
 pub fn statvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
+    // SAFETY: a plain C struct of integers, for which all-zero bytes are a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) })?;
     Ok(st)
 }
@@ -227,12 +267,16 @@ pub fn statvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
 /// getxattr(2) through /proc. `buf` empty asks for the size.
 pub fn getxattr(fd: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     let p = proc_path(fd.as_raw_fd());
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     cvt_size(unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
 }
 
 /// setxattr(2) through /proc.
 pub fn setxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: libc::c_int) -> io::Result<()> {
     let p = proc_path(fd.as_raw_fd());
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     cvt(unsafe { libc::setxattr(p.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), flags) }).map(drop)
 }
 
@@ -240,8 +284,12 @@ pub fn setxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: libc::c_in
 pub fn listxattr(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let p = proc_path(fd.as_raw_fd());
     loop {
+        // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+        // NUL-terminated, and its buffers outlive the call with lengths that match them.
         let n = cvt_size(unsafe { libc::listxattr(p.as_ptr(), std::ptr::null_mut(), 0) })?;
         let mut buf = vec![0u8; n];
+        // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+        // NUL-terminated, and its buffers outlive the call with lengths that match them.
         match cvt_size(unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }) {
             Ok(m) => {
                 buf.truncate(m);
@@ -256,6 +304,8 @@ pub fn listxattr(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
 /// removexattr(2) through /proc.
 pub fn removexattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     let p = proc_path(fd.as_raw_fd());
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     cvt(unsafe { libc::removexattr(p.as_ptr(), name.as_ptr()) }).map(drop)
 }
 
@@ -274,17 +324,22 @@ pub struct DirEntry {
 pub fn read_dir(fd: OwnedFd) -> io::Result<Vec<DirEntry>> {
     use std::os::fd::IntoRawFd;
     let raw = fd.into_raw_fd();
+    // SAFETY: `raw` is an open directory descriptor we own; on success the DIR owns it.
     let dir = unsafe { libc::fdopendir(raw) };
     if dir.is_null() {
         let e = io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so `raw` is still ours, and is closed once.
         unsafe { libc::close(raw) };
         return Err(e);
     }
     let mut out = vec![];
     let res = loop {
+        // SAFETY: errno is thread-local; clearing it tells readdir's end from an error.
         unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: `dir` is the valid DIR* from fdopendir, not yet closed.
         let ent = unsafe { libc::readdir64(dir) };
         if ent.is_null() {
+            // SAFETY: errno is thread-local and always readable.
             let errno = unsafe { *libc::__errno_location() };
             break if errno == 0 {
                 Ok(())
@@ -292,7 +347,9 @@ pub fn read_dir(fd: OwnedFd) -> io::Result<Vec<DirEntry>> {
                 Err(io::Error::from_raw_os_error(errno))
             };
         }
+        // SAFETY: readdir returned a non-null entry, valid until the next readdir or closedir.
         let ent = unsafe { &*ent };
+        // SAFETY: the kernel NUL-terminates d_name within the entry.
         let name = unsafe { CStr::from_ptr(ent.d_name.as_ptr()) }.to_bytes().to_vec();
         out.push(DirEntry {
             name,
@@ -300,6 +357,7 @@ pub fn read_dir(fd: OwnedFd) -> io::Result<Vec<DirEntry>> {
             kind: ent.d_type,
         });
     };
+    // SAFETY: `dir` is valid and closed exactly once (which also closes `raw`).
     unsafe { libc::closedir(dir) };
     res.map(|_| out)
 }
@@ -313,6 +371,8 @@ pub fn name_to_handle(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 8 + MAX_HANDLE_SZ];
     buf[..4].copy_from_slice(&(MAX_HANDLE_SZ as u32).to_ne_bytes());
     let mut mount_id: libc::c_int = 0;
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     let r = unsafe {
         libc::syscall(
             libc::SYS_name_to_handle_at,
@@ -334,6 +394,8 @@ pub fn name_to_handle(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
 /// open_by_handle_at(2): reopens an inode from its handle (needs CAP_DAC_READ_SEARCH).
 pub fn open_by_handle(mount_fd: BorrowedFd<'_>, handle: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
     let mut buf = handle.to_vec();
+    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
+    // NUL-terminated, and its buffers outlive the call with lengths that match them.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_open_by_handle_at,
@@ -345,6 +407,7 @@ pub fn open_by_handle(mount_fd: BorrowedFd<'_>, handle: &[u8], flags: libc::c_in
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: `fd` was just returned by a successful call and is owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 

@@ -181,6 +181,7 @@ impl ExecProvider {
                 Ok(Some(s)) => break s,
                 Ok(None) if Instant::now() >= deadline => {
                     // The whole process group: a shell script's children must not linger.
+                    // SAFETY: kill has no memory effects; -pid is the process group of a child we started.
                     unsafe { libc::kill(-pid, libc::SIGKILL) };
                     let _ = child.wait();
                     return Err(self.err(

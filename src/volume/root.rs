@@ -233,6 +233,7 @@ mod tests {
         std::fs::create_dir(&root_dir).unwrap();
         std::os::unix::fs::symlink(&outside, root_dir.join("link")).unwrap();
         let fifo = CString::new(root_dir.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: `fifo` is a NUL-terminated path that outlives the call.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         std::fs::write(root_dir.join("big"), vec![1u8; 100]).unwrap();
         let r = CipherRoot::open(&root_dir).unwrap();
