@@ -197,13 +197,16 @@ fn mount_t_fuse_cmkfs_and_fstab_through_mount8() {
         ),
     )
     .unwrap();
-    let out = Command::new("mount")
-        .arg("-a")
-        .arg("-T")
-        .arg(&fstab)
-        .envs(env.iter().map(|(k, val)| (k, val)))
-        .output()
-        .unwrap();
+    let mount_all = || {
+        Command::new("mount")
+            .arg("-a")
+            .arg("-T")
+            .arg(&fstab)
+            .envs(env.iter().map(|(k, val)| (k, val)))
+            .output()
+            .unwrap()
+    };
+    let out = mount_all();
     assert!(
         out.status.success(),
         "mount -a: {}",
@@ -212,13 +215,7 @@ fn mount_t_fuse_cmkfs_and_fstab_through_mount8() {
     v.mounted = true;
     assert_eq!(std::fs::read(v.p("f")).unwrap(), b"mount(8)");
     // mount(8) recognises the live mount as the fstab entry's: a second `mount -a` does nothing.
-    let again = Command::new("mount")
-        .arg("-a")
-        .arg("-T")
-        .arg(&fstab)
-        .envs(env.iter().map(|(k, val)| (k, val)))
-        .output()
-        .unwrap();
+    let again = mount_all();
     assert!(
         again.status.success(),
         "second mount -a: {}",

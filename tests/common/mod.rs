@@ -25,6 +25,15 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    cmkfs_command(args, env).output().expect("run cmkfs")
+}
+
+/// The `Command` behind [`cmkfs_env`], for runs that must be spawned.
+pub fn cmkfs_command<I, S>(args: I, env: &[(&str, &OsStr)]) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let mut c = Command::new(BIN);
     c.args(args)
         .env_remove("CMKFS_KEYSTORE")
@@ -34,7 +43,7 @@ where
     for (k, v) in env {
         c.env(k, v);
     }
-    c.output().expect("run cmkfs")
+    c
 }
 
 pub fn ok(out: &Output) -> String {
@@ -177,12 +186,7 @@ impl Vol {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut env: Vec<(&str, &OsStr)> = vec![
-            ("CMKFS_AUDIT_LOG", self.audit.as_os_str()),
-            ("CMKFS_KEYSTORE", self.store.as_os_str()),
-        ];
-        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_os_str())));
-        cmkfs_env(args, &env)
+        vol_command(self, args, &[]).output().expect("run cmkfs")
     }
 
     /// Creates another key in this volume's store.
@@ -415,18 +419,13 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env_remove("CMKFS_KEYSTORE")
-        .env("CMKFS_AUDIT_LOG", &v.audit)
-        .env("CMKFS_KEYSTORE", &v.store);
-    for (k, val) in &v.env {
-        c.env(k, val);
-    }
-    for (k, val) in extra {
-        c.env(k, val);
-    }
-    c
+    let mut env: Vec<(&str, &OsStr)> = vec![
+        ("CMKFS_AUDIT_LOG", v.audit.as_os_str()),
+        ("CMKFS_KEYSTORE", v.store.as_os_str()),
+    ];
+    env.extend(v.env.iter().map(|(k, val)| (k.as_str(), val.as_os_str())));
+    env.extend_from_slice(extra);
+    cmkfs_command(args, &env)
 }
 
 /// What [`run_with_deadline`] saw.
