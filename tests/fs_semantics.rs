@@ -575,7 +575,18 @@ fn o_trunc_is_a_guarded_truncate_like_on_a_local_filesystem() {
         let p = v.p(&format!("exe{i}"));
         fs::copy("/bin/sleep", &p).unwrap();
         fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let mut child = std::process::Command::new(&p).arg("10").spawn().unwrap();
+        // Exec can meet ETXTBSY on its own: another test's fork() in this multi-threaded binary
+        // may hold a duplicate of the copy's write descriptor until that child execs.
+        let mut spawned = None;
+        assert!(wait_until(std::time::Duration::from_secs(5), || {
+            match std::process::Command::new(&p).arg("10").spawn() {
+                Ok(c) => spawned = Some(c),
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {}
+                Err(e) => panic!("spawn {}: {e}", p.display()),
+            }
+            spawned.is_some()
+        }));
+        let mut child = spawned.unwrap();
         let c = cpath(&p);
         for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
             let fd = unsafe { libc::open(c.as_ptr(), flags) };
