@@ -1183,7 +1183,7 @@ fn run_volume(v: VolumeCommand, audit: &AuditLog) -> Result<()> {
 fn anyhow_to_volume(msg: String) -> volume::VolumeError {
     volume::VolumeError::Header {
         path: PathBuf::from(crate::format::VOLUME_HEADER_NAME),
-        source: crate::format::volume::VolumeHeaderError::BadField(msg),
+        source: crate::format::volume_header::VolumeHeaderError::BadField(msg),
     }
 }
 

@@ -21,8 +21,9 @@ use serde::Serialize;
 
 use crate::util::read_full_at;
 
-use crate::format::layout::{BlockRead, ReadError};
-use crate::format::volume::is_reserved_root_name;
+use crate::format::layout::BlockRead;
+use crate::store::{Backing, ReadError};
+use crate::format::volume_header::is_reserved_root_name;
 use crate::format::{FileHeader, VolumeKeys, BLOCK_SIZE, FILE_HEADER_LEN};
 
 /// Exit code: nothing damaged.
@@ -259,7 +260,7 @@ fn check_file(
     let mut bad: Vec<u64> = vec![];
     let mut check = |i: u64, report: &mut Report, count: bool| -> io::Result<bool> {
         let block_plain = (plain_len - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
-        match layout.read_block(&f, &cipher, i, block_plain, &mut plain) {
+        match Backing::new(&f, layout).read_block(&cipher, i, block_plain, &mut plain) {
             Ok(found) => {
                 if count {
                     report.bytes += block_plain as u64;

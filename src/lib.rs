@@ -6,7 +6,9 @@
 //! - [`audit`]: the hash-chained audit log of key operations and state changes.
 //! - [`crypto`]: AES-256-GCM, HKDF-SHA256, HMAC, randomness, zeroizing key type.
 //! - [`format`]: the on-disk format (volume header, file header, block layout); the code
-//!   version of docs/FORMAT.md.
+//!   version of docs/FORMAT.md. Pure: no I/O.
+//! - [`store`]: block I/O of the format's layout plans, writer session stamps, rekey
+//!   journals.
 //! - [`provider`]: the [`provider::KeyProvider`] trait and the providers that hold KEKs.
 //! - [`keystore`]: the local key store behind the `local:` provider.
 //! - [`volume`]: creating a volume and unlocking it with a KEK.
@@ -31,5 +33,6 @@ pub mod keystore;
 pub mod mount;
 pub mod provider;
 pub mod revalidation;
+pub mod store;
 pub mod util;
 pub mod volume;

@@ -398,7 +398,7 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
     // Finish rekeys a crash interrupted, before anything reads those files.
     let root = volume::CipherRoot::open(&o.cipher_dir)
         .with_context(|| format!("cannot open cipher directory {}", o.cipher_dir.display()))?;
-    match crate::fs::rekey::recover(&root, vol.keys()) {
+    match crate::store::journal::recover(&root, vol.keys()) {
         Ok(r) => {
             if !r.completed.is_empty() {
                 tracing::warn!(files = ?r.completed, "completed interrupted rekeys");
@@ -414,11 +414,11 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
         }
         Err(e) => return Err(anyhow::anyhow!("cannot complete an interrupted rekey: {e}")),
     }
-    // Layout 2 stamps every entry it writes with this session (see fs::session).
-    let _session = crate::fs::session::begin(&o.cipher_dir)
+    // Layout 2 stamps every entry it writes with this session (see store::session).
+    let write_session = crate::store::session::begin(&o.cipher_dir)
         .with_context(|| format!("cannot create the session marker in {}", o.cipher_dir.display()))?;
     let access = Arc::new(Access::new(vol.keys().clone(), vol.volume_key().clone()));
-    let fs = CmkFs::new(&o.cipher_dir, access.clone())
+    let fs = CmkFs::new(&o.cipher_dir, access.clone(), write_session.stamps().clone())
         .with_context(|| format!("cannot open cipher directory {}", o.cipher_dir.display()))?;
     let caches = fs.cache_control();
     use fuser::MountOption as M;

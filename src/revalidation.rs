@@ -623,7 +623,7 @@ pub fn rewrap_slot(
             .position(|s| s.id == id)
             .ok_or_else(|| volume::VolumeError::Header {
                 path: volume::header_path(dir),
-                source: crate::format::volume::VolumeHeaderError::BadField(format!("no keyslot {id}")),
+                source: crate::format::volume_header::VolumeHeaderError::BadField(format!("no keyslot {id}")),
             })?;
         let role = h.keyslots[pos].role;
         let slot = volume::wrap_slot(uri, vk, id, role)?;

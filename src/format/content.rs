@@ -1,7 +1,9 @@
-//! File content: fixed-size plaintext blocks, each sealed independently.
+//! File content: fixed-size plaintext blocks, each sealed independently under the file's
+//! DEK. Where the sealed blocks go in the backing file is the layout's business
+//! ([`super::layout`]); this module seals and opens one block.
 //!
-//! On disk a file is `FileHeader || block 0 || block 1 || ...`; each block is
-//! `nonce (12) || ciphertext (n) || tag (16)` with `n = 4096` for every block but the last.
+//! A sealed block is `nonce (12) || ciphertext (n) || tag (16)` (stored like that in layout
+//! 1; layout 2 keeps nonce and tag in an entry), `n = 4096` for every block but the last.
 //! The associated data of block `i` is `file_id (16) || i as u64 big-endian`, so a block
 //! cannot be moved to another index or another file without failing its tag check; the key
 //! is the file's own DEK on top of that.
@@ -13,7 +15,6 @@
 
 use crate::crypto::{Aead, AuthFailed, SecretKey, NONCE_LEN, TAG_LEN};
 
-use super::file::FILE_HEADER_LEN;
 
 /// Plaintext bytes per block.
 pub const BLOCK_SIZE: u64 = 4096;
@@ -21,35 +22,6 @@ pub const BLOCK_SIZE: u64 = 4096;
 pub const BLOCK_OVERHEAD: u64 = (NONCE_LEN + TAG_LEN) as u64;
 /// Stored bytes of a full block.
 pub const CIPHER_BLOCK_SIZE: u64 = BLOCK_SIZE + BLOCK_OVERHEAD;
-
-/// Plaintext size of a file whose backing file is `cipher_len` bytes long.
-///
-/// A trailing fragment too short to hold a sealed byte (at most 28 bytes, only left by an
-/// interrupted write) is ignored rather than failing the whole file.
-pub fn plain_size(cipher_len: u64) -> u64 {
-    if cipher_len <= FILE_HEADER_LEN {
-        return 0;
-    }
-    let body = cipher_len - FILE_HEADER_LEN;
-    let full = body / CIPHER_BLOCK_SIZE;
-    let rem = body % CIPHER_BLOCK_SIZE;
-    full * BLOCK_SIZE + rem.saturating_sub(BLOCK_OVERHEAD)
-}
-
-/// Backing file length for a plaintext size (0 stays 0: an empty file has no header).
-pub fn cipher_size(plain_len: u64) -> u64 {
-    if plain_len == 0 {
-        return 0;
-    }
-    let full = plain_len / BLOCK_SIZE;
-    let rem = plain_len % BLOCK_SIZE;
-    FILE_HEADER_LEN + full * CIPHER_BLOCK_SIZE + if rem > 0 { rem + BLOCK_OVERHEAD } else { 0 }
-}
-
-/// Offset in the backing file where block `index` starts.
-pub fn block_offset(index: u64) -> u64 {
-    FILE_HEADER_LEN + index * CIPHER_BLOCK_SIZE
-}
 
 /// Why a block could not be decrypted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,18 +150,6 @@ mod tests {
     fn open(c: &ContentCipher, i: u64, s: &[u8]) -> Result<Vec<u8>, BlockError> {
         let mut out = vec![0u8; s.len().saturating_sub(BLOCK_OVERHEAD as usize)];
         c.open_block(i, s, &mut out).map(|_| out)
-    }
-
-    #[test]
-    fn sizes_roundtrip() {
-        for p in [0u64, 1, 100, 4095, 4096, 4097, 8192, 123_456_789] {
-            assert_eq!(plain_size(cipher_size(p)), p, "plain {p}");
-        }
-        assert_eq!(cipher_size(1), FILE_HEADER_LEN + 29);
-        assert_eq!(cipher_size(4096), FILE_HEADER_LEN + 4124);
-        // A torn fragment too short to be a block is ignored.
-        assert_eq!(plain_size(FILE_HEADER_LEN + 4124 + 10), 4096);
-        assert_eq!(plain_size(10), 0);
     }
 
     #[test]

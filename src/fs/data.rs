@@ -1,12 +1,15 @@
 //! The encrypted data path of one regular file.
 //!
-//! Reading: map the plaintext range to whole blocks, `pread` their ciphertext in one call,
-//! open each block (tag check; all-zero blocks are holes), copy out the requested bytes.
+//! Reading: map the plaintext range to whole blocks, have the store read and open them
+//! ([`Backing::read_run`]: one `pread` of ciphertext per run, or per group in layout 2),
+//! copy out the requested bytes.
 //!
-//! Writing: seal every touched block and `pwrite` them in one call. A block the write covers
-//! entirely is sealed straight from the caller's data; only a partially covered block is
-//! read, opened and merged first (read-modify-write). Writing past the end first pads an
-//! old partial last block to a full block, so that every block but the last is full.
+//! Writing: the layout plans the run of touched blocks ([`Layout::plan_write`]); each block's
+//! plaintext goes into the plan — straight from the caller's data for a block the write
+//! covers entirely, read, opened and merged first for a partially covered one
+//! (read-modify-write); the store seals the plan and writes it ([`Backing::write`]: one
+//! `pwrite` in layout 1; entries, then ciphertext, in layout 2). Writing past the end first
+//! pads an old partial last block to a full block, so that every block but the last is full.
 //! Blocks between the old end and the write stay unwritten: holes on disk, zeros when read.
 //!
 //! Locking: reads share the file's lock, writes, truncates and fallocates hold it
@@ -24,9 +27,10 @@ use std::sync::Arc;
 use fuser::Errno;
 use parking_lot::RwLock;
 
-use crate::format::file::HeaderError;
-use crate::format::layout::{BlockRead, ReadError};
+use crate::format::file_header::HeaderError;
+use crate::format::layout::{BlockRead, WriterStamps};
 use crate::format::{ContentCipher, FileHeader, Layout, VolumeKeys, BLOCK_SIZE, FILE_HEADER_LEN};
+use crate::store::{Backing, ReadError};
 use crate::util::read_full_at;
 
 use super::sys;
@@ -63,8 +67,10 @@ struct State {
     /// The volume's content layout (set on open).
     layout: Layout,
     /// Layout 2: entries past the end of the file are known to be zero (checked before the
-    /// first growth after open; see [`Layout::clear_entries_past`]).
+    /// first growth after open; see [`Backing::clear_entries_past`]).
     tail_clean: bool,
+    /// The mount's writer session stamps (layout 2's slot choice), set on open.
+    stamps: Arc<WriterStamps>,
 }
 
 impl Default for State {
@@ -77,6 +83,7 @@ impl Default for State {
             cipher: CipherState::Unknown,
             layout: Layout::V2,
             tail_clean: false,
+            stamps: Arc::default(),
         }
     }
 }
@@ -117,7 +124,7 @@ pub fn describe(fd: BorrowedFd<'_>) -> String {
 /// Logs a block that fails authentication once per (file, block), not once per read: a
 /// database retrying a damaged page must not flood the log. Repeats are counted and
 /// summarised every 1000 occurrences.
-fn report_bad_block(f: &File, block: u64, e: crate::format::content::BlockError) {
+fn report_bad_block(f: &File, block: u64, e: crate::format::BlockError) {
     use std::os::unix::fs::MetadataExt;
     /// (backing dev, backing inode, block) -> failures seen.
     type Seen = lru::LruCache<(u64, u64, u64), u64>;
@@ -159,11 +166,6 @@ fn read_err(f: &File, e: ReadError) -> Errno {
     }
 }
 
-/// An errno as an `io::Error`, for the layout's fill callbacks.
-fn to_io(e: Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.code())
-}
-
 fn load_cipher(f: &File, keys: &VolumeKeys) -> io::Result<CipherState> {
     let len = f.metadata()?.len();
     if len == 0 {
@@ -182,8 +184,14 @@ fn load_cipher(f: &File, keys: &VolumeKeys) -> io::Result<CipherState> {
 
 impl FileData {
     /// Called on every open of the inode: opens the backing file on the first one and loads
-    /// the file header.
-    pub fn open(&self, path_fd: BorrowedFd<'_>, keys: &VolumeKeys, want_write: bool) -> Result<(), Errno> {
+    /// the file header. `stamps` are the mount's writer session stamps.
+    pub fn open(
+        &self,
+        path_fd: BorrowedFd<'_>,
+        keys: &VolumeKeys,
+        stamps: &Arc<WriterStamps>,
+        want_write: bool,
+    ) -> Result<(), Errno> {
         let mut st = self.inner.write();
         if st.backing.is_none() || (want_write && !st.writable) {
             let (f, writable) = match sys::reopen(path_fd, libc::O_RDWR) {
@@ -201,6 +209,7 @@ impl FileData {
             self.clen.store(UNKNOWN, Relaxed);
         }
         st.layout = keys.layout();
+        st.stamps = stamps.clone();
         if matches!(st.cipher, CipherState::Unknown) {
             let f = st.backing.clone().unwrap();
             st.cipher = load_cipher(&f, keys).map_err(errno)?;
@@ -315,8 +324,8 @@ impl FileData {
         let last = (end - 1) / BS;
         let plain_end = ((last + 1) * BS).min(size);
         let mut plain = vec![0u8; (plain_end - first * BS) as usize];
-        layout
-            .read_run(f, cipher, first, &mut plain)
+        Backing::new(f, layout)
+            .read_run(cipher, first, &mut plain)
             .map_err(|e| read_err(f, e))?;
         let s = (off - first * BS) as usize;
         let e = (end - first * BS) as usize;
@@ -334,7 +343,9 @@ impl FileData {
         len: usize,
         out: &mut [u8],
     ) -> Result<BlockRead, Errno> {
-        layout.read_block(f, cipher, b, len, out).map_err(|e| read_err(f, e))
+        Backing::new(f, layout)
+            .read_block(cipher, b, len, out)
+            .map_err(|e| read_err(f, e))
     }
 
     /// Re-seals block `b` changing its plaintext length from `old_len` to `new_len` (zero
@@ -343,28 +354,17 @@ impl FileData {
         f: &File,
         layout: Layout,
         cipher: &ContentCipher,
+        stamps: &WriterStamps,
         b: u64,
         old_len: usize,
         new_len: usize,
     ) -> Result<(), Errno> {
         let bstart = b * BS;
-        layout
-            .write_run(
-                f,
-                cipher,
-                b,
-                b,
-                bstart + new_len as u64,
-                bstart + old_len as u64,
-                &mut |_, buf| {
-                    let mut p = zeroize::Zeroizing::new([0u8; BS as usize]);
-                    Self::read_block(f, layout, cipher, b, old_len, &mut p[..]).map_err(to_io)?;
-                    let n = buf.len();
-                    buf.copy_from_slice(&p[..n]);
-                    Ok(())
-                },
-            )
-            .map_err(errno)
+        let mut plan = layout.plan_write(b, b, bstart + new_len as u64, bstart + old_len as u64);
+        let mut p = zeroize::Zeroizing::new([0u8; BS as usize]);
+        Self::read_block(f, layout, cipher, b, old_len, &mut p[..])?;
+        plan.body_mut(b).copy_from_slice(&p[..new_len]);
+        Backing::new(f, layout).write(cipher, stamps, &mut plan).map_err(errno)
     }
 
     /// After a failed write: puts the old partial last block back and cuts the backing file
@@ -375,16 +375,15 @@ impl FileData {
         f: &File,
         layout: Layout,
         cipher: &ContentCipher,
+        stamps: &WriterStamps,
         before: u64,
         old_tail: Option<&(u64, usize, zeroize::Zeroizing<[u8; BS as usize]>)>,
     ) {
         if let Some((b, l, keep)) = old_tail {
             let bstart = b * BS;
-            let r = layout.write_run(f, cipher, *b, *b, bstart + *l as u64, bstart + BS, &mut |_, buf| {
-                buf.copy_from_slice(&keep[..*l]);
-                Ok(())
-            });
-            if let Err(e) = r {
+            let mut plan = layout.plan_write(*b, *b, bstart + *l as u64, bstart + BS);
+            plan.body_mut(*b).copy_from_slice(&keep[..*l]);
+            if let Err(e) = Backing::new(f, layout).write(cipher, stamps, &mut plan) {
                 tracing::error!(file = %describe(f.as_fd()), block = b, error = %e, "cannot restore the last block after a failed write");
             }
         }
@@ -424,7 +423,7 @@ impl FileData {
     /// (see [`super::rekey`]). Holds the file exclusively throughout. Returns the bytes
     /// re-encrypted (ciphertext length).
     pub fn rekey(&self, keys: &VolumeKeys, root: &crate::volume::CipherRoot) -> Result<u64, Errno> {
-        use super::rekey::{Binding, Journal};
+        use crate::store::journal::{Binding, Journal};
         let mut st = self.inner.write();
         let f = st.backing.clone().ok_or(Errno::EBADF)?;
         if !st.writable {
@@ -438,7 +437,7 @@ impl FileData {
         let (hdr, new) = FileHeader::create(keys);
         let new = Arc::new(new);
         let journal = Journal::new(new.file_id());
-        let (dev, ino) = super::rekey::identity(&f).map_err(errno)?;
+        let (dev, ino) = crate::store::journal::identity(&f).map_err(errno)?;
         let binding = Binding {
             old_file_id: *old.file_id(),
             new_file_id: *new.file_id(),
@@ -455,7 +454,7 @@ impl FileData {
         let mut plain = vec![0u8; BS as usize];
         for b in 0..size.div_ceil(BS) {
             let len = (size - b * BS).min(BS) as usize;
-            let found = layout.read_block(&f, &old, b, len, &mut plain).map_err(|e| {
+            let found = Backing::new(&f, layout).read_block(&old, b, len, &mut plain).map_err(|e| {
                 tracing::error!(file = %describe(f.as_fd()), block = b, error = ?e, "cannot rekey: block unreadable");
                 Errno::EIO
             })?;
@@ -463,11 +462,10 @@ impl FileData {
                 continue;
             }
             // Into the journal: a fresh file, so every block gets a fresh entry.
-            layout
-                .write_run(&j, &new, b, b, b * BS + len as u64, 0, &mut |_, buf| {
-                    buf.copy_from_slice(&plain[..len]);
-                    Ok(())
-                })
+            let mut plan = layout.plan_write(b, b, b * BS + len as u64, 0);
+            plan.body_mut(b).copy_from_slice(&plain[..len]);
+            Backing::new(&j, layout)
+                .write(&new, &st.stamps, &mut plan)
                 .map_err(errno)?;
         }
         zeroize::Zeroize::zeroize(&mut plain[..]);
@@ -478,7 +476,7 @@ impl FileData {
         root.rename(&journal.tmp, &journal.done).map_err(errno)?;
         root.sync().map_err(errno)?;
         crate::util::crash_point("rekey:journal-committed");
-        super::rekey::replay(layout, &j, &f).map_err(errno)?;
+        crate::store::journal::replay(layout, &j, &f).map_err(errno)?;
         st.cipher = CipherState::Ready(new);
         drop(st);
         root.remove(&journal.done).map_err(errno)?;
@@ -498,6 +496,7 @@ impl FileData {
         }
         let f = st.backing.clone().ok_or(Errno::EBADF)?;
         let layout = st.layout;
+        let stamps = st.stamps.clone();
         let before = self.cached_len(&f)?;
         let size = layout.plain_size(before);
         // Anything below may change the length; on success it is set to the exact new one.
@@ -507,8 +506,8 @@ impl FileData {
         let first = off / BS;
         let last = (end - 1) / BS;
         if end > size && !st.tail_clean {
-            layout
-                .clear_entries_past(&f, size.div_ceil(BS), before)
+            Backing::new(&f, layout)
+                .clear_entries_past(size.div_ceil(BS), before)
                 .map_err(errno)?;
             st.tail_clean = true;
         }
@@ -520,36 +519,41 @@ impl FileData {
             let mut keep = zeroize::Zeroizing::new([0u8; BS as usize]);
             Self::read_block(&f, layout, &cipher, b, l, &mut keep[..])?;
             old_tail = Some((b, l, keep));
-            if let Err(e) = Self::resize_block(&f, layout, &cipher, b, l, BS as usize) {
+            if let Err(e) = Self::resize_block(&f, layout, &cipher, &stamps, b, l, BS as usize) {
                 st.tail_clean = false;
-                Self::undo_growth(&f, layout, &cipher, before, old_tail.as_ref());
+                Self::undo_growth(&f, layout, &cipher, &stamps, before, old_tail.as_ref());
                 return Err(e);
             }
         }
         let new_size = size.max(end);
-        let r = layout.write_run(&f, &cipher, first, last, new_size, size, &mut |b, buf| {
+        let mut plan = layout.plan_write(first, last, new_size, size);
+        for b in plan.blocks() {
             let bstart = b * BS;
             let ws = (off.max(bstart) - bstart) as usize;
             let we = (end.min(bstart + BS) - bstart) as usize;
             let src = &data[(bstart + ws as u64 - off) as usize..(bstart + we as u64 - off) as usize];
-            if ws > 0 || we < buf.len() {
-                // Partly covered: read-modify-write.
+            let body = plan.body_mut(b);
+            if ws > 0 || we < body.len() {
+                // Partly covered: read-modify-write (the plan's buffer starts zeroed).
                 let old_len = if bstart < size {
                     (size - bstart).min(BS) as usize
                 } else {
                     0
                 };
-                buf.fill(0);
                 if old_len > 0 {
-                    Self::read_block(&f, layout, &cipher, b, old_len, buf).map_err(to_io)?;
+                    if let Err(e) = Self::read_block(&f, layout, &cipher, b, old_len, body) {
+                        plan.zeroize();
+                        st.tail_clean = false;
+                        Self::undo_growth(&f, layout, &cipher, &stamps, before, old_tail.as_ref());
+                        return Err(e);
+                    }
                 }
             }
-            buf[ws..we].copy_from_slice(src);
-            Ok(())
-        });
-        if let Err(e) = r {
+            body[ws..we].copy_from_slice(src);
+        }
+        if let Err(e) = Backing::new(&f, layout).write(&cipher, &stamps, &mut plan) {
             st.tail_clean = false;
-            Self::undo_growth(&f, layout, &cipher, before, old_tail.as_ref());
+            Self::undo_growth(&f, layout, &cipher, &stamps, before, old_tail.as_ref());
             return Err(errno(e));
         }
         self.clen.store(before.max(layout.cipher_size(new_size)), Relaxed);
@@ -581,6 +585,7 @@ impl FileData {
             return Err(Errno::EACCES);
         }
         let layout = st.layout;
+        let stamps = st.stamps.clone();
         let before = self.cached_len(&f)?;
         let size = layout.plain_size(before);
         if new_size == size && new_size != 0 {
@@ -600,27 +605,27 @@ impl FileData {
             if new_size % BS != 0 {
                 let b = new_size / BS;
                 let old_len = (size - b * BS).min(BS) as usize;
-                Self::resize_block(&f, layout, &cipher, b, old_len, (new_size % BS) as usize)?;
+                Self::resize_block(&f, layout, &cipher, &stamps, b, old_len, (new_size % BS) as usize)?;
             }
             f.set_len(layout.cipher_size(new_size)).map_err(errno)?;
             // Entries of the cut blocks left in the last entry page must not come back with
             // a later growth.
             st.tail_clean = false;
-            layout
-                .clear_entries_past(&f, new_size.div_ceil(BS), layout.cipher_size(new_size))
+            Backing::new(&f, layout)
+                .clear_entries_past(new_size.div_ceil(BS), layout.cipher_size(new_size))
                 .map_err(errno)?;
             st.tail_clean = true;
         } else {
             if !st.tail_clean {
-                layout
-                    .clear_entries_past(&f, size.div_ceil(BS), before)
+                Backing::new(&f, layout)
+                .clear_entries_past(size.div_ceil(BS), before)
                     .map_err(errno)?;
                 st.tail_clean = true;
             }
             if size % BS != 0 {
                 let b = size / BS;
                 let new_len = (new_size - b * BS).min(BS) as usize;
-                Self::resize_block(&f, layout, &cipher, b, (size % BS) as usize, new_len)?;
+                Self::resize_block(&f, layout, &cipher, &stamps, b, (size % BS) as usize, new_len)?;
             }
             // Growing leaves the new range unwritten: a hole that reads as zeros.
             f.set_len(layout.cipher_size(new_size)).map_err(errno)?;
@@ -691,7 +696,9 @@ impl FileData {
         if full.end > full.start {
             let _excl = self.inner.write();
             let clen = f.metadata().map_err(errno)?.len();
-            layout.punch(&f, full.start, full.end, clen).map_err(errno)?;
+            Backing::new(&f, layout)
+                .punch(full.start, full.end, clen)
+                .map_err(errno)?;
         }
         Ok(())
     }
@@ -709,12 +716,12 @@ impl FileData {
         }
         let nblocks = size.div_ceil(BS);
         match whence {
-            libc::SEEK_DATA => match layout.next_data(f, off / BS, nblocks, clen).map_err(errno)? {
+            libc::SEEK_DATA => match Backing::new(f, layout).next_data(off / BS, nblocks, clen).map_err(errno)? {
                 Some(b) => Ok((b * BS).max(off)),
                 None => Err(Errno::ENXIO),
             },
             libc::SEEK_HOLE => {
-                let h = layout.next_hole(f, off / BS, nblocks, clen).map_err(errno)?;
+                let h = Backing::new(f, layout).next_hole(off / BS, nblocks, clen).map_err(errno)?;
                 Ok(if h >= nblocks { size } else { (h * BS).max(off) })
             }
             _ => Err(Errno::EINVAL),
@@ -750,7 +757,7 @@ mod model_tests {
     fn open(path: &std::path::Path, keys: &VolumeKeys) -> FileData {
         let pfd = File::from(sys::openat(sys::cwd(), &sys::cstr(path.as_os_str()).unwrap(), libc::O_PATH, 0).unwrap());
         let d = FileData::default();
-        d.open(pfd.as_fd(), keys, true).unwrap();
+        d.open(pfd.as_fd(), keys, &Arc::default(), true).unwrap();
         d
     }
 

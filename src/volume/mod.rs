@@ -20,8 +20,8 @@ use base64::Engine;
 use subtle::ConstantTimeEq;
 
 use crate::crypto::{self, SecretKey};
-pub use crate::format::volume::SlotRole;
-use crate::format::volume::{ParsedHeader, VolumeHeaderError, SLOT_ALGORITHM, SLOT_ALGORITHM_SHA1};
+pub use crate::format::volume_header::SlotRole;
+use crate::format::volume_header::{ParsedHeader, VolumeHeaderError, SLOT_ALGORITHM, SLOT_ALGORITHM_SHA1};
 use crate::format::{Keyslot, VolumeHeader, VolumeKeys, VOLUME_HEADER_NAME};
 use crate::provider::{self, call, KeyInfo, KeyProvider, ProviderError};
 use crate::util;

@@ -18,7 +18,7 @@
 use crate::crypto::{SecretKey, NONCE_LEN, TAG_LEN};
 
 use super::content::ContentCipher;
-use super::volume::VolumeKeys;
+use super::volume_header::VolumeKeys;
 
 /// Length of the file header in bytes.
 pub const FILE_HEADER_LEN: u64 = 84;

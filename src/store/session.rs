@@ -1,5 +1,5 @@
 //! Write sessions of a mount, for layout 2's choice of entry slot (see
-//! [`crate::format::layout`], "Which slot to write").
+//! [`crate::format::layout::v2`], "Which slot to write").
 //!
 //! A mount picks a random non-zero stamp and creates `cmkfs.volume.session.<stamp>` in the
 //! cipher root before it serves writes; a clean unmount removes it. A marker found at mount
@@ -11,8 +11,8 @@
 use std::io;
 use std::path::Path;
 
-use crate::format::layout;
-use crate::format::volume::VOLUME_HEADER_NAME;
+use crate::format::layout::{WriterStamps, UNSURE_STAMP};
+use crate::format::volume_header::VOLUME_HEADER_NAME;
 use crate::volume::CipherRoot;
 
 const PREFIX: &str = "session.";
@@ -21,10 +21,18 @@ const PREFIX: &str = "session.";
 pub struct Session {
     marker: String,
     root: CipherRoot,
+    stamps: WriterStamps,
 }
 
-/// Starts a session in `cipher_root`: reads the markers of crashed sessions, creates this
-/// session's marker and sets the stamp that writes use.
+impl Session {
+    /// The stamps every write of this mount uses (this session's, and the crashed ones').
+    pub fn stamps(&self) -> &WriterStamps {
+        &self.stamps
+    }
+}
+
+/// Starts a session in `cipher_root`: reads the markers of crashed sessions and creates this
+/// session's marker; [`Session::stamps`] is what writes then use.
 ///
 /// Markers are untrusted input like everything in the cipher root: only their names are read
 /// (a planted one costs extra checks, nothing else), and this session's marker is created
@@ -45,7 +53,7 @@ pub fn begin(cipher_root: &Path) -> io::Result<Session> {
         let mut b = [0u8; 4];
         crate::crypto::fill_random(&mut b);
         let s = u32::from_be_bytes(b);
-        if s != 0 && s != layout::UNSURE_STAMP && !crashed.contains(&s) {
+        if s != 0 && s != UNSURE_STAMP && !crashed.contains(&s) {
             break s;
         }
     };
@@ -58,8 +66,11 @@ pub fn begin(cipher_root: &Path) -> io::Result<Session> {
             "earlier mounts ended without unmounting; blocks they wrote are checked before their first overwrite"
         );
     }
-    layout::set_session(stamp, crashed);
-    Ok(Session { marker, root })
+    Ok(Session {
+        marker,
+        root,
+        stamps: WriterStamps { own: stamp, crashed },
+    })
 }
 
 impl Drop for Session {
