@@ -28,7 +28,7 @@ use fuser::Errno;
 use parking_lot::RwLock;
 
 use crate::format::file_header::HeaderError;
-use crate::format::layout::{BlockRead, WriterStamps};
+use crate::format::layout::{BlockRead, WritePlan, WriterStamps};
 use crate::format::{ContentCipher, FileHeader, Layout, VolumeKeys, BLOCK_SIZE, FILE_HEADER_LEN};
 use crate::store::{Backing, ReadError};
 use crate::util::read_full_at;
@@ -69,8 +69,8 @@ struct State {
     /// Layout 2: entries past the end of the file are known to be zero (checked before the
     /// first growth after open; see [`Backing::clear_entries_past`]).
     tail_clean: bool,
-    /// The mount's writer session stamps (layout 2's slot choice), set on open.
-    stamps: Arc<WriterStamps>,
+    /// The mount's shared state (writer session stamps, bad-block log), set on open.
+    mount: Arc<MountData>,
 }
 
 impl Default for State {
@@ -83,7 +83,7 @@ impl Default for State {
             cipher: CipherState::Unknown,
             layout: Layout::V2,
             tail_clean: false,
-            stamps: Arc::default(),
+            mount: Arc::default(),
         }
     }
 }
@@ -121,49 +121,160 @@ pub fn describe(fd: BorrowedFd<'_>) -> String {
         .unwrap_or_else(|_| format!("fd {}", fd.as_raw_fd()))
 }
 
-/// Logs a block that fails authentication once per (file, block), not once per read: a
-/// database retrying a damaged page must not flood the log. Repeats are counted and
-/// summarised every 1000 occurrences.
-fn report_bad_block(f: &File, block: u64, e: crate::format::BlockError) {
-    use std::os::unix::fs::MetadataExt;
-    /// (backing dev, backing inode, block) -> failures seen.
-    type Seen = lru::LruCache<(u64, u64, u64), u64>;
-    static SEEN: parking_lot::Mutex<Option<Seen>> = parking_lot::Mutex::new(None);
-    let (dev, ino) = f.metadata().map(|m| (m.dev(), m.ino())).unwrap_or((0, 0));
-    let mut g = SEEN.lock();
-    let seen = g.get_or_insert_with(|| lru::LruCache::new(std::num::NonZeroUsize::new(4096).unwrap()));
-    let n = {
-        let c = seen.get_or_insert_mut((dev, ino, block), || 0);
-        *c += 1;
-        *c
-    };
-    drop(g);
-    let start = block * BS;
-    if n == 1 {
-        tracing::error!(file = %describe(f.as_fd()), block, bytes = %format_args!("{start}..{}", start + BS), error = ?e,
-            "block failed authentication (corrupted or tampered); reads of this range return EIO (logged once; run cmkfs fsck)");
-    } else if n % 1000 == 0 {
-        tracing::warn!(file = %describe(f.as_fd()), block, failures = n, "block still fails authentication");
+/// What every file of a mount shares: made once by the filesystem, handed to each
+/// [`FileData`] on open.
+pub struct MountData {
+    /// The mount's writer session stamps (layout 2's slot choice; see
+    /// [`crate::store::session`]).
+    pub stamps: WriterStamps,
+    /// Blocks that failed authentication: (backing dev, backing inode, block) -> failures
+    /// seen, so each is logged once, not once per read.
+    bad_blocks: parking_lot::Mutex<lru::LruCache<(u64, u64, u64), u64>>,
+}
+
+impl MountData {
+    /// Shared state for the files of a mount writing with `stamps`.
+    pub fn new(stamps: WriterStamps) -> Self {
+        MountData {
+            stamps,
+            bad_blocks: parking_lot::Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(4096).unwrap())),
+        }
+    }
+
+    /// Logs a block that fails authentication once per (file, block), not once per read: a
+    /// database retrying a damaged page must not flood the log. Repeats are counted and
+    /// summarised every 1000 occurrences.
+    fn report_bad_block(&self, f: &File, block: u64, e: crate::format::BlockError) {
+        use std::os::unix::fs::MetadataExt;
+        let (dev, ino) = f.metadata().map(|m| (m.dev(), m.ino())).unwrap_or((0, 0));
+        let n = {
+            let mut seen = self.bad_blocks.lock();
+            let c = seen.get_or_insert_mut((dev, ino, block), || 0);
+            *c += 1;
+            *c
+        };
+        let start = block * BS;
+        if n == 1 {
+            tracing::error!(file = %describe(f.as_fd()), block, bytes = %format_args!("{start}..{}", start + BS), error = ?e,
+                "block failed authentication (corrupted or tampered); reads of this range return EIO (logged once; run cmkfs fsck)");
+        } else if n % 1000 == 0 {
+            tracing::warn!(file = %describe(f.as_fd()), block, failures = n, "block still fails authentication");
+        }
+    }
+
+    /// EIO for a block that cannot be read (logged once per block), or the I/O error.
+    fn read_err(&self, f: &File, e: ReadError) -> Errno {
+        match e {
+            ReadError::Io(e) => errno(e),
+            ReadError::Short(b) => {
+                tracing::error!(file = %describe(f.as_fd()), block = b, "backing file ends inside a block (truncated)");
+                Errno::EIO
+            }
+            ReadError::Bad(b, x) => {
+                self.report_bad_block(f, b, x);
+                Errno::EIO
+            }
+        }
+    }
+}
+
+impl Default for MountData {
+    fn default() -> Self {
+        MountData::new(WriterStamps::default())
+    }
+}
+
+/// One file's blocks while its lock is held: backing file, layout, content cipher and the
+/// mount's shared state, for the read-modify-write steps of writes and truncates.
+struct Blocks<'a> {
+    f: &'a File,
+    layout: Layout,
+    cipher: &'a ContentCipher,
+    mount: &'a MountData,
+}
+
+impl Blocks<'_> {
+    fn backing(&self) -> Backing<'_> {
+        Backing::new(self.f, self.layout)
+    }
+
+    /// Reads and opens block `b` whose stored plaintext length is `len` into `out[..len]`.
+    fn read_block(&self, b: u64, len: usize, out: &mut [u8]) -> Result<BlockRead, Errno> {
+        self.backing()
+            .read_block(self.cipher, b, len, out)
+            .map_err(|e| self.mount.read_err(self.f, e))
+    }
+
+    /// Seals and writes a planned run whose bodies are filled.
+    fn write(&self, plan: &mut WritePlan) -> Result<(), Errno> {
+        self.backing()
+            .write(self.cipher, &self.mount.stamps, plan)
+            .map_err(errno)
+    }
+
+    /// Puts the plaintext of every block of `plan` into it: `data` written at `off` over a
+    /// file of plaintext size `size`. A block `data` covers entirely is copied straight from
+    /// it; a partly covered one is read, opened and merged first (read-modify-write). On
+    /// failure the plan's plaintext is wiped.
+    fn merge(&self, plan: &mut WritePlan, off: u64, data: &[u8], size: u64) -> Result<(), Errno> {
+        let end = off + data.len() as u64;
+        for b in plan.blocks() {
+            let bstart = b * BS;
+            let ws = (off.max(bstart) - bstart) as usize;
+            let we = (end.min(bstart + BS) - bstart) as usize;
+            let src = &data[(bstart + ws as u64 - off) as usize..(bstart + we as u64 - off) as usize];
+            let body = plan.body_mut(b);
+            // The old content of a partly covered block, if it has any (the plan's buffer
+            // starts zeroed).
+            let old_len = if bstart < size { (size - bstart).min(BS) as usize } else { 0 };
+            if (ws > 0 || we < body.len()) && old_len > 0 {
+                if let Err(e) = self.read_block(b, old_len, body) {
+                    plan.zeroize();
+                    return Err(e);
+                }
+            }
+            body[ws..we].copy_from_slice(src);
+        }
+        Ok(())
+    }
+
+    /// Re-seals block `b` changing its plaintext length from `old_len` to `new_len` (zero
+    /// padded or cut).
+    fn resize_block(&self, b: u64, old_len: usize, new_len: usize) -> Result<(), Errno> {
+        let bstart = b * BS;
+        let mut plan = self
+            .layout
+            .plan_write(b, b, bstart + new_len as u64, bstart + old_len as u64);
+        let mut p = zeroize::Zeroizing::new([0u8; BS as usize]);
+        self.read_block(b, old_len, &mut p[..])?;
+        plan.body_mut(b).copy_from_slice(&p[..new_len]);
+        self.write(&mut plan)
+    }
+
+    /// After a failed write: puts the old partial last block back and cuts the backing file
+    /// to its old length, so that a write that ran out of space leaves neither a torn block
+    /// past the old end nor a changed size. (Blocks inside the old length are rewritten in
+    /// place, which needs no new space on a non-copy-on-write backing filesystem.)
+    fn undo_growth(&self, before: u64, old_tail: Option<&(u64, usize, zeroize::Zeroizing<[u8; BS as usize]>)>) {
+        let f = self.f;
+        if let Some((b, l, keep)) = old_tail {
+            let bstart = b * BS;
+            let mut plan = self.layout.plan_write(*b, *b, bstart + *l as u64, bstart + BS);
+            plan.body_mut(*b).copy_from_slice(&keep[..*l]);
+            if let Err(e) = self.backing().write(self.cipher, &self.mount.stamps, &mut plan) {
+                tracing::error!(file = %describe(f.as_fd()), block = b, error = %e, "cannot restore the last block after a failed write");
+            }
+        }
+        if f.metadata().map(|m| m.len() > before).unwrap_or(true) {
+            if let Err(e) = f.set_len(before) {
+                tracing::error!(file = %describe(f.as_fd()), error = %e, "cannot cut the file back after a failed write");
+            }
+        }
     }
 }
 
 fn errno(e: io::Error) -> Errno {
     Errno::from(e)
-}
-
-/// EIO for a block that cannot be read (logged once per block), or the I/O error.
-fn read_err(f: &File, e: ReadError) -> Errno {
-    match e {
-        ReadError::Io(e) => errno(e),
-        ReadError::Short(b) => {
-            tracing::error!(file = %describe(f.as_fd()), block = b, "backing file ends inside a block (truncated)");
-            Errno::EIO
-        }
-        ReadError::Bad(b, x) => {
-            report_bad_block(f, b, x);
-            Errno::EIO
-        }
-    }
 }
 
 fn load_cipher(f: &File, keys: &VolumeKeys) -> io::Result<CipherState> {
@@ -184,12 +295,12 @@ fn load_cipher(f: &File, keys: &VolumeKeys) -> io::Result<CipherState> {
 
 impl FileData {
     /// Called on every open of the inode: opens the backing file on the first one and loads
-    /// the file header. `stamps` are the mount's writer session stamps.
+    /// the file header. `mount` is what the files of the mount share.
     pub fn open(
         &self,
         path_fd: BorrowedFd<'_>,
         keys: &VolumeKeys,
-        stamps: &Arc<WriterStamps>,
+        mount: &Arc<MountData>,
         want_write: bool,
     ) -> Result<(), Errno> {
         let mut st = self.inner.write();
@@ -209,7 +320,7 @@ impl FileData {
             self.clen.store(UNKNOWN, Relaxed);
         }
         st.layout = keys.layout();
-        st.stamps = stamps.clone();
+        st.mount = mount.clone();
         if matches!(st.cipher, CipherState::Unknown) {
             let f = st.backing.clone().unwrap();
             st.cipher = load_cipher(&f, keys).map_err(errno)?;
@@ -326,72 +437,12 @@ impl FileData {
         let mut plain = vec![0u8; (plain_end - first * BS) as usize];
         Backing::new(f, layout)
             .read_run(cipher, first, &mut plain)
-            .map_err(|e| read_err(f, e))?;
+            .map_err(|e| st.mount.read_err(f, e))?;
         let s = (off - first * BS) as usize;
         let e = (end - first * BS) as usize;
         plain.truncate(e);
         plain.drain(..s);
         Ok(plain)
-    }
-
-    /// Reads and opens block `b` whose stored plaintext length is `len` into `out[..len]`.
-    fn read_block(
-        f: &File,
-        layout: Layout,
-        cipher: &ContentCipher,
-        b: u64,
-        len: usize,
-        out: &mut [u8],
-    ) -> Result<BlockRead, Errno> {
-        Backing::new(f, layout)
-            .read_block(cipher, b, len, out)
-            .map_err(|e| read_err(f, e))
-    }
-
-    /// Re-seals block `b` changing its plaintext length from `old_len` to `new_len` (zero
-    /// padded or cut).
-    fn resize_block(
-        f: &File,
-        layout: Layout,
-        cipher: &ContentCipher,
-        stamps: &WriterStamps,
-        b: u64,
-        old_len: usize,
-        new_len: usize,
-    ) -> Result<(), Errno> {
-        let bstart = b * BS;
-        let mut plan = layout.plan_write(b, b, bstart + new_len as u64, bstart + old_len as u64);
-        let mut p = zeroize::Zeroizing::new([0u8; BS as usize]);
-        Self::read_block(f, layout, cipher, b, old_len, &mut p[..])?;
-        plan.body_mut(b).copy_from_slice(&p[..new_len]);
-        Backing::new(f, layout).write(cipher, stamps, &mut plan).map_err(errno)
-    }
-
-    /// After a failed write: puts the old partial last block back and cuts the backing file
-    /// to its old length, so that a write that ran out of space leaves neither a torn block
-    /// past the old end nor a changed size. (Blocks inside the old length are rewritten in
-    /// place, which needs no new space on a non-copy-on-write backing filesystem.)
-    fn undo_growth(
-        f: &File,
-        layout: Layout,
-        cipher: &ContentCipher,
-        stamps: &WriterStamps,
-        before: u64,
-        old_tail: Option<&(u64, usize, zeroize::Zeroizing<[u8; BS as usize]>)>,
-    ) {
-        if let Some((b, l, keep)) = old_tail {
-            let bstart = b * BS;
-            let mut plan = layout.plan_write(*b, *b, bstart + *l as u64, bstart + BS);
-            plan.body_mut(*b).copy_from_slice(&keep[..*l]);
-            if let Err(e) = Backing::new(f, layout).write(cipher, stamps, &mut plan) {
-                tracing::error!(file = %describe(f.as_fd()), block = b, error = %e, "cannot restore the last block after a failed write");
-            }
-        }
-        if f.metadata().map(|m| m.len() > before).unwrap_or(true) {
-            if let Err(e) = f.set_len(before) {
-                tracing::error!(file = %describe(f.as_fd()), error = %e, "cannot cut the file back after a failed write");
-            }
-        }
     }
 
     /// Makes sure the file has a header, creating one (new file id and DEK) for an empty
@@ -465,7 +516,7 @@ impl FileData {
             let mut plan = layout.plan_write(b, b, b * BS + len as u64, 0);
             plan.body_mut(b).copy_from_slice(&plain[..len]);
             Backing::new(&j, layout)
-                .write(&new, &st.stamps, &mut plan)
+                .write(&new, &st.mount.stamps, &mut plan)
                 .map_err(errno)?;
         }
         zeroize::Zeroize::zeroize(&mut plain[..]);
@@ -496,17 +547,24 @@ impl FileData {
         }
         let f = st.backing.clone().ok_or(Errno::EBADF)?;
         let layout = st.layout;
-        let stamps = st.stamps.clone();
+        let mount = st.mount.clone();
         let before = self.cached_len(&f)?;
         let size = layout.plain_size(before);
         // Anything below may change the length; on success it is set to the exact new one.
         self.clen.store(UNKNOWN, Relaxed);
         let cipher = Self::ensure_cipher(&mut st, keys)?;
+        let blocks = Blocks {
+            f: &f,
+            layout,
+            cipher: &cipher,
+            mount: &mount,
+        };
         let end = off.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
         let first = off / BS;
         let last = (end - 1) / BS;
         if end > size && !st.tail_clean {
-            Backing::new(&f, layout)
+            blocks
+                .backing()
                 .clear_entries_past(size.div_ceil(BS), before)
                 .map_err(errno)?;
             st.tail_clean = true;
@@ -517,44 +575,21 @@ impl FileData {
         if size % BS != 0 && size / BS < first {
             let (b, l) = (size / BS, (size % BS) as usize);
             let mut keep = zeroize::Zeroizing::new([0u8; BS as usize]);
-            Self::read_block(&f, layout, &cipher, b, l, &mut keep[..])?;
+            blocks.read_block(b, l, &mut keep[..])?;
             old_tail = Some((b, l, keep));
-            if let Err(e) = Self::resize_block(&f, layout, &cipher, &stamps, b, l, BS as usize) {
+            if let Err(e) = blocks.resize_block(b, l, BS as usize) {
                 st.tail_clean = false;
-                Self::undo_growth(&f, layout, &cipher, &stamps, before, old_tail.as_ref());
+                blocks.undo_growth(before, old_tail.as_ref());
                 return Err(e);
             }
         }
         let new_size = size.max(end);
         let mut plan = layout.plan_write(first, last, new_size, size);
-        for b in plan.blocks() {
-            let bstart = b * BS;
-            let ws = (off.max(bstart) - bstart) as usize;
-            let we = (end.min(bstart + BS) - bstart) as usize;
-            let src = &data[(bstart + ws as u64 - off) as usize..(bstart + we as u64 - off) as usize];
-            let body = plan.body_mut(b);
-            if ws > 0 || we < body.len() {
-                // Partly covered: read-modify-write (the plan's buffer starts zeroed).
-                let old_len = if bstart < size {
-                    (size - bstart).min(BS) as usize
-                } else {
-                    0
-                };
-                if old_len > 0 {
-                    if let Err(e) = Self::read_block(&f, layout, &cipher, b, old_len, body) {
-                        plan.zeroize();
-                        st.tail_clean = false;
-                        Self::undo_growth(&f, layout, &cipher, &stamps, before, old_tail.as_ref());
-                        return Err(e);
-                    }
-                }
-            }
-            body[ws..we].copy_from_slice(src);
-        }
-        if let Err(e) = Backing::new(&f, layout).write(&cipher, &stamps, &mut plan) {
+        let r = blocks.merge(&mut plan, off, data, size).and_then(|()| blocks.write(&mut plan));
+        if let Err(e) = r {
             st.tail_clean = false;
-            Self::undo_growth(&f, layout, &cipher, &stamps, before, old_tail.as_ref());
-            return Err(errno(e));
+            blocks.undo_growth(before, old_tail.as_ref());
+            return Err(e);
         }
         self.clen.store(before.max(layout.cipher_size(new_size)), Relaxed);
         if self.after_sync.swap(false, Relaxed) {
@@ -585,7 +620,7 @@ impl FileData {
             return Err(Errno::EACCES);
         }
         let layout = st.layout;
-        let stamps = st.stamps.clone();
+        let mount = st.mount.clone();
         let before = self.cached_len(&f)?;
         let size = layout.plain_size(before);
         if new_size == size && new_size != 0 {
@@ -601,31 +636,39 @@ impl FileData {
             return Ok(());
         }
         let cipher = Self::ensure_cipher(&mut st, keys)?;
+        let blocks = Blocks {
+            f: &f,
+            layout,
+            cipher: &cipher,
+            mount: &mount,
+        };
         if new_size < size {
             if new_size % BS != 0 {
                 let b = new_size / BS;
                 let old_len = (size - b * BS).min(BS) as usize;
-                Self::resize_block(&f, layout, &cipher, &stamps, b, old_len, (new_size % BS) as usize)?;
+                blocks.resize_block(b, old_len, (new_size % BS) as usize)?;
             }
             f.set_len(layout.cipher_size(new_size)).map_err(errno)?;
             // Entries of the cut blocks left in the last entry page must not come back with
             // a later growth.
             st.tail_clean = false;
-            Backing::new(&f, layout)
+            blocks
+                .backing()
                 .clear_entries_past(new_size.div_ceil(BS), layout.cipher_size(new_size))
                 .map_err(errno)?;
             st.tail_clean = true;
         } else {
             if !st.tail_clean {
-                Backing::new(&f, layout)
-                .clear_entries_past(size.div_ceil(BS), before)
+                blocks
+                    .backing()
+                    .clear_entries_past(size.div_ceil(BS), before)
                     .map_err(errno)?;
                 st.tail_clean = true;
             }
             if size % BS != 0 {
                 let b = size / BS;
                 let new_len = (new_size - b * BS).min(BS) as usize;
-                Self::resize_block(&f, layout, &cipher, &stamps, b, (size % BS) as usize, new_len)?;
+                blocks.resize_block(b, (size % BS) as usize, new_len)?;
             }
             // Growing leaves the new range unwritten: a hole that reads as zeros.
             f.set_len(layout.cipher_size(new_size)).map_err(errno)?;

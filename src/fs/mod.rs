@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 use crate::access::Access;
 use crate::format::volume_header::is_reserved_root_name;
 use crate::format::layout::WriterStamps;
+use data::MountData;
 use inode::{Inode, InodeTable, ROOT_ID};
 
 /// How long the kernel may cache attributes and entries. Everything changes only through
@@ -62,8 +63,8 @@ pub struct CmkFs {
     as_root: bool,
     /// The volume's content layout (decides how backing sizes map to plaintext sizes).
     layout: crate::format::Layout,
-    /// The mount's writer session stamps, which every write of layout 2 uses.
-    stamps: Arc<WriterStamps>,
+    /// What the mount's files share: writer session stamps, the bad-block log.
+    mount_data: Arc<MountData>,
     writeback_cache: bool,
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     /// How the mount's root directory is shown (mode, owner, group), when it differs from
@@ -258,7 +259,7 @@ impl CmkFs {
             root: cipher_dir.to_path_buf(),
             root_attr: Mutex::new(root_attr),
             layout,
-            stamps: Arc::new(stamps),
+            mount_data: Arc::new(MountData::new(stamps)),
             inodes: Arc::new(InodeTable::new(root, fd_cache_size())?),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -278,7 +279,7 @@ impl CmkFs {
             inodes: self.inodes.clone(),
             root: self.root.clone(),
             notifier: self.notifier.clone(),
-            stamps: self.stamps.clone(),
+            mount_data: self.mount_data.clone(),
         }
     }
 
@@ -310,7 +311,7 @@ impl CmkFs {
 
     /// Runs `f` with the file open for writing (for truncate without a handle).
     fn with_open<T>(&self, inode: &Inode, f: impl FnOnce(&data::FileData) -> R<T>) -> R<T> {
-        inode.data.open(self.pfd(inode)?.as_fd(), &*self.access.keys()?, &self.stamps, true)?;
+        inode.data.open(self.pfd(inode)?.as_fd(), &*self.access.keys()?, &self.mount_data, true)?;
         let r = f(&inode.data);
         inode.data.release();
         r
@@ -569,7 +570,7 @@ impl CmkFs {
         }
         let want_write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let keys = self.access.keys()?;
-        i.data.open(self.pfd(&i)?.as_fd(), &keys, &self.stamps, want_write)?;
+        i.data.open(self.pfd(&i)?.as_fd(), &keys, &self.mount_data, want_write)?;
         // A file whose header cannot be used is EIO at a read-only open: its size may show
         // as 0, so the kernel would never ask us for a read. An open for writing goes through,
         // so that `O_TRUNC` (the kernel's truncate to 0, which needs no header) can replace
@@ -626,7 +627,7 @@ impl CmkFs {
             return Err(if inode.is_dir() { Errno::EISDIR } else { Errno::EEXIST });
         }
         let want_write = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        if let Err(e) = inode.data.open(self.pfd(&inode)?.as_fd(), &keys, &self.stamps, want_write || new) {
+        if let Err(e) = inode.data.open(self.pfd(&inode)?.as_fd(), &keys, &self.mount_data, want_write || new) {
             self.inodes.forget(inode.id, 1);
             return Err(e);
         }
@@ -801,7 +802,7 @@ pub struct CacheControl {
     inodes: Arc<InodeTable>,
     root: std::path::PathBuf,
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
-    stamps: Arc<WriterStamps>,
+    mount_data: Arc<MountData>,
 }
 
 impl CacheControl {
@@ -847,7 +848,7 @@ impl CacheControl {
             }
             let root = crate::volume::CipherRoot::open(&self.root).map_err(|e| e.to_string())?;
             cur.data
-                .open(self.inodes.fd(&cur).map_err(|e| e.to_string())?.as_fd(), keys, &self.stamps, true)
+                .open(self.inodes.fd(&cur).map_err(|e| e.to_string())?.as_fd(), keys, &self.mount_data, true)
                 .map_err(errs)?;
             let r = cur.data.rekey(keys, &root);
             cur.data.release();
