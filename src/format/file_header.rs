@@ -3,7 +3,7 @@
 //! ```text
 //! offset  len  field
 //!      0    4  magic "CMKF"
-//!      4    2  format version, u16 big-endian (1)
+//!      4    2  file format version, u16 big-endian: the layout, 1 or 2 (see [`super::layout`])
 //!      6    2  flags, u16 big-endian (0; any unknown bit makes the file unreadable)
 //!      8   16  file id (random)
 //!     24   12  nonce of the wrapped DEK

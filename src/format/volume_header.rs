@@ -26,9 +26,9 @@ pub const FORMAT_VERSION: u32 = 2;
 /// Feature flags this build understands. A header that requires any other is refused with
 /// a message naming it (filename encryption will be the first).
 pub const KNOWN_FEATURES: &[&str] = &[];
-/// Key-wrapping algorithm of keyslots in format 1 (the default).
+/// Default key-wrapping algorithm of keyslots (formats 1 and 2).
 pub const SLOT_ALGORITHM: &str = "RSA-OAEP-SHA256";
-/// The other keyslot algorithm format 1 allows: RSA-OAEP with SHA-1 and MGF1-SHA1, for
+/// The other keyslot algorithm formats 1 and 2 allow: RSA-OAEP with SHA-1 and MGF1-SHA1, for
 /// tokens that implement nothing else (SoftHSM2 2.6, many HSMs). Builds before 0.2 refuse
 /// such keyslots with a clear error rather than misreading them.
 pub const SLOT_ALGORITHM_SHA1: &str = "RSA-OAEP-SHA1";
@@ -119,7 +119,7 @@ pub struct Keyslot {
     /// SHA-256 of the KEK's public key (DER SubjectPublicKeyInfo), hex. Lets `--kek` find
     /// its slot when a key moved to another URI.
     pub kek_fingerprint: String,
-    /// Always `RSA-OAEP-SHA256` in format 1.
+    /// [`SLOT_ALGORITHM`], or [`SLOT_ALGORITHM_SHA1`] for tokens that implement nothing else.
     pub algorithm: String,
     /// The volume key wrapped by the KEK, base64.
     pub wrapped_key: String,
@@ -149,9 +149,9 @@ pub struct VolumeHeader {
     pub created: String,
     /// Incremented on every rewrite of the header (rotation, keyslot changes).
     pub generation: u64,
-    /// Plaintext block size (4096 in format 1).
+    /// Plaintext block size (4096 in formats 1 and 2).
     pub block_size: u32,
-    /// Content cipher (`AES-256-GCM` in format 1).
+    /// Content cipher (`AES-256-GCM` in formats 1 and 2).
     pub cipher: String,
     /// Required feature flags.
     pub features: Vec<String>,
