@@ -526,7 +526,7 @@ impl Layout {
         let punch = |s: u64, e: u64| -> io::Result<()> {
             let e = e.min(clen);
             if e > s {
-                crate::fs::sys::fallocate(
+                crate::sys::fallocate(
                     f.as_fd(),
                     libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
                     s,
@@ -585,7 +585,7 @@ impl Layout {
                 if b >= nblocks {
                     return Ok(None);
                 }
-                let d = match crate::fs::sys::lseek(fd, block_offset(b), libc::SEEK_DATA)? {
+                let d = match crate::sys::lseek(fd, block_offset(b), libc::SEEK_DATA)? {
                     Some(d) if d < clen => d,
                     _ => return Ok(None),
                 };
@@ -603,7 +603,7 @@ impl Layout {
                 while b < nblocks {
                     let page = group(b).0 * GROUP_PAGES * PAGE;
                     // Skip groups whose entry page is a backing hole.
-                    match crate::fs::sys::lseek(fd, page, libc::SEEK_DATA)? {
+                    match crate::sys::lseek(fd, page, libc::SEEK_DATA)? {
                         Some(d) if d < clen => {
                             let dg = d / PAGE / GROUP_PAGES;
                             if dg > group(b).0 {
@@ -637,7 +637,7 @@ impl Layout {
                 if v1_is_hole(f, b, clen)? {
                     return Ok(b);
                 }
-                match crate::fs::sys::lseek(f.as_fd(), block_offset(b), libc::SEEK_HOLE)? {
+                match crate::sys::lseek(f.as_fd(), block_offset(b), libc::SEEK_HOLE)? {
                     Some(h) if h < clen => b = v1_block_at(h).max(b + 1),
                     _ => return Ok(nblocks),
                 }
@@ -687,7 +687,7 @@ fn v1_is_hole(f: &File, b: u64, clen: u64) -> io::Result<bool> {
     if s >= e {
         return Ok(true);
     }
-    match crate::fs::sys::lseek(f.as_fd(), s, libc::SEEK_DATA)? {
+    match crate::sys::lseek(f.as_fd(), s, libc::SEEK_DATA)? {
         None => Ok(true),
         Some(d) if d >= e => Ok(true),
         Some(_) => {

@@ -29,7 +29,7 @@ use crate::format::layout::{BlockRead, ReadError};
 use crate::format::{ContentCipher, FileHeader, Layout, VolumeKeys, BLOCK_SIZE, FILE_HEADER_LEN};
 use crate::util::read_full_at;
 
-use super::sys;
+use crate::sys;
 
 const BS: u64 = BLOCK_SIZE;
 

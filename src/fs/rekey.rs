@@ -34,7 +34,7 @@ use crate::format::file::FileHeader;
 use crate::format::layout::{self, Layout};
 use crate::format::volume::{is_reserved_root_name, VOLUME_HEADER_NAME};
 use crate::format::{VolumeKeys, CIPHER_BLOCK_SIZE, FILE_HEADER_LEN};
-use crate::fs::sys;
+use crate::sys;
 use crate::util;
 use crate::volume::CipherRoot;
 
