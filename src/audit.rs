@@ -10,7 +10,6 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -77,18 +76,14 @@ impl AuditLog {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&self.path)?;
-        // SAFETY: flock on a descriptor owned by `f` for the duration of the call; no memory is involved.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        crate::sys::process::flock(&f)?;
         let (seq, prev) = last_record(&mut f)?;
         let mut rec = Map::new();
         rec.insert("seq".into(), Value::from(seq + 1));
         rec.insert("time".into(), Value::from(util::now_rfc3339_millis()));
         rec.insert("event".into(), Value::from(event));
         rec.insert("pid".into(), Value::from(std::process::id()));
-        // SAFETY: getuid has no preconditions and cannot fail.
-        rec.insert("uid".into(), Value::from(unsafe { libc::getuid() }));
+        rec.insert("uid".into(), Value::from(crate::sys::process::uid()));
         if let Value::Object(m) = fields {
             for (k, v) in m {
                 rec.entry(k).or_insert(v);

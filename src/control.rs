@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto;
+use crate::sys;
 use crate::util;
 
 /// A request to the daemon.
@@ -157,24 +158,7 @@ pub fn serve(mountpoint: &Path, handler: Arc<dyn Handler>) -> std::io::Result<Pa
 
 /// The uid of the process at the other end of a Unix socket (SO_PEERCRED).
 fn peer_uid(conn: &UnixStream) -> std::io::Result<u32> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain C struct of integers, for which all-zero bytes are a valid value.
-    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes of the sizes passed.
-    let r = unsafe {
-        libc::getsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(cred.uid)
+    Ok(rustix::net::sockopt::socket_peercred(conn)?.uid.as_raw())
 }
 
 fn handle(conn: UnixStream, handler: &dyn Handler) -> std::io::Result<()> {
@@ -272,42 +256,20 @@ pub fn mount_type(mp: &Path) -> Option<String> {
 /// directory as the FUSE fsname).
 pub fn mounts_of_source(src: &Path) -> Vec<PathBuf> {
     let want = src.canonicalize().unwrap_or_else(|_| src.to_path_buf());
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return vec![];
-    };
-    info.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split(' ').collect();
-            let sep = f.iter().position(|x| *x == "-")?;
-            let source = unescape(f.get(sep + 2)?);
-            (Path::new(&source) == want).then(|| PathBuf::from(unescape(f[4])))
-        })
+    sys::mountinfo::mounts()
+        .into_iter()
+        .filter(|m| m.source == want)
+        .map(|m| m.mount_point)
         .collect()
 }
 
-/// Type and source of the mount at `mp`, from /proc/self/mountinfo.
+/// Type and source of the mount at `mp`, from /proc/self/mountinfo (the last, visible one
+/// when several are stacked).
 pub fn mount_entry(mp: &Path) -> Option<(String, String)> {
     let mp = normalize_mountpoint(mp);
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mut found = None;
-    for line in info.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = f.iter().position(|x| *x == "-") else {
-            continue;
-        };
-        if f.len() > sep + 1 && unescape(f[4]) == mp.as_os_str().to_string_lossy() {
-            found = Some((
-                f[sep + 1].to_string(),
-                f.get(sep + 2).map(|x| unescape(x)).unwrap_or_default(),
-            ));
-        }
-    }
-    found
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+    sys::mountinfo::mounts()
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point.as_os_str() == mp.as_os_str())
+        .map(|m| (m.fs_type, m.source.to_string_lossy().into_owned()))
 }

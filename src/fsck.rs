@@ -325,29 +325,21 @@ fn check_xattrs(path: &Path, rel: &str, keys: &VolumeKeys, report: &mut Report) 
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return;
     };
-    let mut names = vec![0u8; 64 * 1024];
-    // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
-    // NUL-terminated, and its buffers outlive the call with lengths that match them.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if n <= 0 {
+    let Ok(names) = crate::sys::llistxattr(&c) else {
         return;
-    }
-    for name in names[..n as usize]
+    };
+    for name in names
         .split(|&b| b == 0)
         .filter(|n| n.starts_with(b"user."))
     {
         let Ok(cn) = std::ffi::CString::new(name) else { continue };
-        let mut val = vec![0u8; 64 * 1024 + 64];
-        // SAFETY: FFI call; its descriptors are borrowed for the call, its C strings are
-        // NUL-terminated, and its buffers outlive the call with lengths that match them.
-        let m = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
-        if m < 0 {
+        let Ok(val) = crate::sys::lgetxattr(&c, &cn) else {
             continue;
-        }
+        };
         report.xattrs += 1;
         if keys
             .xattr()
-            .open_message(&crate::format::xattr_aad(name), &val[..m as usize])
+            .open_message(&crate::format::xattr_aad(name), &val)
             .is_err()
         {
             report.damaged.push(Damage {

@@ -8,7 +8,6 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -248,10 +247,7 @@ impl KeyStore {
             .mode(0o600)
             .open(&p)
             .map_err(io_err(&p))?;
-        // SAFETY: flock on a descriptor owned by `f` for the duration of the call; no memory is involved.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io_err(&p)(io::Error::last_os_error()));
-        }
+        crate::sys::process::flock(&f).map_err(io_err(&p))?;
         Ok(f)
     }
 

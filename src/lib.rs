@@ -17,9 +17,11 @@
 //! - [`revalidation`]: checks the KEK every interval; revokes and restores access.
 //! - [`control`]: the control socket a mounted volume answers `status` on.
 //! - [`mount`]: mounting, daemonizing, unmounting.
+//! - [`sys`]: safe system call wrappers (rustix), the mount table, process hardening.
 //! - [`cli`]: command-line flags, defined in one place.
 
 #![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod access;
 pub mod audit;
@@ -34,5 +36,6 @@ pub mod mount;
 pub mod provider;
 pub mod revalidation;
 pub mod store;
+pub mod sys;
 pub mod util;
 pub mod volume;

@@ -1,5 +1,7 @@
 //! The `cmkfs` binary: all logic lives in the library; see `cmkfs::cli`.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 fn main() {
     // Installed as /sbin/mount.fuse.cmkfs (or mount.cmkfs), cmkfs is the mount helper that
     // mount(8), `mount -a` and systemd's fstab generator run for type fuse.cmkfs.

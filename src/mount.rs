@@ -21,6 +21,7 @@ use crate::audit::AuditLog;
 use crate::control;
 use crate::fs::CmkFs;
 use crate::revalidation::{self, Checker};
+use crate::sys;
 use crate::util;
 use crate::volume;
 
@@ -163,10 +164,11 @@ fn spawn_daemon(o: MountOptions) -> Result<()> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(logf));
-    // SAFETY: between fork and exec the closure only calls setsid, which is async-signal-safe.
+    // SAFETY: between fork and exec the closure only calls setsid (one system call, no
+    // allocation or lock), which is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
-            libc::setsid();
+            let _ = sys::process::setsid();
             Ok(())
         });
     }
@@ -199,37 +201,20 @@ fn spawn_daemon(o: MountOptions) -> Result<()> {
 }
 
 fn harden_process() {
-    // SAFETY: prctl, umask, getrlimit and setrlimit act on this process only; `rl` is a
-    // valid, initialised rlimit.
-    unsafe {
-        // Not dumpable: no core dumps with key material, no ptrace attach by the same uid.
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-        // Nothing the daemon creates for itself (session markers, journals, logs, locks,
-        // sockets) is open to others unless it says so; files created through the mount get
-        // the mode the caller asked for, set explicitly (fs::CmkFs restores the bits this
-        // umask takes away).
-        libc::umask(0o077);
-        // One O_PATH descriptor per inode the kernel references: a volume with many files
-        // needs many. Root may raise the hard limit up to fs.nr_open; others get their hard
-        // limit.
-        let mut rl: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
-            let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
-                .ok()
-                .and_then(|s| s.trim().parse::<libc::rlim_t>().ok());
-            if let (true, Some(n)) = (util::is_root(), nr_open) {
-                if n > rl.rlim_max {
-                    rl.rlim_max = n;
-                }
-            }
-            rl.rlim_cur = rl.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
-                libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
-                rl.rlim_cur = rl.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-            }
-        }
-    }
+    // Not dumpable: no core dumps with key material, no ptrace attach by the same uid.
+    sys::process::set_not_dumpable();
+    // Nothing the daemon creates for itself (session markers, journals, logs, locks,
+    // sockets) is open to others unless it says so; files created through the mount get
+    // the mode the caller asked for, set explicitly (fs::CmkFs restores the bits this
+    // umask takes away).
+    sys::process::set_umask(0o077);
+    // One O_PATH descriptor per inode the kernel references: a volume with many files
+    // needs many. Root may raise the hard limit up to fs.nr_open; others get their hard
+    // limit.
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    sys::process::raise_nofile_limit(nr_open.filter(|_| util::is_root()));
 }
 
 /// Reports readiness or failure to the parent (when daemonized), then detaches stdout.
@@ -243,13 +228,7 @@ impl Ready {
             let mut so = std::io::stdout();
             let _ = writeln!(so, "{}", msg.replace('\n', " "));
             let _ = so.flush();
-            // SAFETY: plain descriptor calls on a literal NUL-terminated path; fd 1 is replaced
-            // and no Rust object owns it.
-            unsafe {
-                let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
-                libc::dup2(null, 1);
-                libc::close(null);
-            }
+            let _ = sys::process::stdout_to_dev_null();
         }
     }
 }
@@ -445,9 +424,7 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
     config.n_threads = Some(o.threads.max(1));
     config.clone_fd = true;
     // Block termination signals in every thread; one thread waits for them and unmounts.
-    let sigs = termination_signals();
-    // SAFETY: `sigs` is an initialised signal set; the old mask is not asked for (null).
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigs, std::ptr::null_mut()) };
+    let sigs = sys::process::TerminationSignals::block();
     let session = fuser::Session::new(fs, &o.mountpoint, &config)
         .with_context(|| format!("FUSE mount of {} failed", o.mountpoint.display()))?;
     let cfg = revalidation::Config {
@@ -488,9 +465,7 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
     std::thread::Builder::new()
         .name("cmkfs-signals".into())
         .spawn(move || {
-            let mut sig = 0;
-            // SAFETY: `sigs` is an initialised signal set and `sig` a valid place for the answer.
-            unsafe { libc::sigwait(&sigs, &mut sig) };
+            let sig = sigs.wait();
             tracing::info!(signal = sig, "termination signal; unmounting");
             if let Err(e) = unmount(&mp, true) {
                 tracing::error!(error = %e, "unmount on signal failed");
@@ -530,26 +505,10 @@ fn raise_readahead(mp: PathBuf) {
         });
 }
 
-fn termination_signals() -> libc::sigset_t {
-    // SAFETY: the set is zeroed, then initialised by sigemptyset before any other use.
-    unsafe {
-        let mut s: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut s);
-        libc::sigaddset(&mut s, libc::SIGTERM);
-        libc::sigaddset(&mut s, libc::SIGINT);
-        libc::sigaddset(&mut s, libc::SIGHUP);
-        s
-    }
-}
-
 /// Unmounts `mp` (umount2 as root, `fusermount3 -u` otherwise); `lazy` detaches a busy mount.
 pub fn unmount(mp: &Path, lazy: bool) -> Result<()> {
     if util::is_root() {
-        let c = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes())?;
-        let flags = if lazy { libc::MNT_DETACH } else { 0 };
-        // SAFETY: `c` is a NUL-terminated path that outlives the call.
-        if unsafe { libc::umount2(c.as_ptr(), flags) } != 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = sys::process::unmount(mp, lazy) {
             match e.raw_os_error() {
                 Some(libc::EBUSY) => bail!(
                     "{} is busy: files on it are still in use (see 'fuser -vm {}'); close them, or use --lazy",

@@ -28,8 +28,7 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 pub fn crash_point(name: &str) {
     #[cfg(debug_assertions)]
     if std::env::var("CMKFS_TEST_CRASH_AT").is_ok_and(|v| v == name) {
-        // SAFETY: sending SIGKILL to ourselves has no memory effects (test hook: it ends the process).
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        crate::sys::process::kill_self();
     }
     let _ = name;
 }
@@ -63,8 +62,7 @@ pub fn is_root() -> bool {
 
 /// The effective uid.
 pub fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    crate::sys::process::euid()
 }
 
 /// Where a daemon keeps its sockets and locks: `/run/cmkfs` for root; for other users
@@ -124,18 +122,5 @@ pub fn home_dir() -> Option<std::path::PathBuf> {
     std::env::var_os("HOME").map(Into::into)
 }
 
-/// Reads up to `buf.len()` bytes at `off`, retrying short reads and EINTR; returns fewer
-/// only at end of file.
-pub fn read_full_at(f: &std::fs::File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut done = 0;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], off + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
-}
+/// Moved to [`crate::sys::read_full_at`]; this path stays for callers not yet updated.
+pub use crate::sys::read_full_at;

@@ -31,9 +31,9 @@ use crate::format::file_header::HeaderError;
 use crate::format::layout::{BlockRead, WritePlan, WriterStamps};
 use crate::format::{ContentCipher, FileHeader, Layout, VolumeKeys, BLOCK_SIZE, FILE_HEADER_LEN};
 use crate::store::{Backing, ReadError};
-use crate::util::read_full_at;
+use crate::sys::read_full_at;
 
-use super::sys;
+use crate::sys;
 
 const BS: u64 = BLOCK_SIZE;
 

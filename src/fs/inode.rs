@@ -24,7 +24,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::data::FileData;
-use super::sys;
+use crate::sys;
 
 /// FUSE's root node id.
 pub const ROOT_ID: u64 = 1;

@@ -1,7 +1,7 @@
 //! The FUSE filesystem: plaintext view of a cipher directory.
 //!
 //! Structure: [`inode`] maps FUSE node ids to backing inodes (held by `O_PATH` descriptors),
-//! [`data`] is the encrypted content path of a regular file, [`sys`] wraps the syscalls.
+//! [`data`] is the encrypted content path of a regular file; [`crate::sys`] wraps the syscalls.
 //! This module translates FUSE requests into those, one small method per operation, each
 //! returning `Result<_, Errno>`; the `fuser::Filesystem` impl at the bottom only replies.
 //!
@@ -11,7 +11,6 @@
 
 pub mod data;
 pub mod inode;
-pub mod sys;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -32,6 +31,7 @@ use parking_lot::Mutex;
 use crate::access::Access;
 use crate::format::volume_header::is_reserved_root_name;
 use crate::format::layout::WriterStamps;
+use crate::sys;
 use data::MountData;
 use inode::{Inode, InodeTable, ROOT_ID};
 
@@ -693,11 +693,7 @@ impl CmkFs {
         match &*self.handle(fh)? {
             Handle::File { inode, .. } => inode.data.fsync(datasync),
             Handle::Dir { fd, .. } => {
-                // SAFETY: fsync on a descriptor borrowed for the duration of the call.
-                if unsafe { libc::fsync(std::os::fd::AsRawFd::as_raw_fd(fd)) } != 0 {
-                    return Err(io(std::io::Error::last_os_error()));
-                }
-                Ok(())
+                sys::fsync(fd.as_fd()).map_err(io)
             }
         }
     }
@@ -731,7 +727,7 @@ impl CmkFs {
         Ok((inode.id, e.clone().unwrap()))
     }
 
-    fn do_statfs(&self) -> R<libc::statvfs> {
+    fn do_statfs(&self) -> R<sys::StatVfs> {
         sys::statvfs(self.pfd(&self.inodes.root())?.as_fd()).map_err(io)
     }
 
@@ -882,14 +878,7 @@ fn open_child(parent: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> R<OwnedFd> {
 /// How many O_PATH descriptors the inode table may cache: a quarter of the descriptor limit
 /// (the rest is for open files and directories), at most 100,000.
 fn fd_cache_size() -> usize {
-    // SAFETY: a plain C struct of integers, for which all-zero bytes are a valid value.
-    let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: `rl` is a valid rlimit for getrlimit to fill.
-    let lim = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
-        rl.rlim_cur as usize
-    } else {
-        1024
-    };
+    let lim = sys::process::nofile_limit().map_or(usize::MAX, |n| n as usize);
     (lim / 4).clamp(64, 100_000)
 }
 

@@ -156,7 +156,7 @@ impl ExecProvider {
                 format!("cannot run {}: {e}", self.program.display()),
             )
         })?;
-        let pid = child.id() as libc::pid_t;
+        let pid = child.id();
         // Feed stdin and drain stdout/stderr on their own threads so that a program that
         // writes before reading cannot deadlock against us.
         let mut stdin = child.stdin.take().expect("piped");
@@ -181,8 +181,7 @@ impl ExecProvider {
                 Ok(Some(s)) => break s,
                 Ok(None) if Instant::now() >= deadline => {
                     // The whole process group: a shell script's children must not linger.
-                    // SAFETY: kill has no memory effects; -pid is the process group of a child we started.
-                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+                    crate::sys::process::kill_group(pid);
                     let _ = child.wait();
                     return Err(self.err(
                         ErrorKind::Unreachable,

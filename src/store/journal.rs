@@ -36,7 +36,7 @@ pub use crate::format::journal::{Binding, Journal};
 use crate::format::layout::Layout;
 use crate::format::volume_header::{is_reserved_root_name, VOLUME_HEADER_NAME};
 use crate::format::{VolumeKeys, FILE_HEADER_LEN};
-use crate::fs::sys;
+use crate::sys;
 use crate::util;
 use crate::volume::CipherRoot;
 

@@ -19,8 +19,8 @@ use std::os::unix::fs::FileExt;
 
 use crate::format::content::{is_zero, BlockError, ContentCipher, BLOCK_OVERHEAD, BLOCK_SIZE};
 use crate::format::layout::{v1, v2, BlockRead, Entry, Layout, WritePlan, WriterStamps};
-use crate::fs::sys;
-use crate::util::read_full_at;
+use crate::sys;
+use crate::sys::read_full_at;
 
 const BS: u64 = BLOCK_SIZE;
 const OVH: usize = BLOCK_OVERHEAD as usize;

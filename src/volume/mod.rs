@@ -200,8 +200,7 @@ pub fn init(dir: &Path, kek_uri: &str, name: Option<&str>) -> Result<Created, Vo
     if created {
         // The cipher root is private; the mount's root is shown as an ordinary 0755
         // directory of its creator (chmod/chown through the mount change it).
-        // SAFETY: getegid has no preconditions and cannot fail.
-        let gid = unsafe { libc::getegid() };
+        let gid = crate::sys::process::egid();
         let shown = crate::fs::RootAttr {
             mode: 0o755,
             uid: util::euid(),

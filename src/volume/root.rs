@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::fs::sys;
+use crate::sys;
 
 /// The root of a cipher directory, opened once.
 pub struct CipherRoot {
@@ -233,8 +233,7 @@ mod tests {
         std::fs::create_dir(&root_dir).unwrap();
         std::os::unix::fs::symlink(&outside, root_dir.join("link")).unwrap();
         let fifo = CString::new(root_dir.join("fifo").as_os_str().as_bytes()).unwrap();
-        // SAFETY: `fifo` is a NUL-terminated path that outlives the call.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        rustix::fs::mkfifoat(sys::cwd(), &fifo, rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
         std::fs::write(root_dir.join("big"), vec![1u8; 100]).unwrap();
         let r = CipherRoot::open(&root_dir).unwrap();
         let e = r.read_regular("link", 1000).unwrap_err();
