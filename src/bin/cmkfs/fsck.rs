@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::json;
 
 use cmkfs::audit::AuditLog;
@@ -33,19 +33,7 @@ fn check(target: &Path, kek: Option<&str>, json: bool, quarantine: Option<&Path>
     let (dir, mp) = crate::target::resolve(target)?;
     let online = mp.is_some() || !control::mounts_of_source(&dir).is_empty();
     if let Some(q) = quarantine {
-        if online {
-            bail!(
-                "--quarantine moves files and runs offline only: unmount {} first",
-                dir.display()
-            );
-        }
-        let q = std::path::absolute(q)?;
-        if q.starts_with(dir.canonicalize()?) || q.starts_with(&dir) {
-            bail!(
-                "the quarantine directory must be outside the cipher directory {}",
-                dir.display()
-            );
-        }
+        cmkfs::fsck::check_quarantine(&dir, q, online)?;
     }
     let vol = volume::open(&dir, kek).context("fsck needs the key to verify the volume")?;
     let interactive = !json && std::io::stderr().is_terminal();
