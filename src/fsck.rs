@@ -110,6 +110,35 @@ impl Report {
     }
 }
 
+/// Why `--quarantine` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum QuarantineError {
+    /// The volume is mounted.
+    #[error("--quarantine moves files and runs offline only: unmount {} first", .0.display())]
+    Online(PathBuf),
+    /// The quarantine directory is inside the cipher directory.
+    #[error("the quarantine directory must be outside the cipher directory {}", .0.display())]
+    Inside(PathBuf),
+    /// A path could not be resolved.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Checks that damaged files of the volume in `dir` may be moved to `quarantine`: only
+/// offline (a mounted volume's files may be open, and the daemon does not expect files to
+/// vanish under it), and only out of the cipher directory (inside it, moved files would be
+/// walked again, and would stay where the volume's users see them).
+pub fn check_quarantine(dir: &Path, quarantine: &Path, online: bool) -> Result<(), QuarantineError> {
+    if online {
+        return Err(QuarantineError::Online(dir.to_path_buf()));
+    }
+    let q = std::path::absolute(quarantine)?;
+    if q.starts_with(dir.canonicalize()?) || q.starts_with(dir) {
+        return Err(QuarantineError::Inside(dir.to_path_buf()));
+    }
+    Ok(())
+}
+
 /// Options of a check.
 pub struct Options<'a> {
     /// The volume is mounted: read-only, re-read damaged blocks before reporting them.

@@ -1,5 +1,7 @@
 //! cmkfs: an encrypted FUSE filesystem with customer-managed keys.
 //!
+//! The `cmkfs` binary (`src/bin/cmkfs/`) only parses flags, calls this library and prints.
+//!
 //! Where to find things (one concern per module, the data path readable top to bottom):
 //!
 //! - [`access`]: the Available/Inaccessible gate every filesystem operation passes.
@@ -11,21 +13,20 @@
 //!   journals.
 //! - [`provider`]: the [`provider::KeyProvider`] trait and the providers that hold KEKs.
 //! - [`keystore`]: the local key store behind the `local:` provider.
-//! - [`volume`]: creating a volume and unlocking it with a KEK.
+//! - [`volume`]: creating a volume and unlocking it with a KEK; keyslots and their rules;
+//!   mount settings (command line over configuration over defaults).
 //! - [`fs`]: the FUSE filesystem (inodes, handles, the encrypted data path).
 //! - [`fsck`]: offline/online verification of every header, block and xattr.
 //! - [`revalidation`]: checks the KEK every interval; revokes and restores access.
 //! - [`control`]: the control socket a mounted volume answers `status` on.
 //! - [`mount`]: mounting, daemonizing, unmounting.
 //! - [`sys`]: safe system call wrappers (rustix), the mount table, process hardening.
-//! - [`cli`]: command-line flags, defined in one place.
 
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod access;
 pub mod audit;
-pub mod cli;
 pub mod control;
 pub mod crypto;
 pub mod format;

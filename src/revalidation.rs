@@ -17,7 +17,8 @@
 //! cache, and mapped pages fault (SIGBUS) instead of showing plaintext.
 //!
 //! The thread also picks up header changes (rotation, keyslots) and, for a versionless KEK
-//! URI, a second thread rewraps the volume key when the key gets a newer version.
+//! URI, a second thread rewraps the volume key when the key gets a newer version (through
+//! [`volume::keyslots::rewrap`], as `cmkfs rotate` does).
 //!
 //! It fails closed: every provider call has a deadline ([`crate::provider::call`]); the header
 //! is read without blocking (a FIFO or a huge file planted in its place is refused); nothing on
@@ -36,7 +37,6 @@ use serde_json::json;
 
 use crate::access::Access;
 use crate::audit::AuditLog;
-use crate::crypto::SecretKey;
 use crate::format::{Keyslot, VolumeKeys};
 use crate::fs::CacheControl;
 use crate::provider::{call, ErrorKind, KeyInfo, KeyProvider, Unwrapped};
@@ -590,7 +590,7 @@ impl Checker {
         let Some(vk) = self.access.with_volume_key(|vk, _| vk.clone()) else {
             return;
         };
-        match rewrap_slot(&self.dir, &vk, slot.id, &slot.kek_uri) {
+        match volume::keyslots::rewrap(&self.dir, &vk, slot.id, &slot.kek_uri) {
             Ok((new_slot, generation)) => {
                 tracing::info!(old = %slot.key_version, new = %new_slot.key_version, "KEK has a newer version; volume key rewrapped");
                 {
@@ -605,32 +605,4 @@ impl Checker {
             }
         }
     }
-}
-
-/// Rewraps keyslot `id` with the KEK at `uri` (rotation). Returns the new slot and header
-/// generation.
-pub fn rewrap_slot(
-    dir: &std::path::Path,
-    vk: &SecretKey,
-    id: u32,
-    uri: &str,
-) -> Result<(Keyslot, u64), volume::VolumeError> {
-    let mut out = None;
-    let h = volume::update_header(dir, vk, |h| {
-        let pos = h
-            .keyslots
-            .iter()
-            .position(|s| s.id == id)
-            .ok_or_else(|| volume::VolumeError::Header {
-                path: volume::header_path(dir),
-                source: crate::format::volume_header::VolumeHeaderError::BadField(format!("no keyslot {id}")),
-            })?;
-        let role = h.keyslots[pos].role;
-        let slot = volume::wrap_slot(uri, vk, id, role)?;
-        volume::trust::allow(dir, &slot.kek_uri)?;
-        h.keyslots[pos] = slot.clone();
-        out = Some(slot);
-        Ok(())
-    })?;
-    Ok((out.expect("set by update"), h.generation))
 }

@@ -7,8 +7,13 @@
 //! generation) this host knows, is decided by the local configuration ([`trust`]). The files
 //! cmkfs keeps in the cipher root are reached through [`root::CipherRoot`] only; the locks
 //! that serialise mounts and header rewrites live outside the cipher directory ([`lock`]).
+//! Adding, removing and rewrapping keyslots, and the rules that keep a volume openable, are
+//! in [`keyslots`]; how a volume is mounted (command line over configuration over defaults)
+//! is resolved in [`mount_settings`].
 
+pub mod keyslots;
 pub mod lock;
+pub mod mount_settings;
 pub mod root;
 pub mod trust;
 
