@@ -5,7 +5,7 @@
 //! Inaccessible and count the refusals. The gate holds the only copy of the volume key and
 //! the keys derived from it; making the volume Inaccessible drops (zeroizes) them.
 //!
-//! Going Inaccessible happens in two steps (see [`crate::revalidation`]): first *draining*,
+//! Going Inaccessible happens in two steps (see [`crate::daemon::revalidation`]): first *draining*,
 //! where new reads and name operations are already refused but writes still pass, so that
 //! the kernel can write back dirty pages we are invalidating; then *inaccessible*, where
 //! everything is refused and the keys are gone. No acknowledged write is lost that way.

@@ -17,9 +17,8 @@
 //!   mount settings (command line over configuration over defaults).
 //! - [`fs`]: the FUSE filesystem (inodes, handles, the encrypted data path).
 //! - [`fsck`]: offline/online verification of every header, block and xattr.
-//! - [`revalidation`]: checks the KEK every interval; revokes and restores access.
-//! - [`control`]: the control socket a mounted volume answers `status` on.
-//! - [`mount`]: mounting, daemonizing, unmounting.
+//! - [`daemon`]: the mount daemon: mounting and daemonizing, the key check loop
+//!   (revalidation: revokes and restores access), the control socket.
 //! - [`sys`]: safe system call wrappers (rustix), the mount table, process hardening.
 
 #![warn(missing_docs)]
@@ -27,15 +26,13 @@
 
 pub mod access;
 pub mod audit;
-pub mod control;
 pub mod crypto;
+pub mod daemon;
 pub mod format;
 pub mod fs;
 pub mod fsck;
 pub mod keystore;
-pub mod mount;
 pub mod provider;
-pub mod revalidation;
 pub mod store;
 pub mod sys;
 pub mod util;

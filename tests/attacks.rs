@@ -1423,7 +1423,7 @@ fn files_are_private_by_default() {
     if mode(&v.audit) & 0o022 != 0 {
         problems.push(format!("audit log is {:o}", mode(&v.audit)));
     }
-    let sock = cmkfs::control::socket_path(&v.mnt);
+    let sock = cmkfs::daemon::control::socket_path(&v.mnt);
     for p in [sock.parent().unwrap(), sock.as_path()] {
         if let Ok(md) = fs::symlink_metadata(p) {
             if md.mode() & 0o022 != 0 {

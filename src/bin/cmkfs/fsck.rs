@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use cmkfs::audit::AuditLog;
-use cmkfs::{control, volume};
+use cmkfs::daemon::control;
+use cmkfs::volume;
 
 /// Runs the check and exits with its code (8, "could not check", on any error).
 pub(crate) fn run(

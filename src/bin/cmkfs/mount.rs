@@ -1,6 +1,6 @@
 //! `cmkfs mount`, `cmkfs umount`, and the mount helper `mount.fuse.cmkfs` (the same binary
 //! under another name). Which directory, where and with what settings is resolved by
-//! [`cmkfs::volume::mount_settings`]; mounting itself is [`cmkfs::mount`].
+//! [`cmkfs::volume::mount_settings`]; mounting itself is [`cmkfs::daemon::mount`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::args::MountArgs;
-use cmkfs::mount::{self, MountOptions};
+use cmkfs::daemon::mount::{self, MountOptions};
 use cmkfs::volume::mount_settings;
 use cmkfs::volume::trust::MountConfig;
 

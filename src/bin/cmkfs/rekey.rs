@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use cmkfs::control;
+use cmkfs::daemon::control;
 
 /// The cmkfs mountpoint containing `path`, and the path relative to it.
 fn mount_of(path: &Path) -> Result<(PathBuf, String)> {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use cmkfs::control;
+use cmkfs::daemon::control;
 
 pub(crate) fn status(mountpoint: &Path, json: bool) -> Result<()> {
     crate::init_logging("warn");

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use cmkfs::control;
+use cmkfs::daemon::control;
 
 /// A target that is either a mounted volume (its cipher directory, and the mountpoint to
 /// notify) or a cipher directory.

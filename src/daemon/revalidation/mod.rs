@@ -43,6 +43,10 @@ use crate::provider::{call, ErrorKind, KeyInfo, KeyProvider, Unwrapped};
 use crate::volume::{self, CipherRoot, SlotRole};
 use subtle::ConstantTimeEq;
 
+pub mod policy;
+
+use policy::{Decision, Outcome, Why};
+
 /// Timing of revalidation.
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
@@ -196,7 +200,7 @@ impl Checker {
 
     /// The longest time between two completed checks before the watchdog steps in.
     pub fn watchdog_limit(&self) -> Duration {
-        self.cfg.interval + self.cfg.timeout + Duration::from_secs(1)
+        policy::watchdog_limit(self.cfg.interval, self.cfg.timeout)
     }
 
     /// Makes the volume Inaccessible when no check has completed in time. Checks run with
@@ -209,7 +213,7 @@ impl Checker {
             std::thread::sleep(tick);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let since = self.last_done.lock().elapsed();
-                if since > limit && self.access.is_available() {
+                if policy::watchdog_fires(self.access.is_available(), since, limit) {
                     let reason = format!(
                         "no key check completed for {:.1}s (limit: interval + provider timeout + 1s = {:.1}s): failing closed",
                         since.as_secs_f64(),
@@ -310,35 +314,23 @@ impl Checker {
                 if was_failing {
                     self.audit("check_ok", json!({"key_id": u.key.key_id, "key_version": u.key.version, "latency_ms": latency.as_secs_f64() * 1000.0}));
                 }
-                if self.access.is_available() {
-                    let same = self
+                let available = self.access.is_available();
+                let other_key = available
+                    && !self
                         .access
                         .with_volume_key(|vk, _| bool::from(vk.expose().ct_eq(u.secret.expose())))
                         .unwrap_or(false);
-                    if !same {
+                match policy::decide(available, Outcome::Unwrapped { other_key }, self.cfg.grace) {
+                    Decision::Revoke(_) => {
                         let reason = "the KEK unwrapped a different volume key than the mounted one".to_string();
                         self.revoke(&reason);
-                        return Err(reason);
+                        Err(reason)
                     }
-                    if u.key.is_expired() && !self.expired_reported.swap(true, Ordering::SeqCst) {
-                        self.audit(
-                            "key_expired_in_use",
-                            json!({"key_id": u.key.key_id, "key_version": u.key.version, "expiry": u.key.expiry}),
-                        );
+                    Decision::Restore => self.restore(u),
+                    Decision::Keep | Decision::InGrace { .. } => {
+                        self.key_in_use(u);
+                        Ok(())
                     }
-                    self.access.set_note(u.key.is_expired().then(|| {
-                        format!(
-                            "KEK {} version {} expired at {}; rotate it",
-                            u.key.key_id,
-                            u.key.version,
-                            u.key.expiry.as_deref().unwrap_or("?")
-                        )
-                    }));
-                    self.slot.lock().key = u.key.clone();
-                    self.request_rewrap();
-                    Ok(())
-                } else {
-                    self.restore(u)
                 }
             }
             Err(e) => {
@@ -352,23 +344,24 @@ impl Checker {
                         .then(|| *st.unreachable_since.get_or_insert_with(SystemTime::now));
                     (first, since)
                 };
+                let outcome = match since {
+                    Some(since) => Outcome::Unreachable {
+                        for_how_long: since.elapsed().unwrap_or_default(),
+                    },
+                    None => Outcome::Refused,
+                };
                 // Revoke first, audit after: writing the audit log must never delay revocation.
-                if let Some(since) = since {
-                    let elapsed = since.elapsed().unwrap_or_default();
-                    if elapsed >= self.cfg.grace {
-                        self.revoke(&format!(
-                            "key provider unreachable for more than {}: {e}",
-                            humantime::format_duration(self.cfg.grace)
-                        ));
-                    } else if self.access.is_available() {
-                        let left = self.cfg.grace - elapsed;
-                        self.access.set_note(Some(format!(
-                            "key provider unreachable ({e}); still serving for {}",
-                            humantime::format_duration(Duration::from_secs(left.as_secs()))
-                        )));
-                    }
-                } else {
-                    self.revoke(&e.to_string());
+                match policy::decide(self.access.is_available(), outcome, self.cfg.grace) {
+                    Decision::Revoke(Why::GraceOver) => self.revoke(&format!(
+                        "key provider unreachable for more than {}: {e}",
+                        humantime::format_duration(self.cfg.grace)
+                    )),
+                    Decision::Revoke(_) => self.revoke(&e.to_string()),
+                    Decision::InGrace { left } => self.access.set_note(Some(format!(
+                        "key provider unreachable ({e}); still serving for {}",
+                        humantime::format_duration(Duration::from_secs(left.as_secs()))
+                    ))),
+                    Decision::Keep | Decision::Restore => {}
                 }
                 tracing::warn!(error = %e, "key revalidation failed");
                 if first {
@@ -377,6 +370,27 @@ impl Checker {
                 Err(e.to_string())
             }
         }
+    }
+
+    /// After a check that unwrapped the mounted volume key: notes an expired KEK (audited
+    /// once) and asks the rewrap thread to look for a newer key version.
+    fn key_in_use(&self, u: Unwrapped) {
+        if u.key.is_expired() && !self.expired_reported.swap(true, Ordering::SeqCst) {
+            self.audit(
+                "key_expired_in_use",
+                json!({"key_id": u.key.key_id, "key_version": u.key.version, "expiry": u.key.expiry}),
+            );
+        }
+        self.access.set_note(u.key.is_expired().then(|| {
+            format!(
+                "KEK {} version {} expired at {}; rotate it",
+                u.key.key_id,
+                u.key.version,
+                u.key.expiry.as_deref().unwrap_or("?")
+            )
+        }));
+        self.slot.lock().key = u.key;
+        self.request_rewrap();
     }
 
     /// Makes the volume Inaccessible (see the module documentation for the order of steps).

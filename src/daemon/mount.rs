@@ -18,9 +18,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::access::Access;
 use crate::audit::AuditLog;
-use crate::control;
+use super::control;
 use crate::fs::CmkFs;
-use crate::revalidation::{self, Checker};
+use super::revalidation::{self, Checker};
 use crate::sys;
 use crate::util;
 use crate::volume;

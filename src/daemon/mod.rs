@@ -1,0 +1,11 @@
+//! The mount daemon: what runs while a volume is mounted, above the filesystem.
+//!
+//! - [`mount`]: unlocking, mounting, daemonizing, the signal thread, unmounting.
+//! - [`revalidation`]: the key check loop ([`revalidation::policy`] is its pure state
+//!   machine; [`revalidation::Checker`] runs it): revoke, restore, lock/unlock, automatic
+//!   rewrap.
+//! - [`control`]: the control socket `cmkfs status`, `lock`, `unlock`, `rekey` talk to.
+
+pub mod control;
+pub mod mount;
+pub mod revalidation;
