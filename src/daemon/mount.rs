@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 
 use crate::access::Access;
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Event};
 use super::control;
 use crate::fs::CmkFs;
 use super::revalidation::{self, Checker};
@@ -333,7 +333,7 @@ impl control::Handler for DaemonHandler {
                 rec["error"] = e.clone().into();
             }
         }
-        self.audit.record("rekey", rec);
+        self.audit.record(Event::Rekey, rec);
         r
     }
 }
@@ -356,7 +356,7 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
             rec["outcome"] = "failed".into();
             rec["error"] = e.to_string().into();
             rec["kind"] = serde_json::to_value(e.provider_kind()).unwrap();
-            audit.record("mount", rec);
+            audit.record(Event::Mount, rec);
             return Err(e.into());
         }
     };
@@ -367,11 +367,11 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
         rec["key_version"] = vol.key().version.clone().into();
         rec["keyslot"] = vol.slot().id.into();
         rec["latency_ms"] = (t0.elapsed().as_secs_f64() * 1000.0).into();
-        audit.record("unwrap", rec.clone());
+        audit.record(Event::Unwrap, rec.clone());
         if vol.key().is_expired() {
             tracing::warn!(key = %vol.key().key_id, version = %vol.key().version, expiry = ?vol.key().expiry, "the KEK version in use has expired; it still unwraps, rotate to a new version");
             rec["expiry"] = vol.key().expiry.clone().into();
-            audit.record("key_expired_in_use", rec);
+            audit.record(Event::KeyExpiredInUse, rec);
         }
     }
     // Finish rekeys a crash interrupted, before anything reads those files.
@@ -383,12 +383,12 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
                 tracing::warn!(files = ?r.completed, "completed interrupted rekeys");
                 let mut rec = base.clone();
                 rec["files"] = r.completed.into();
-                audit.record("rekey_recovered", rec);
+                audit.record(Event::RekeyRecovered, rec);
             }
             if !r.ignored.is_empty() {
                 let mut rec = base.clone();
                 rec["journals"] = r.ignored.into();
-                audit.record("rekey_journal_ignored", rec);
+                audit.record(Event::RekeyJournalIgnored, rec);
             }
         }
         Err(e) => return Err(anyhow::anyhow!("cannot complete an interrupted rekey: {e}")),
@@ -475,14 +475,14 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
     let mut rec = base.clone();
     rec["volume_id"] = vol.header().volume_id.clone().into();
     rec["check_interval"] = humantime::format_duration(o.check_interval).to_string().into();
-    audit.record("mount", rec);
+    audit.record(Event::Mount, rec);
     drop(vol);
     ready.send("READY");
     raise_readahead(o.mountpoint.clone());
     let r = session.run();
     let _ = std::fs::remove_file(&sock);
     tracing::info!(mountpoint = %o.mountpoint.display(), "unmounted; daemon exiting");
-    audit.record("unmount", base);
+    audit.record(Event::Unmount, base);
     r.context("FUSE session ended with an error")
 }
 

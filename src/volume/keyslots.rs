@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{header_path, trust, update_header, wrap_slot, Volume, VolumeError};
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Event};
 use crate::crypto::SecretKey;
 use crate::format::volume_header::{SlotRole, VolumeHeaderError};
 use crate::format::{Keyslot, VOLUME_HEADER_NAME};
@@ -103,7 +103,7 @@ pub fn add(
         Ok(())
     })?;
     let s = added.expect("set by update_header");
-    audit.record("keyslot_add", json!({"cipher_dir": dir.display().to_string(), "keyslot": s.id, "role": s.role, "kek_uri": s.kek_uri, "key_id": s.key_id, "key_version": s.key_version, "generation": h.generation}));
+    audit.record(Event::KeyslotAdd, json!({"cipher_dir": dir.display().to_string(), "keyslot": s.id, "role": s.role, "kek_uri": s.kek_uri, "key_id": s.key_id, "key_version": s.key_version, "generation": h.generation}));
     Ok((s, h.generation))
 }
 
@@ -124,7 +124,7 @@ pub fn remove(dir: &Path, volume_key: &SecretKey, id: u32, audit: &AuditLog) -> 
         }
     }
     audit.record(
-        "keyslot_remove",
+        Event::KeyslotRemove,
         json!({"cipher_dir": dir.display().to_string(), "keyslot": id, "generation": h.generation}),
     );
     Ok(h.generation)
@@ -200,7 +200,7 @@ pub fn rotate(
             rec["error"] = e.to_string().into();
         }
     }
-    audit.record("rotate", rec);
+    audit.record(Event::Rotate, rec);
     let (new, generation) = r?;
     Ok(Rotated {
         old,

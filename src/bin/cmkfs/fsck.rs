@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use cmkfs::audit::AuditLog;
+use cmkfs::audit::{AuditLog, Event};
 use cmkfs::daemon::control;
 use cmkfs::volume;
 
@@ -61,7 +61,7 @@ fn check(target: &Path, kek: Option<&str>, json: bool, quarantine: Option<&Path>
     );
     let secs = t0.elapsed().as_secs_f64();
     audit.record(
-        "fsck",
+        Event::Fsck,
         json!({"cipher_dir": dir.display().to_string(), "volume_id": report.volume_id, "key_id": vol.key().key_id,
                "key_version": vol.key().version, "online": online, "files": report.files, "blocks": report.blocks,
                "damaged_files": report.damaged.len(), "quarantined": quarantine.is_some(), "exit_code": report.exit_code()}),

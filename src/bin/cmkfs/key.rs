@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::args::{check_time, name_version, KeyCommand, StoreArg};
-use cmkfs::audit::AuditLog;
+use cmkfs::audit::{AuditLog, Event};
 use cmkfs::keystore::KeyStore;
 
 fn key_fields(store: &KeyStore, name: &str) -> serde_json::Value {
@@ -35,7 +35,7 @@ pub(crate) fn run(k: KeyCommand, audit: &AuditLog) -> Result<()> {
             rec["version"] = v.version.into();
             rec["bits"] = v.bits.into();
             rec["fingerprint"] = v.fingerprint.clone().into();
-            audit.record("key_create", rec);
+            audit.record(Event::KeyCreate, rec);
             println!(
                 "created key '{}' version {} (RSA-{}) in {}",
                 meta.name,
@@ -124,7 +124,7 @@ pub(crate) fn run(k: KeyCommand, audit: &AuditLog) -> Result<()> {
             rec["new_version"] = v.version.into();
             rec["bits"] = v.bits.into();
             rec["fingerprint"] = v.fingerprint.clone().into();
-            audit.record("key_rotate", rec);
+            audit.record(Event::KeyRotate, rec);
             println!(
                 "key '{}' now has version {} (RSA-{}); volumes using {} rewrap to it automatically",
                 name,
@@ -164,7 +164,7 @@ pub(crate) fn run(k: KeyCommand, audit: &AuditLog) -> Result<()> {
             rec["version"] = version.into();
             rec["activation"] = activation.into();
             rec["expiry"] = expiry.into();
-            audit.record("key_set_dates", rec);
+            audit.record(Event::KeySetDates, rec);
             println!("key '{name}' version {version}: dates updated");
         }
         KeyCommand::Delete { store, retention, name } => {
@@ -175,7 +175,7 @@ pub(crate) fn run(k: KeyCommand, audit: &AuditLog) -> Result<()> {
             let d = m.deleted.unwrap();
             let mut rec = key_fields(&ks, &name);
             rec["purge_after"] = d.purge_after.clone().into();
-            audit.record("key_delete", rec);
+            audit.record(Event::KeyDelete, rec);
             println!(
                 "key '{name}' deleted: unwraps are refused now; 'cmkfs key recover {name}' restores it until {}",
                 d.purge_after
@@ -184,13 +184,13 @@ pub(crate) fn run(k: KeyCommand, audit: &AuditLog) -> Result<()> {
         KeyCommand::Recover { store, name } => {
             let ks = store.open();
             ks.recover(&name)?;
-            audit.record("key_recover", key_fields(&ks, &name));
+            audit.record(Event::KeyRecover, key_fields(&ks, &name));
             println!("key '{name}' recovered");
         }
         KeyCommand::Purge { store, name } => {
             let ks = store.open();
             ks.purge(&name)?;
-            audit.record("key_purge", key_fields(&ks, &name));
+            audit.record(Event::KeyPurge, key_fields(&ks, &name));
             println!("key '{name}' purged; volumes wrapped only by it cannot be opened again");
         }
     }
@@ -203,7 +203,7 @@ fn set_enabled(store: &StoreArg, key: &str, enabled: bool, audit: &AuditLog) -> 
     ks.set_enabled(name, version, enabled)?;
     let mut rec = key_fields(&ks, name);
     rec["version"] = version.into();
-    audit.record(if enabled { "key_enable" } else { "key_disable" }, rec);
+    audit.record(if enabled { Event::KeyEnable } else { Event::KeyDisable }, rec);
     let what = version
         .map(|v| format!("key '{name}' version {v}"))
         .unwrap_or(format!("key '{name}'"));

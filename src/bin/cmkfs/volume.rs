@@ -4,7 +4,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::args::VolumeCommand;
-use cmkfs::audit::AuditLog;
+use cmkfs::audit::{AuditLog, Event};
 
 pub(crate) fn run(v: VolumeCommand, audit: &AuditLog) -> Result<()> {
     use cmkfs::volume::trust;
@@ -38,7 +38,7 @@ pub(crate) fn run(v: VolumeCommand, audit: &AuditLog) -> Result<()> {
         VolumeCommand::Forget { volume } => {
             let r = trust::forget(&volume)?;
             audit.record(
-                "volume_forget",
+                Event::VolumeForget,
                 json!({"name": r.name, "cipher_dir": r.config.cipher_dir.display().to_string(), "pin": r.config.pin}),
             );
             println!(

@@ -36,7 +36,7 @@ use parking_lot::{Condvar, Mutex};
 use serde_json::json;
 
 use crate::access::Access;
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Event};
 use crate::format::{Keyslot, VolumeKeys};
 use crate::fs::CacheControl;
 use crate::provider::{call, ErrorKind, KeyInfo, KeyProvider, Unwrapped};
@@ -172,7 +172,7 @@ impl Checker {
         json!({"mountpoint": self.mountpoint.display().to_string(), "cipher_dir": self.dir.display().to_string()})
     }
 
-    fn audit(&self, event: &str, extra: serde_json::Value) {
+    fn audit(&self, event: Event, extra: serde_json::Value) {
         let mut v = self.audit_base();
         if let (Some(m), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
             m.extend(e);
@@ -266,7 +266,7 @@ impl Checker {
             // Checks are summarised in the audit log, not written one per interval.
             if last_summary.elapsed() >= Duration::from_secs(600) {
                 let snap = self.access.snapshot();
-                self.audit("check_summary", json!({"checks_ok": ok_count, "checks_failed": fail_count, "state": snap.state, "refused_ops_since_state_change": snap.refused}));
+                self.audit(Event::CheckSummary, json!({"checks_ok": ok_count, "checks_failed": fail_count, "state": snap.state, "refused_ops_since_state_change": snap.refused}));
                 last_summary = Instant::now();
                 ok_count = 0;
                 fail_count = 0;
@@ -312,7 +312,7 @@ impl Checker {
                     st.unreachable_since = None;
                 }
                 if was_failing {
-                    self.audit("check_ok", json!({"key_id": u.key.key_id, "key_version": u.key.version, "latency_ms": latency.as_secs_f64() * 1000.0}));
+                    self.audit(Event::CheckOk, json!({"key_id": u.key.key_id, "key_version": u.key.version, "latency_ms": latency.as_secs_f64() * 1000.0}));
                 }
                 let available = self.access.is_available();
                 let other_key = available
@@ -365,7 +365,7 @@ impl Checker {
                 }
                 tracing::warn!(error = %e, "key revalidation failed");
                 if first {
-                    self.audit("check_failed", json!({"provider": e.provider, "key": e.key, "kind": e.kind, "error": e.message, "latency_ms": latency.as_secs_f64() * 1000.0}));
+                    self.audit(Event::CheckFailed, json!({"provider": e.provider, "key": e.key, "kind": e.kind, "error": e.message, "latency_ms": latency.as_secs_f64() * 1000.0}));
                 }
                 Err(e.to_string())
             }
@@ -377,7 +377,7 @@ impl Checker {
     fn key_in_use(&self, u: Unwrapped) {
         if u.key.is_expired() && !self.expired_reported.swap(true, Ordering::SeqCst) {
             self.audit(
-                "key_expired_in_use",
+                Event::KeyExpiredInUse,
                 json!({"key_id": u.key.key_id, "key_version": u.key.version, "expiry": u.key.expiry}),
             );
         }
@@ -416,7 +416,7 @@ impl Checker {
             "volume is Inaccessible; keys dropped"
         );
         self.audit(
-            "state_change",
+            Event::StateChange,
             json!({"state": "Inaccessible", "reason": reason, "inodes_invalidated": ids.len()}),
         );
     }
@@ -427,7 +427,7 @@ impl Checker {
                 let refused = self.access.restore(Arc::new(keys), u.secret);
                 self.slot.lock().generation = header.generation;
                 tracing::info!(refused, "key access restored; volume is Available");
-                self.audit("state_change", json!({"state": "Available", "reason": "revalidation succeeded", "key_id": u.key.key_id, "key_version": u.key.version, "refused_ops_while_inaccessible": refused}));
+                self.audit(Event::StateChange, json!({"state": "Available", "reason": "revalidation succeeded", "key_id": u.key.key_id, "key_version": u.key.version, "refused_ops_while_inaccessible": refused}));
                 self.slot.lock().key = u.key;
                 Ok(())
             }
@@ -442,7 +442,7 @@ impl Checker {
     /// `cmkfs lock`: Inaccessible now, and until `unlock`.
     pub fn lock(&self, uid: u32) {
         self.access.set_locked(Some(uid));
-        self.audit("lock", json!({"requested_by_uid": uid}));
+        self.audit(Event::Lock, json!({"requested_by_uid": uid}));
         self.revoke(&format!(
             "locked by uid {uid} ('cmkfs unlock' revalidates with the key provider)"
         ));
@@ -454,7 +454,7 @@ impl Checker {
     pub fn unlock(&self, uid: u32) -> CheckResult {
         self.access.set_locked(None);
         let r = self.check_once();
-        self.audit("unlock", json!({"requested_by_uid": uid, "outcome": match &r { Ok(()) => "Available".to_string(), Err(e) => format!("still Inaccessible: {e}") }}));
+        self.audit(Event::Unlock, json!({"requested_by_uid": uid, "outcome": match &r { Ok(()) => "Available".to_string(), Err(e) => format!("still Inaccessible: {e}") }}));
         r
     }
 
@@ -500,7 +500,7 @@ impl Checker {
                     "the volume header was replaced by an older one (rollback); ignored"
                 );
                 self.audit(
-                    "header_rollback_ignored",
+                    Event::HeaderRollbackIgnored,
                     json!({"generation": parsed.header.generation, "in_use": known}),
                 );
             }
@@ -536,7 +536,7 @@ impl Checker {
                 s.slot = slot.clone();
                 drop(s);
                 tracing::info!(generation = parsed.header.generation, key = %slot.key_id, version = %slot.key_version, "volume header changed; now checking keyslot {}", slot.id);
-                self.audit("header_reloaded", json!({"generation": parsed.header.generation, "old_key": old.0, "old_version": old.1, "key_id": slot.key_id, "key_version": slot.key_version, "keyslot": slot.id}));
+                self.audit(Event::HeaderReloaded, json!({"generation": parsed.header.generation, "old_key": old.0, "old_version": old.1, "key_id": slot.key_id, "key_version": slot.key_version, "keyslot": slot.id}));
                 self.raise_pinned_generation(parsed.header.generation);
             }
             Err(e) => {
@@ -612,7 +612,7 @@ impl Checker {
                     s.slot = new_slot.clone();
                     s.generation = generation;
                 }
-                self.audit("rotate", json!({"auto": true, "key_id": new_slot.key_id, "old_version": slot.key_version, "new_version": new_slot.key_version, "generation": generation}));
+                self.audit(Event::Rotate, json!({"auto": true, "key_id": new_slot.key_id, "old_version": slot.key_version, "new_version": new_slot.key_version, "generation": generation}));
             }
             Err(e) => {
                 tracing::error!(error = %e, "automatic rewrap to the newer key version failed")

@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+mod event;
+pub use event::Event;
+
 use crate::crypto;
 use crate::util;
 
@@ -63,7 +66,7 @@ impl AuditLog {
 
     /// Appends one record: `event` plus `fields` (an object), with time, pid, uid, seq and
     /// the chain hash added.
-    pub fn append(&self, event: &str, fields: Value) -> io::Result<()> {
+    pub fn append(&self, event: Event, fields: Value) -> io::Result<()> {
         if let Some(d) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !d.exists() {
                 util::ensure_private_dir(d)?;
@@ -81,7 +84,7 @@ impl AuditLog {
         let mut rec = Map::new();
         rec.insert("seq".into(), Value::from(seq + 1));
         rec.insert("time".into(), Value::from(util::now_rfc3339_millis()));
-        rec.insert("event".into(), Value::from(event));
+        rec.insert("event".into(), Value::from(event.as_str()));
         rec.insert("pid".into(), Value::from(std::process::id()));
         rec.insert("uid".into(), Value::from(crate::sys::process::uid()));
         if let Value::Object(m) = fields {
@@ -98,9 +101,9 @@ impl AuditLog {
 
     /// Appends, logging (not failing) when the log cannot be written: used on paths where
     /// refusing service because of the log would be worse, and always visible in the daemon log.
-    pub fn record(&self, event: &str, fields: Value) {
+    pub fn record(&self, event: Event, fields: Value) {
         if let Err(e) = self.append(event, fields) {
-            tracing::error!(log = %self.path.display(), error = %e, event, "cannot write the audit log");
+            tracing::error!(log = %self.path.display(), error = %e, %event, "cannot write the audit log");
         }
     }
 }
@@ -195,7 +198,7 @@ mod tests {
         let p = d.path().join("a.jsonl");
         let log = AuditLog::new(&p);
         for i in 0..5 {
-            log.append("test", serde_json::json!({"i": i})).unwrap();
+            log.append(Event::Lock, serde_json::json!({"i": i})).unwrap();
         }
         let v = verify(&p).unwrap();
         assert_eq!(v.records, 5);
@@ -223,7 +226,7 @@ mod tests {
         assert!(!check(reordered).is_empty(), "reorder undetected");
         // Appending continues the chain after a clean log.
         std::fs::write(&p, text).unwrap();
-        log.append("more", serde_json::json!({})).unwrap();
+        log.append(Event::Unlock, serde_json::json!({})).unwrap();
         assert!(verify(&p).unwrap().problems.is_empty());
     }
 }
