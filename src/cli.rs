@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::audit::{self, AuditLog, ENV_AUDIT};
-use crate::keystore::{KeyStore, ENV_STORE};
+use crate::kms::local::store::{KeyStore, ENV_STORE};
 use crate::mount::{self, MountOptions};
 use crate::volume::{self, SlotRole};
 use crate::{control, revalidation};
@@ -1190,7 +1190,7 @@ fn anyhow_to_volume(msg: String) -> volume::VolumeError {
 fn kek_test(uri: &str, iterations: usize, json: bool) -> Result<()> {
     use crate::crypto::SecretKey;
     let t_open = std::time::Instant::now();
-    let p = crate::provider::open(uri)?;
+    let p = crate::kms::open(uri)?;
     let info = p.current()?;
     let open_ms = t_open.elapsed().as_secs_f64() * 1000.0;
     let secret = SecretKey::random();
@@ -1218,14 +1218,14 @@ fn kek_test(uri: &str, iterations: usize, json: bool) -> Result<()> {
         );
     } else {
         println!(
-            "KEK {} ({} key {} version {}, RSA-{}) works",
+            "KEK {} ({} key {} version {}, {}) works",
             p.uri(),
             info.provider,
             info.key_id,
             wrapped.key.version,
-            info.bits
+            info.bits_text()
         );
-        println!("fingerprint  {}", info.fingerprint);
+        println!("fingerprint  {}", info.fingerprint_text());
         println!("open+lookup  {open_ms:.2} ms, wrap {wrap_ms:.2} ms");
         println!(
             "unwrap       median {median:.2} ms, min {:.2} ms, max {:.2} ms over {}",

@@ -4,11 +4,12 @@
 //!
 //! - [`access`]: the Available/Inaccessible gate every filesystem operation passes.
 //! - [`audit`]: the hash-chained audit log of key operations and state changes.
-//! - [`crypto`]: AES-256-GCM, HKDF-SHA256, HMAC, randomness, zeroizing key type.
+//! - [`crypto`]: AES-256-GCM, HKDF-SHA256, HMAC, randomness, zeroizing key type, RSA-OAEP
+//!   (aws-lc-rs).
 //! - [`format`]: the on-disk format (volume header, file header, block layout); the code
 //!   version of docs/FORMAT.md.
-//! - [`provider`]: the [`provider::KeyProvider`] trait and the providers that hold KEKs.
-//! - [`keystore`]: the local key store behind the `local:` provider.
+//! - [`kms`]: key services: the [`kms::KeyProvider`] trait and the providers that hold KEKs
+//!   (the local key store behind `local:` is [`kms::local::store`]).
 //! - [`volume`]: creating a volume and unlocking it with a KEK.
 //! - [`fs`]: the FUSE filesystem (inodes, handles, the encrypted data path).
 //! - [`fsck`]: offline/online verification of every header, block and xattr.
@@ -27,9 +28,8 @@ pub mod crypto;
 pub mod format;
 pub mod fs;
 pub mod fsck;
-pub mod keystore;
+pub mod kms;
 pub mod mount;
-pub mod provider;
 pub mod revalidation;
 pub mod util;
 pub mod volume;

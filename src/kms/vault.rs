@@ -28,14 +28,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::rsa_kek::RsaPublicKey;
+use crate::crypto::rsa::RsaPublicKey;
 use base64::Engine as _;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use super::http::{self, Http};
-use super::{params, rsa_kek, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use super::{params, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use crate::crypto::rsa;
 use crate::crypto::SecretKey;
 
 /// URI scheme.
@@ -399,7 +400,7 @@ impl VaultProvider {
                 ),
             )
         })?;
-        let k = rsa_kek::public_from_pem(pem)
+        let k = rsa::public_from_pem(pem)
             .map_err(|e| self.err(ErrorKind::Misconfigured, format!("version {version} public key: {e}")))?;
         self.public.lock().insert(version, k.clone());
         Ok(k)
@@ -409,7 +410,7 @@ impl VaultProvider {
         let meta = self.read_key()?;
         let version = self.pinned.unwrap_or(meta.latest);
         let k = self.public_key(&meta, version)?;
-        Ok((rsa_kek::key_info(SCHEME, &self.key_id(), &version.to_string(), &k), k))
+        Ok((KeyInfo::for_public(SCHEME, &self.key_id(), &version.to_string(), &k), k))
     }
 
     fn key_id(&self) -> String {
@@ -506,7 +507,7 @@ impl KeyProvider for VaultProvider {
     fn wrap(&self, secret: &SecretKey) -> Result<Wrapped, ProviderError> {
         let (info, k) = self.current_key()?;
         Ok(Wrapped {
-            ciphertext: rsa_kek::wrap_with(&k, rsa_kek::OaepHash::Sha256, secret),
+            ciphertext: rsa::wrap_with(&k, rsa::OaepHash::Sha256, secret),
             key: info,
         })
     }
@@ -562,17 +563,10 @@ impl KeyProvider for VaultProvider {
             .map(Ok)
             .unwrap_or_else(|| self.read_key().and_then(|m| self.public_key(&m, v)))
         {
-            Ok(k) => rsa_kek::key_info(SCHEME, &self.key_id(), &v.to_string(), &k),
+            Ok(k) => KeyInfo::for_public(SCHEME, &self.key_id(), &v.to_string(), &k),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read the Transit key's public key; unwrap still succeeded");
-                KeyInfo {
-                    provider: SCHEME.into(),
-                    key_id: self.key_id(),
-                    version: v.to_string(),
-                    bits: wrapped.len() * 8,
-                    fingerprint: String::new(),
-                    expiry: None,
-                }
+                KeyInfo::without_public(SCHEME, &self.key_id(), &v.to_string())
             }
         };
         Ok(Unwrapped { secret, key })

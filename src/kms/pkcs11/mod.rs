@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use super::rsa_kek::RsaPublicKey;
+use crate::crypto::rsa::RsaPublicKey;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
@@ -60,8 +60,8 @@ use cryptoki::types::AuthPin;
 use parking_lot::{Mutex, RwLock};
 use zeroize::Zeroizing;
 
-use super::rsa_kek::{self, OaepHash};
 use super::{params, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use crate::crypto::rsa::{self, OaepHash};
 use crate::crypto::{self, SecretKey};
 
 /// URI scheme.
@@ -355,7 +355,7 @@ fn parse(rest: &str) -> Result<Config, String> {
         ));
     }
     let oaep = match q.remove("oaep") {
-        Some(h) => OaepHash::parse(&h)?,
+        Some(h) => OaepHash::parse(&h).map_err(|e| e.to_string())?,
         None => OaepHash::Sha256,
     };
     Ok(Config {
@@ -757,7 +757,7 @@ impl Pkcs11Provider {
                 parts(*h)?
             }
         };
-        rsa_kek::public_from_parts(&n, &e).map_err(|m| Fail::plain(ErrorKind::Misconfigured, m))
+        rsa::public_from_parts(&n, &e).map_err(|m| Fail::plain(ErrorKind::Misconfigured, m.to_string()))
     }
 
     fn can_decrypt(&self, s: &Session, private: ObjectHandle) -> Result<bool, Fail> {
@@ -768,7 +768,7 @@ impl Pkcs11Provider {
     }
 
     fn info(&self, key: &RsaPublicKey) -> KeyInfo {
-        rsa_kek::key_info(SCHEME, &self.key_name, VERSION, key)
+        KeyInfo::for_public(SCHEME, &self.key_name, VERSION, key)
     }
 
     fn mechanism(&self) -> Mechanism<'static> {
@@ -801,7 +801,7 @@ impl Pkcs11Provider {
             Err(f) => return f,
         };
         let probe = SecretKey::random();
-        let ct = rsa_kek::wrap_with(public, self.cfg.oaep, &probe);
+        let ct = rsa::wrap_with(public, self.cfg.oaep, &probe);
         let works = s
             .decrypt(mech, k, &ct)
             .map(Zeroizing::new)
@@ -853,7 +853,7 @@ impl KeyProvider for Pkcs11Provider {
     fn wrap(&self, secret: &SecretKey) -> Result<Wrapped, ProviderError> {
         let key = self.usable_public()?;
         Ok(Wrapped {
-            ciphertext: rsa_kek::wrap_with(&key, self.cfg.oaep, secret),
+            ciphertext: rsa::wrap_with(&key, self.cfg.oaep, secret),
             key: self.info(&key),
         })
     }
@@ -864,13 +864,13 @@ impl KeyProvider for Pkcs11Provider {
         let (secret, key) = self.run(|s| {
             let k = self.find_private(s)?;
             let public = self.public_key(s, k)?;
-            if wrapped.len() != rsa_kek::bits(&public).div_ceil(8) {
+            if wrapped.len() != rsa::bits(&public).div_ceil(8) {
                 return Err(Fail::plain(
                     ErrorKind::UnwrapFailed,
                     format!(
                         "the keyslot holds {} bytes, not an RSA-{} ciphertext (made by another key?)",
                         wrapped.len(),
-                        rsa_kek::bits(&public)
+                        rsa::bits(&public)
                     ),
                 ));
             }

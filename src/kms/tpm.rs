@@ -42,7 +42,7 @@
 
 use std::str::FromStr;
 
-use super::rsa_kek::RsaPublicKey;
+use crate::crypto::rsa::RsaPublicKey;
 use parking_lot::Mutex;
 use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::response_code::Tss2ResponseCode;
@@ -58,8 +58,8 @@ use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::Context;
 use zeroize::Zeroizing;
 
-use super::rsa_kek::{self, OaepHash};
 use super::{params, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use crate::crypto::rsa::{self, OaepHash};
 use crate::crypto::SecretKey;
 
 /// URI scheme.
@@ -108,7 +108,11 @@ impl TpmProvider {
         let p = params::parse_params(query, '&', PARAMS).map_err(|m| mis(format!("{m} in '{uri}'")))?;
         let tcti = p.get("tcti").cloned().unwrap_or_else(|| DEFAULT_TCTI.to_string());
         let tcti_conf = parse_tcti(&tcti).map_err(mis)?;
-        let oaep = p.get("oaep").map(|s| OaepHash::parse(s)).transpose().map_err(mis)?;
+        let oaep = p
+            .get("oaep")
+            .map(|s| OaepHash::parse(s))
+            .transpose()
+            .map_err(|e| mis(e.to_string()))?;
         let pcrs = match p.get("pcrs") {
             Some(v) => Some((v.clone(), parse_pcrs(v).map_err(mis)?)),
             None => None,
@@ -238,10 +242,10 @@ impl TpmProvider {
             0 => 65537,
             e => e,
         };
-        let public = rsa_kek::public_from_parts(unique.value(), &exponent.to_be_bytes())
-            .map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
-        let fp = rsa_kek::fingerprint(&public);
-        let info = rsa_kek::key_info(SCHEME, &self.key_id, &fp[..16], &public);
+        let public = rsa::public_from_parts(unique.value(), &exponent.to_be_bytes())
+            .map_err(|m| self.err(ErrorKind::Misconfigured, m.to_string()))?;
+        let fp = rsa::fingerprint(&public);
+        let info = KeyInfo::for_public(SCHEME, &self.key_id, &fp[..16], &public);
         Ok(KeyState {
             handle,
             public,
@@ -394,7 +398,7 @@ impl KeyProvider for TpmProvider {
     fn wrap(&self, secret: &SecretKey) -> Result<Wrapped, ProviderError> {
         let key = self.with_tpm(|ctx| self.lookup(ctx))?;
         Ok(Wrapped {
-            ciphertext: rsa_kek::wrap_with(&key.public, key.hash, secret),
+            ciphertext: rsa::wrap_with(&key.public, key.hash, secret),
             key: key.info,
         })
     }
@@ -408,18 +412,20 @@ impl KeyProvider for TpmProvider {
                     format!(
                         "the key at handle {} was replaced: it is version {} (fingerprint {}), the keyslot was \
                          wrapped by version {version}; re-persist the original key or unlock with another keyslot",
-                        self.key_id, key.info.version, key.info.fingerprint
+                        self.key_id,
+                        key.info.version,
+                        key.info.fingerprint_text()
                     ),
                 ));
             }
-            if wrapped.len() != key.info.bits.div_ceil(8) {
+            let bits = key.public.bits();
+            if wrapped.len() != bits.div_ceil(8) {
                 return Err(self.err(
                     ErrorKind::UnwrapFailed,
                     format!(
-                        "the keyslot's ciphertext is {} bytes, not {} as RSA-{} makes: corrupted",
+                        "the keyslot's ciphertext is {} bytes, not {} as RSA-{bits} makes: corrupted",
                         wrapped.len(),
-                        key.info.bits.div_ceil(8),
-                        key.info.bits
+                        bits.div_ceil(8),
                     ),
                 ));
             }

@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use super::{params, rsa_kek, trust, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use super::{params, trust, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use crate::crypto::rsa;
 use crate::crypto::SecretKey;
 
 /// URI scheme.
@@ -235,7 +236,7 @@ impl ExecProvider {
         }
     }
 
-    fn check(&self) -> Result<(KeyInfo, rsa_kek::RsaPublicKey), ProviderError> {
+    fn check(&self) -> Result<(KeyInfo, rsa::RsaPublicKey), ProviderError> {
         let out = self.call("check", None, b"")?;
         let c: CheckOutput = serde_json::from_slice(&out).map_err(|e| {
             self.err(
@@ -243,10 +244,10 @@ impl ExecProvider {
                 format!("'check' printed no valid JSON ({e}); see docs/providers/exec.md"),
             )
         })?;
-        let public = rsa_kek::public_from_pem(&c.public_key_pem)
+        let public = rsa::public_from_pem(&c.public_key_pem)
             .map_err(|m| self.err(ErrorKind::Misconfigured, format!("'check' public_key_pem: {m}")))?;
         let key_id = c.key_id.unwrap_or_else(|| self.key_label());
-        let mut info = rsa_kek::key_info(SCHEME, &key_id, &c.version, &public);
+        let mut info = KeyInfo::for_public(SCHEME, &key_id, &c.version, &public);
         info.expiry = c.expiry;
         Ok((info, public))
     }
@@ -266,7 +267,7 @@ impl KeyProvider for ExecProvider {
         if !self.wrap_in_program {
             return Ok(Wrapped {
                 key: info,
-                ciphertext: rsa_kek::wrap(&public, secret),
+                ciphertext: rsa::wrap(&public, secret),
             });
         }
         let input = Zeroizing::new(B64.encode(secret.expose()));
@@ -306,14 +307,7 @@ impl KeyProvider for ExecProvider {
             )
         })?;
         // The program may report a key id of its own; keep ours plus the version asked for.
-        let key = KeyInfo {
-            provider: SCHEME.into(),
-            key_id: self.key_label(),
-            version: version.into(),
-            bits: 0,
-            fingerprint: String::new(),
-            expiry: None,
-        };
+        let key = KeyInfo::without_public(SCHEME, &self.key_label(), version);
         Ok(Unwrapped { secret, key })
     }
 }

@@ -25,14 +25,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::rsa_kek::RsaPublicKey;
+use crate::crypto::rsa::RsaPublicKey;
 use base64::Engine as _;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use super::http::{self, Http};
-use super::{params, rsa_kek, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use super::{params, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use crate::crypto::rsa;
 use crate::crypto::SecretKey;
 
 /// URI scheme.
@@ -258,9 +259,9 @@ impl AwsKmsProvider {
             .as_str()
             .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
             .ok_or_else(|| self.err(ErrorKind::Unreachable, "GetPublicKey answered without a PublicKey"))?;
-        let k = rsa_kek::public_from_der(&der).map_err(|e| self.err(ErrorKind::Misconfigured, e))?;
+        let k = rsa::public_from_der(&der).map_err(|e| self.err(ErrorKind::Misconfigured, e.to_string()))?;
         let id = r["KeyId"].as_str().unwrap_or(&self.key).to_string();
-        let info = rsa_kek::key_info(SCHEME, &id, "1", &k);
+        let info = KeyInfo::for_public(SCHEME, &id, "1", &k);
         *self.public.lock() = Some((info.clone(), k.clone()));
         Ok((info, k))
     }
@@ -480,7 +481,7 @@ impl KeyProvider for AwsKmsProvider {
                 .and_then(|c| b64.decode(c).ok())
                 .ok_or_else(|| self.err(ErrorKind::Unreachable, "Encrypt answered without a CiphertextBlob"))?
         } else {
-            rsa_kek::wrap_with(&k, rsa_kek::OaepHash::Sha256, secret)
+            rsa::wrap_with(&k, rsa::OaepHash::Sha256, secret)
         };
         Ok(Wrapped { key: info, ciphertext })
     }
@@ -526,14 +527,7 @@ impl KeyProvider for AwsKmsProvider {
             Err(e) => {
                 // Decrypt is allowed but GetPublicKey is not: still unwrapped.
                 tracing::debug!(error = %e, "GetPublicKey failed after a successful Decrypt");
-                KeyInfo {
-                    provider: SCHEME.into(),
-                    key_id: r.key_id.clone().unwrap_or_else(|| self.key.clone()),
-                    version: "1".into(),
-                    bits: wrapped.len() * 8,
-                    fingerprint: String::new(),
-                    expiry: None,
-                }
+                KeyInfo::without_public(SCHEME, r.key_id.as_deref().unwrap_or(&self.key), "1")
             }
         };
         Ok(Unwrapped { secret, key })
