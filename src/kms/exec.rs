@@ -41,7 +41,7 @@ use base64::Engine;
 use zeroize::Zeroizing;
 
 use super::{params, trust, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
-use crate::crypto::rsa;
+use crate::crypto::rsa::{self, OaepHash};
 use crate::crypto::SecretKey;
 
 /// URI scheme.
@@ -88,13 +88,13 @@ impl ExecProvider {
     pub fn open(uri: &str, rest: &str) -> Result<Self, ProviderError> {
         let bad = |m: String| ProviderError::new(ErrorKind::Misconfigured, SCHEME, uri, m);
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let p = params::parse_params(query, '&', &["key", "timeout", "wrap"]).map_err(&bad)?;
-        let program = PathBuf::from(params::percent_decode(path).map_err(&bad)?);
+        let p = params::parse_params(query, '&', &["key", "timeout", "wrap"]).map_err(|e| bad(e.to_string()))?;
+        let program = PathBuf::from(params::percent_decode(path).map_err(|e| bad(e.to_string()))?);
         if !program.is_absolute() {
             return Err(bad("the program must be an absolute path: exec:/path/to/program".into()));
         }
         let timeout = match p.get("timeout") {
-            Some(t) => params::parse_duration(t).map_err(&bad)?,
+            Some(t) => params::parse_duration(t).map_err(|e| bad(e.to_string()))?,
             None => Duration::from_secs(10),
         };
         let wrap_in_program = match p.get("wrap").map(String::as_str) {
@@ -265,10 +265,7 @@ impl KeyProvider for ExecProvider {
     fn wrap(&self, secret: &SecretKey) -> Result<Wrapped, ProviderError> {
         let (mut info, public) = self.check()?;
         if !self.wrap_in_program {
-            return Ok(Wrapped {
-                key: info,
-                ciphertext: rsa::wrap(&public, secret),
-            });
+            return Ok(Wrapped::locally(info, &public, OaepHash::Sha256, secret));
         }
         let input = Zeroizing::new(B64.encode(secret.expose()));
         let out = self.call("wrap", None, input.as_bytes())?;

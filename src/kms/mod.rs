@@ -35,7 +35,7 @@ pub mod trust;
 #[cfg(feature = "vault")]
 pub mod vault;
 
-use crate::crypto::rsa::{self, RsaPublicKey};
+use crate::crypto::rsa::{self, OaepHash, RsaPublicKey};
 use crate::crypto::SecretKey;
 
 /// What kind of failure a provider reported.
@@ -165,6 +165,17 @@ pub struct Wrapped {
     pub ciphertext: Vec<u8>,
 }
 
+impl Wrapped {
+    /// Wraps `secret` here, with the public key `key` describes and the given OAEP hash: how
+    /// every provider wraps (the private key is never needed to wrap).
+    pub fn locally(key: KeyInfo, public: &RsaPublicKey, hash: OaepHash, secret: &SecretKey) -> Self {
+        Wrapped {
+            ciphertext: rsa::wrap_with(public, hash, secret),
+            key,
+        }
+    }
+}
+
 /// The result of unwrapping.
 pub struct Unwrapped {
     /// The volume key. Zeroized on drop.
@@ -186,8 +197,8 @@ pub trait KeyProvider: Send + Sync {
     fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<Unwrapped, ProviderError>;
     /// The OAEP hash [`KeyProvider::wrap`] uses, recorded in the keyslot's `algorithm`
     /// field. SHA-256 unless the provider was configured for a SHA-1-only token.
-    fn oaep_hash(&self) -> rsa::OaepHash {
-        rsa::OaepHash::Sha256
+    fn oaep_hash(&self) -> OaepHash {
+        OaepHash::Sha256
     }
 }
 

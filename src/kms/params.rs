@@ -10,45 +10,109 @@ use zeroize::Zeroizing;
 
 use super::{ErrorKind, ProviderError};
 
-/// Decodes `%XX` escapes (RFC 3986). Invalid escapes are an error rather than passed through.
-pub fn percent_decode(s: &str) -> Result<String, String> {
+/// Why URI parameters were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    /// A `%` not followed by exactly two hex digits.
+    #[error("bad percent escape in '{0}'")]
+    BadEscape(String),
+    /// Escapes that decode to bytes that are not UTF-8, where text is expected.
+    #[error("'{0}' does not decode to UTF-8")]
+    NotUtf8(String),
+    /// A parameter without `=`.
+    #[error("'{0}' is not name=value")]
+    NotNameValue(String),
+    /// A name the provider does not know (a typo must not be silently ignored).
+    #[error("unknown parameter '{name}' (known: {known})")]
+    Unknown {
+        /// The name given.
+        name: String,
+        /// The names this provider accepts, comma-separated.
+        known: String,
+    },
+    /// The same name twice.
+    #[error("parameter '{0}' given twice")]
+    Twice(String),
+    /// A duration humantime does not parse.
+    #[error("bad duration '{value}': {reason}")]
+    BadDuration {
+        /// The value given.
+        value: String,
+        /// humantime's reason.
+        reason: String,
+    },
+}
+
+/// The value of one ASCII hex digit. Stricter than `u8::from_str_radix`, which also takes
+/// a leading `+` (so `%+f` would decode).
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes `%XX` escapes (RFC 3986) into bytes, for values that need not be UTF-8 (a
+/// PKCS#11 `id`). Anything but two hex digits after `%` is an error rather than passed
+/// through.
+pub fn percent_decode_bytes(s: &str) -> Result<Vec<u8>, ParamError> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent escape in '{s}'"))?;
-            out.push(hex);
+            let byte = match (
+                b.get(i + 1).copied().and_then(hex_digit),
+                b.get(i + 2).copied().and_then(hex_digit),
+            ) {
+                (Some(hi), Some(lo)) => hi << 4 | lo,
+                _ => return Err(ParamError::BadEscape(s.to_string())),
+            };
+            out.push(byte);
             i += 3;
         } else {
             out.push(b[i]);
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("'{s}' does not decode to UTF-8"))
+    Ok(out)
+}
+
+/// Decodes `%XX` escapes (RFC 3986) into text.
+pub fn percent_decode(s: &str) -> Result<String, ParamError> {
+    String::from_utf8(percent_decode_bytes(s)?).map_err(|_| ParamError::NotUtf8(s.to_string()))
 }
 
 /// Parses `a=1<sep>b=2` into a map, percent-decoding values. Repeated or empty names are
 /// refused, and so is any name not in `allowed`, so that a typo in a URI is an error
 /// rather than a silently ignored setting.
-pub fn parse_params(s: &str, sep: char, allowed: &[&str]) -> Result<BTreeMap<String, String>, String> {
+pub fn parse_params(s: &str, sep: char, allowed: &[&str]) -> Result<BTreeMap<String, String>, ParamError> {
     let mut m = BTreeMap::new();
     for part in s.split(sep).filter(|p| !p.is_empty()) {
         let (k, v) = part
             .split_once('=')
-            .ok_or_else(|| format!("'{part}' is not name=value"))?;
+            .ok_or_else(|| ParamError::NotNameValue(part.to_string()))?;
         let k = percent_decode(k)?;
         if !allowed.contains(&k.as_str()) {
-            return Err(format!("unknown parameter '{k}' (known: {})", allowed.join(", ")));
+            return Err(ParamError::Unknown {
+                name: k,
+                known: allowed.join(", "),
+            });
         }
         if m.insert(k.clone(), percent_decode(v)?).is_some() {
-            return Err(format!("parameter '{k}' given twice"));
+            return Err(ParamError::Twice(k));
         }
     }
     Ok(m)
+}
+
+/// True for the secret-source forms [`read_secret`] accepts: `file:/ABSOLUTE/PATH`, a bare
+/// absolute path, or `env:NAME`. Providers check it when a URI is opened, so that a secret
+/// pasted into a URI is refused before anything stores or prints it.
+pub fn is_secret_source(spec: &str) -> bool {
+    spec.starts_with("env:") || spec.strip_prefix("file:").unwrap_or(spec).starts_with('/')
 }
 
 /// Reads a secret from `file:/path`, a bare absolute path, or `env:NAME`. One trailing
@@ -64,7 +128,7 @@ pub fn read_secret(spec: &str, provider: &str, key: &str) -> Result<Zeroizing<St
         });
     }
     let path = spec.strip_prefix("file:").unwrap_or(spec);
-    if !path.starts_with('/') {
+    if !is_secret_source(spec) {
         return Err(err(format!(
             "secret source '{spec}' must be file:/ABSOLUTE/PATH or env:NAME (never the secret itself)"
         )));
@@ -81,8 +145,11 @@ pub fn read_secret(spec: &str, provider: &str, key: &str) -> Result<Zeroizing<St
 }
 
 /// A duration parameter such as `timeout=5s` (humantime syntax).
-pub fn parse_duration(v: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(v).map_err(|e| format!("bad duration '{v}': {e}"))
+pub fn parse_duration(v: &str) -> Result<std::time::Duration, ParamError> {
+    humantime::parse_duration(v).map_err(|e| ParamError::BadDuration {
+        value: v.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -98,6 +165,34 @@ mod tests {
         assert!(parse_params("token=a;token=b", ';', &["token"]).is_err());
         assert!(parse_params("token", ';', &["token"]).is_err());
         assert!(percent_decode("%zz").is_err());
+    }
+
+    #[test]
+    fn percent_escapes_are_exactly_two_hex_digits() {
+        assert_eq!(
+            percent_decode_bytes("a%01%fF%20b").unwrap(),
+            [b'a', 1, 0xff, b' ', b'b']
+        );
+        assert_eq!(percent_decode("My%20Token").unwrap(), "My Token");
+        // `u8::from_str_radix` takes a sign: "+f" would have decoded to 0x0f.
+        for bad in ["%+f", "%-1", "%f", "%", "a%2", "%zz", "% 1", "%1+"] {
+            assert_eq!(
+                percent_decode_bytes(bad),
+                Err(ParamError::BadEscape(bad.to_string())),
+                "{bad}"
+            );
+        }
+        assert_eq!(percent_decode("%ff"), Err(ParamError::NotUtf8("%ff".into())));
+    }
+
+    #[test]
+    fn secret_sources() {
+        for ok in ["env:PIN", "file:/etc/pin", "/etc/pin"] {
+            assert!(is_secret_source(ok), "{ok}");
+        }
+        for bad in ["1234", "file:pin", "file:", "env", "pin-file"] {
+            assert!(!is_secret_source(bad), "{bad}");
+        }
     }
 
     #[test]

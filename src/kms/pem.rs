@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use super::{trust, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
-use crate::crypto::rsa;
+use crate::crypto::rsa::{self, OaepHash};
 use crate::crypto::SecretKey;
 
 /// URI scheme.
@@ -69,10 +69,7 @@ impl KeyProvider for PemProvider {
 
     fn wrap(&self, secret: &SecretKey) -> Result<Wrapped, ProviderError> {
         let (key, info) = self.load()?;
-        Ok(Wrapped {
-            key: info,
-            ciphertext: rsa::wrap(&key.to_public_key(), secret),
-        })
+        Ok(Wrapped::locally(info, &key.to_public_key(), OaepHash::Sha256, secret))
     }
 
     fn unwrap(&self, _version: &str, wrapped: &[u8]) -> Result<Unwrapped, ProviderError> {

@@ -119,7 +119,7 @@ impl TpmProvider {
         };
         let auth = p.get("auth").cloned();
         if let Some(a) = &auth {
-            if !(a.starts_with("env:") || a.starts_with("file:/") || a.starts_with('/')) {
+            if !params::is_secret_source(a) {
                 return Err(mis(format!(
                     "auth= must name where the auth value is (file:/ABSOLUTE/PATH or env:NAME), \
                      never the value itself; got '{a}'"
@@ -397,10 +397,7 @@ impl KeyProvider for TpmProvider {
 
     fn wrap(&self, secret: &SecretKey) -> Result<Wrapped, ProviderError> {
         let key = self.with_tpm(|ctx| self.lookup(ctx))?;
-        Ok(Wrapped {
-            ciphertext: rsa::wrap_with(&key.public, key.hash, secret),
-            key: key.info,
-        })
+        Ok(Wrapped::locally(key.info, &key.public, key.hash, secret))
     }
 
     fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<Unwrapped, ProviderError> {
@@ -482,7 +479,7 @@ impl KeyProvider for TpmProvider {
 
 /// Parses a persistent handle: `0x81000001` or decimal.
 fn parse_handle(s: &str) -> Result<u32, String> {
-    let s = params::percent_decode(s)?;
+    let s = params::percent_decode(s).map_err(|e| e.to_string())?;
     let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(h) => u32::from_str_radix(h, 16).ok(),
         None => s.parse::<u32>().ok(),

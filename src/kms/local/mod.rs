@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::{ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
-use crate::crypto::rsa;
+use crate::crypto::rsa::{self, OaepHash};
 use crate::crypto::SecretKey;
 use store::{KeyStore, StoreError, VersionMeta};
 
@@ -189,10 +189,7 @@ impl KeyProvider for LocalProvider {
             .map_err(|e| self.store_err(e))?;
         let public = key.to_public_key();
         rsa::check_bits(rsa::bits(&public)).map_err(|m| self.err(ErrorKind::Misconfigured, m.to_string()))?;
-        Ok(Wrapped {
-            key: self.info(&v),
-            ciphertext: rsa::wrap(&public, secret),
-        })
+        Ok(Wrapped::locally(self.info(&v), &public, OaepHash::Sha256, secret))
     }
 
     fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<Unwrapped, ProviderError> {
