@@ -128,12 +128,13 @@ impl ExecProvider {
     /// writable by group or others, and so must every directory on its path from `/`, link
     /// targets included (a sticky, world-writable directory such as /tmp is refused too).
     fn check_program(&self) -> Result<(), ProviderError> {
-        let misconfigured = |m: String| self.err(ErrorKind::Misconfigured, format!("{m}; the daemon will not run it"));
-        let (real, md) = trust::resolve_trusted(&self.program, "program").map_err(misconfigured)?;
+        let misconfigured =
+            |m: &dyn std::fmt::Display| self.err(ErrorKind::Misconfigured, format!("{m}; the daemon will not run it"));
+        let (real, md) = trust::resolve_trusted(&self.program, "program").map_err(|e| misconfigured(&e))?;
         if !md.is_file() || md.permissions().mode() & 0o111 == 0 {
-            return Err(misconfigured(format!("{} is not an executable file", real.display())));
+            return Err(misconfigured(&format!("{} is not an executable file", real.display())));
         }
-        trust::check_owner_and_mode(&real, &md, "program", crate::util::euid()).map_err(misconfigured)?;
+        trust::check_owner_and_mode(&real, &md, "program", crate::util::euid()).map_err(|e| misconfigured(&e))?;
         Ok(())
     }
 

@@ -169,7 +169,7 @@ impl VaultProvider {
         if ca.is_some() && addr.starts_with("http://") {
             return Err(bad("ca= given for a plain http:// address".into()));
         }
-        let http = Http::new(timeout, ca.as_deref()).map_err(bad)?;
+        let http = Http::new(timeout, ca.as_deref()).map_err(|e| bad(e.to_string()))?;
         Ok(VaultProvider {
             uri: uri.into(),
             addr,

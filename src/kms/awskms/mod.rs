@@ -131,7 +131,7 @@ impl AwsKmsProvider {
         if timeout.is_zero() || timeout > Duration::from_secs(300) {
             return Err(bad("timeout must be between 1ms and 5m".into()));
         }
-        let http = Http::new(timeout, None).map_err(bad)?;
+        let http = Http::new(timeout, None).map_err(|e| bad(e.to_string()))?;
         Ok(AwsKmsProvider {
             uri: uri.into(),
             key: key.into(),

@@ -148,7 +148,7 @@ pub enum StoreError {
     },
     /// A store directory or file that someone other than root or this user could change.
     #[error("key store {0}; refusing to use it")]
-    Untrusted(String),
+    Untrusted(trust::Untrusted),
     /// I/O failure.
     #[error("key store {path}: {source}")]
     Io {
