@@ -15,7 +15,8 @@
 //! environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) unless the URI
 //! names a `profile`, then the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default
 //! `~/.aws/credentials`) and the config file (`AWS_CONFIG_FILE`, default `~/.aws/config`).
-//! Requests are KMS JSON 1.1 calls signed with SigV4 ([`sigv4`]).
+//! Requests are KMS JSON 1.1 calls signed with SigV4 ([`sigv4`]); the credential chain is
+//! [`credentials`].
 //!
 //! Unwrap is always `Decrypt` with `EncryptionAlgorithm=RSAES_OAEP_SHA_256` inside KMS. KMS
 //! keys have no versions a client sees (rotation of asymmetric keys means a new key): the

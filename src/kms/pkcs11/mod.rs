@@ -42,6 +42,10 @@
 //! CKR_ENCRYPTED_DATA_INVALID / LEN_RANGE or a result that is not 32 bytes → *unwrap failed*.
 //! A PIN the token refused is not presented again until the PIN source changes, so that the
 //! periodic revalidation cannot lock the token's user PIN.
+//!
+//! Files: `uri.rs` parses the URI, `pool.rs` holds the process-wide module registry and the
+//! session pool, `classify.rs` decides retries and error kinds; this file finds the token,
+//! logs in and performs the operations.
 
 mod classify;
 mod pool;
