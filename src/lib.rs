@@ -6,13 +6,14 @@
 //!
 //! - [`access`]: the Available/Inaccessible gate every filesystem operation passes.
 //! - [`audit`]: the hash-chained audit log of key operations and state changes.
-//! - [`crypto`]: AES-256-GCM, HKDF-SHA256, HMAC, randomness, zeroizing key type.
+//! - [`crypto`]: AES-256-GCM, HKDF-SHA256, HMAC, randomness, zeroizing key type, RSA-OAEP
+//!   (aws-lc-rs).
 //! - [`format`]: the on-disk format (volume header, file header, block layout); the code
 //!   version of docs/FORMAT.md. Pure: no I/O.
 //! - [`store`]: block I/O of the format's layout plans, writer session stamps, rekey
 //!   journals.
-//! - [`provider`]: the [`provider::KeyProvider`] trait and the providers that hold KEKs.
-//! - [`keystore`]: the local key store behind the `local:` provider.
+//! - [`kms`]: key services: the [`kms::KeyProvider`] trait and the providers that hold KEKs
+//!   (the local key store behind `local:` is [`kms::local::store`]).
 //! - [`volume`]: creating a volume and unlocking it with a KEK; keyslots and their rules;
 //!   mount settings (command line over configuration over defaults).
 //! - [`fs`]: the FUSE filesystem (inodes, handles, the encrypted data path).
@@ -31,8 +32,7 @@ pub mod daemon;
 pub mod format;
 pub mod fs;
 pub mod fsck;
-pub mod keystore;
-pub mod provider;
+pub mod kms;
 pub mod store;
 pub mod sys;
 pub mod util;

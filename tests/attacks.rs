@@ -701,7 +701,7 @@ fn substituted_volume_key_keeping_the_volume_id_is_refused() {
         .collect();
     let attacker_key = SecretKey::random();
     // Wrapping needs only the public key; the local provider gives it to us.
-    let p = cmkfs::provider::open(&v.uri).unwrap();
+    let p = cmkfs::kms::open(&v.uri).unwrap();
     let w = p.wrap(&attacker_key).unwrap();
     body["keyslots"][0]["wrapped_key"] = b64.encode(&w.ciphertext).into();
     let g = body["generation"].as_u64().unwrap();

@@ -23,8 +23,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
+use cmkfs::crypto::rsa;
 use cmkfs::crypto::SecretKey;
-use cmkfs::provider::{self, rsa_kek, ErrorKind, KeyProvider, ProviderError};
+use cmkfs::kms::{self, ErrorKind, KeyProvider, ProviderError};
 use common::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -188,7 +189,7 @@ impl Drop for Moto {
 }
 
 fn open(uri: &str) -> Box<dyn KeyProvider> {
-    provider::open(uri).unwrap_or_else(|e| panic!("open {uri}: {e}"))
+    kms::open(uri).unwrap_or_else(|e| panic!("open {uri}: {e}"))
 }
 
 #[track_caller]
@@ -253,7 +254,7 @@ fn moto_signing_credentials_and_plumbing() {
     // wrap=kms: GetPublicKey (key details), Encrypt, Decrypt.
     let p = open(&uri("moto-good", "&wrap=kms"));
     let info = p.current().unwrap();
-    assert_eq!((info.bits, info.version.as_str()), (2048, "1"));
+    assert_eq!((info.bits, info.version.as_str()), (Some(2048), "1"));
     assert!(
         moto.key(0).ends_with(&info.key_id),
         "{} names {}",
@@ -469,7 +470,7 @@ fn recorded_kms_errors_are_classified() {
 #[test]
 fn local_wrap_with_get_public_key() {
     profile("fake-rsa", "AKIDEXAMPLE2", "secret2");
-    let private = rsa_kek::generate(2048).unwrap();
+    let private = rsa::generate(2048).unwrap();
     let der = private.to_public_key().to_der().to_vec();
     let public = private.to_public_key();
     let fake = FakeKms::start(Box::new(move |r| {
@@ -483,7 +484,7 @@ fn local_wrap_with_get_public_key() {
             ),
             "TrentService.Decrypt" => {
                 let ct = b64.decode(r.body["CiphertextBlob"].as_str().unwrap()).unwrap();
-                match rsa_kek::unwrap_with(&private, rsa_kek::OaepHash::Sha256, &ct) {
+                match rsa::unwrap_with(&private, rsa::OaepHash::Sha256, &ct) {
                     Some(s) => (
                         200,
                         serde_json::json!({"KeyId": ARN, "Plaintext": b64.encode(s.expose()),
@@ -505,13 +506,13 @@ fn local_wrap_with_get_public_key() {
     let p = open(&format!("awskms:{ARN}?endpoint={}&profile=fake-rsa", fake.endpoint));
     let s = SecretKey::random();
     let w = p.wrap(&s).unwrap();
-    assert_eq!(w.key.fingerprint, rsa_kek::fingerprint(&public));
+    assert_eq!(w.key.fingerprint, Some(rsa::fingerprint(&public)));
     assert_eq!(w.key.version, "1");
     for _ in 0..3 {
         assert_eq!(p.unwrap("1", &w.ciphertext).unwrap().secret.expose(), s.expose());
     }
-    let other = rsa_kek::generate(2048).unwrap();
-    let foreign = rsa_kek::wrap(&other.to_public_key(), &s);
+    let other = rsa::generate(2048).unwrap();
+    let foreign = rsa::wrap(&other.to_public_key(), &s);
     expect_err(
         p.unwrap("1", &foreign),
         ErrorKind::UnwrapFailed,
@@ -545,10 +546,10 @@ fn local_wrap_with_get_public_key() {
 fn stand_in_kms_lifecycle_disable_enable() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let arn2 = ARN.replace("1234abcd", "5678efab");
-    let keys: Arc<BTreeMap<String, rsa_kek::RsaPrivateKey>> = Arc::new(
+    let keys: Arc<BTreeMap<String, rsa::RsaPrivateKey>> = Arc::new(
         [ARN.to_string(), arn2.clone()]
             .into_iter()
-            .map(|a| (a, rsa_kek::generate(2048).unwrap()))
+            .map(|a| (a, rsa::generate(2048).unwrap()))
             .collect(),
     );
     let disabled = Arc::new(AtomicBool::new(false));
@@ -581,7 +582,7 @@ fn stand_in_kms_lifecycle_disable_enable() {
             }
             "TrentService.Decrypt" => {
                 let ct = b64.decode(r.body["CiphertextBlob"].as_str().unwrap()).unwrap();
-                match rsa_kek::unwrap_with(k, rsa_kek::OaepHash::Sha256, &ct) {
+                match rsa::unwrap_with(k, rsa::OaepHash::Sha256, &ct) {
                     Some(s) => (
                         200,
                         serde_json::json!({"KeyId": id, "Plaintext": b64.encode(s.expose())}).to_string(),

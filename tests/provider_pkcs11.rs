@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cmkfs::crypto::SecretKey;
-use cmkfs::provider::{self, ErrorKind, KeyProvider};
+use cmkfs::kms::{self, ErrorKind, KeyProvider};
 use common::*;
 
 const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -487,9 +487,9 @@ fn softhsm_token_removed_and_reinserted() {
 #[test]
 fn softhsm_token_deleted_and_recreated() {
     let t = Token::new(Kind::SoftHsm);
-    let key = cmkfs::provider::rsa_kek::generate(2048).unwrap();
+    let key = cmkfs::crypto::rsa::generate(2048).unwrap();
     let pem = t.dir.path().join("kek1.pem");
-    std::fs::write(&pem, cmkfs::provider::rsa_kek::private_pem(&key).as_bytes()).unwrap();
+    std::fs::write(&pem, cmkfs::crypto::rsa::private_pem(&key).as_bytes()).unwrap();
     let import = || {
         t.run_ok(
             "softhsm2-util",
@@ -557,11 +557,11 @@ fn kryoptic_concurrent_unwraps() {
     // The only test in this binary that opens kryoptic in-process: its configuration comes
     // from this process's environment.
     std::env::set_var("KRYOPTIC_CONF", &t.conf);
-    let p: Arc<dyn KeyProvider> = Arc::from(provider::open(&t.uri("kek1")).unwrap());
+    let p: Arc<dyn KeyProvider> = Arc::from(kms::open(&t.uri("kek1")).unwrap());
     let secret = SecretKey::random();
     let w = p.wrap(&secret).unwrap();
     assert_eq!(w.key.version, "1");
-    assert_eq!(w.key.bits, 2048);
+    assert_eq!(w.key.bits, Some(2048));
     let threads: Vec<_> = (0..6)
         .map(|_| {
             let p = p.clone();
@@ -608,7 +608,7 @@ fn softhsm_unwrap_failures_and_threads() {
     // still holds it, and picked up as soon as the source is fixed.
     let pin2 = t.dir.path().join("pin2");
     std::fs::write(&pin2, "000000\n").unwrap();
-    let wrong = provider::open(
+    let wrong = kms::open(
         &t.uri("kek1")
             .replace(t.pin_file.to_str().unwrap(), pin2.to_str().unwrap()),
     )
@@ -626,8 +626,8 @@ fn softhsm_unwrap_failures_and_threads() {
         .current()
         .expect("the corrected PIN file is read at the next login");
     drop(wrong);
-    let p: Arc<dyn KeyProvider> = Arc::from(provider::open(&t.uri("kek1")).unwrap());
-    let p2 = provider::open(&t.uri("kek2")).unwrap();
+    let p: Arc<dyn KeyProvider> = Arc::from(kms::open(&t.uri("kek1")).unwrap());
+    let p2 = kms::open(&t.uri("kek2")).unwrap();
     let secret = SecretKey::random();
     let w = p.wrap(&secret).unwrap();
     assert_eq!(p.current().unwrap().fingerprint, w.key.fingerprint);
@@ -653,10 +653,9 @@ fn softhsm_unwrap_failures_and_threads() {
         "--output-file",
         der.to_str().unwrap(),
     ]);
-    let public = cmkfs::provider::rsa_kek::public_from_der(&std::fs::read(&der).unwrap()).unwrap();
+    let public = cmkfs::crypto::rsa::public_from_der(&std::fs::read(&der).unwrap()).unwrap();
     assert_eq!(public.bits(), 2048);
-    let short =
-        cmkfs::provider::rsa_kek::encrypt_with(&public, cmkfs::provider::rsa_kek::OaepHash::Sha1, &[7u8; 16]).unwrap();
+    let short = cmkfs::crypto::rsa::encrypt_with(&public, cmkfs::crypto::rsa::OaepHash::Sha1, &[7u8; 16]).unwrap();
     fail(&short, "16-byte plaintext");
     // Still working after all that, from several threads at once.
     let threads: Vec<_> = (0..6)

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cmkfs::crypto::SecretKey;
-use cmkfs::provider::{self, ErrorKind, KeyProvider, ProviderError};
+use cmkfs::kms::{self, ErrorKind, KeyProvider, ProviderError};
 use common::*;
 
 const SETUP: &str = "scripts/providers/tpm.sh";
@@ -278,7 +278,7 @@ impl Drop for Swtpm {
 }
 
 fn open(uri: &str) -> Box<dyn KeyProvider> {
-    provider::open(uri).unwrap_or_else(|e| panic!("open {uri}: {e}"))
+    kms::open(uri).unwrap_or_else(|e| panic!("open {uri}: {e}"))
 }
 
 fn unwrap_err(p: &dyn KeyProvider, version: &str, c: &[u8]) -> ProviderError {
@@ -341,11 +341,11 @@ fn errors_are_classified() {
     let info = p.current().unwrap();
     assert_eq!(
         (info.provider.as_str(), info.key_id.as_str(), info.bits),
-        ("tpm", "0x81000001", 2048)
+        ("tpm", "0x81000001", Some(2048))
     );
     assert_eq!(
         info.version,
-        info.fingerprint[..16],
+        info.fingerprint.as_ref().unwrap()[..16],
         "the version is the fingerprint's prefix"
     );
     let (version, ct) = roundtrip(&*p);
@@ -613,7 +613,7 @@ fn misconfigured_and_unreachable_tcti() {
         "tpm:0x81000001?oaep=md5",
         "tpm:0x81000001?colour=blue",
     ] {
-        let e = provider::open(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
+        let e = kms::open(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
         assert_eq!(e.kind, ErrorKind::Misconfigured, "{bad}: {e}");
     }
     let port = free_port();

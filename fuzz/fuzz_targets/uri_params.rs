@@ -1,6 +1,6 @@
 //! KEK URI parameter parsing (percent-decoding, name=value lists): errors, never panics.
 #![no_main]
-use cmkfs::provider::params::{parse_params, percent_decode};
+use cmkfs::kms::params::{parse_params, percent_decode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

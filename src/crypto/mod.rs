@@ -7,6 +7,8 @@
 //! (`cargo bench --bench crypto`), and it cleanses its key state when dropped. Key material lives in [`SecretKey`], which zeroizes itself on drop and
 //! has a `Debug` that never prints the bytes.
 
+pub mod rsa;
+
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};

@@ -28,7 +28,7 @@ use crate::crypto::{self, SecretKey};
 pub use crate::format::volume_header::SlotRole;
 use crate::format::volume_header::{ParsedHeader, VolumeHeaderError, SLOT_ALGORITHM, SLOT_ALGORITHM_SHA1};
 use crate::format::{Keyslot, VolumeHeader, VolumeKeys, VOLUME_HEADER_NAME};
-use crate::provider::{self, call, KeyInfo, KeyProvider, ProviderError};
+use crate::kms::{self, call, KeyInfo, KeyProvider, ProviderError};
 use crate::util;
 pub use root::CipherRoot;
 
@@ -101,7 +101,7 @@ fn fmt_slot_errors(errors: &[(u32, ProviderError)]) -> String {
 impl VolumeError {
     /// The provider error kind of the first failed slot, for callers that must tell
     /// *denied* from *unreachable*.
-    pub fn provider_kind(&self) -> Option<provider::ErrorKind> {
+    pub fn provider_kind(&self) -> Option<kms::ErrorKind> {
         match self {
             VolumeError::Locked { errors, .. } => errors.first().map(|(_, e)| e.kind),
             VolumeError::Provider(e) => Some(e.kind),
@@ -143,7 +143,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
     }
 }
 
-fn make_slot(id: u32, role: SlotRole, uri: &str, w: provider::Wrapped, hash: provider::rsa_kek::OaepHash) -> Keyslot {
+fn make_slot(id: u32, role: SlotRole, uri: &str, w: kms::Wrapped, hash: crate::crypto::rsa::OaepHash) -> Keyslot {
     Keyslot {
         id,
         role,
@@ -151,10 +151,11 @@ fn make_slot(id: u32, role: SlotRole, uri: &str, w: provider::Wrapped, hash: pro
         provider: w.key.provider.clone(),
         key_id: w.key.key_id.clone(),
         key_version: w.key.version.clone(),
-        kek_fingerprint: w.key.fingerprint.clone(),
+        // A wrap always reports the public key it wrapped with (KeyInfo::for_public).
+        kek_fingerprint: w.key.fingerprint.clone().unwrap_or_default(),
         algorithm: match hash {
-            provider::rsa_kek::OaepHash::Sha256 => SLOT_ALGORITHM,
-            provider::rsa_kek::OaepHash::Sha1 => SLOT_ALGORITHM_SHA1,
+            crate::crypto::rsa::OaepHash::Sha256 => SLOT_ALGORITHM,
+            crate::crypto::rsa::OaepHash::Sha1 => SLOT_ALGORITHM_SHA1,
         }
         .into(),
         wrapped_key: base64::engine::general_purpose::STANDARD.encode(&w.ciphertext),
@@ -285,7 +286,7 @@ pub fn unlock_timeout() -> std::time::Duration {
 pub fn open_provider(uri: &str, timeout: Duration) -> Result<Arc<dyn KeyProvider>, ProviderError> {
     let scheme = uri.split(':').next().unwrap_or("uri").to_string();
     let u = uri.to_string();
-    call::with_deadline(&scheme, uri, timeout, None, move || provider::open(&u).map(Arc::from))
+    call::with_deadline(&scheme, uri, timeout, None, move || kms::open(&u).map(Arc::from))
 }
 
 /// Unwraps `slot` through `p` with a deadline ([`call::with_deadline`]; `in_flight` as there).
@@ -294,10 +295,10 @@ pub fn unwrap_slot(
     slot: &Keyslot,
     timeout: Duration,
     in_flight: Option<&Arc<std::sync::atomic::AtomicBool>>,
-) -> Result<provider::Unwrapped, ProviderError> {
+) -> Result<kms::Unwrapped, ProviderError> {
     let wrapped = slot.wrapped_bytes().map_err(|e| {
         ProviderError::new(
-            provider::ErrorKind::Misconfigured,
+            kms::ErrorKind::Misconfigured,
             &slot.provider,
             &slot.key_id,
             e.to_string(),
@@ -333,7 +334,7 @@ pub fn open(dir: &Path, kek_override: Option<&str>) -> Result<Volume, VolumeErro
             let pc = p.clone();
             let info = call::with_deadline("uri", uri, timeout, None, move || pc.current());
             if let Ok(info) = info {
-                slots.sort_by_key(|s| s.kek_fingerprint != info.fingerprint);
+                slots.sort_by_key(|s| Some(&s.kek_fingerprint) != info.fingerprint.as_ref());
             }
             (slots, Some(p))
         }
@@ -518,7 +519,7 @@ pub fn wrap_slot(uri: &str, volume_key: &SecretKey, id: u32, role: SlotRole) -> 
     })?;
     if !bool::from(check.secret.expose().ct_eq(volume_key.expose())) {
         return Err(ProviderError::new(
-            provider::ErrorKind::UnwrapFailed,
+            kms::ErrorKind::UnwrapFailed,
             &wrapped.key.provider,
             &wrapped.key.key_id,
             "unwrap returned a different key than was wrapped",

@@ -170,8 +170,8 @@ fn untrusted(path: &Path, why: impl Into<String>) -> TrustError {
 /// A configuration file or directory must be owned by root or the effective user and not
 /// writable by group or others: the same rule as for provider programs and key stores.
 fn check_owner(path: &Path, md: &std::fs::Metadata) -> Result<(), TrustError> {
-    crate::provider::trust::check_owner_and_mode(path, md, "configuration", util::euid())
-        .map_err(|why| untrusted(path, why))
+    crate::kms::trust::check_owner_and_mode(path, md, "configuration", util::euid())
+        .map_err(|why| untrusted(path, why.to_string()))
 }
 
 fn canonical(dir: &Path) -> PathBuf {

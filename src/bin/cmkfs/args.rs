@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use cmkfs::audit::ENV_AUDIT;
-use cmkfs::keystore::{KeyStore, ENV_STORE};
+use cmkfs::kms::local::store::{KeyStore, ENV_STORE};
 
 /// cmkfs: an encrypted filesystem whose keys you hold.
 #[derive(Parser, Debug)]

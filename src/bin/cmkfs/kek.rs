@@ -6,7 +6,7 @@ use serde_json::json;
 pub(crate) fn test(uri: &str, iterations: usize, json: bool) -> Result<()> {
     use cmkfs::crypto::SecretKey;
     let t_open = std::time::Instant::now();
-    let p = cmkfs::provider::open(uri)?;
+    let p = cmkfs::kms::open(uri)?;
     let info = p.current()?;
     let open_ms = t_open.elapsed().as_secs_f64() * 1000.0;
     let secret = SecretKey::random();
@@ -34,14 +34,14 @@ pub(crate) fn test(uri: &str, iterations: usize, json: bool) -> Result<()> {
         );
     } else {
         println!(
-            "KEK {} ({} key {} version {}, RSA-{}) works",
+            "KEK {} ({} key {} version {}, {}) works",
             p.uri(),
             info.provider,
             info.key_id,
             wrapped.key.version,
-            info.bits
+            info.bits_text()
         );
-        println!("fingerprint  {}", info.fingerprint);
+        println!("fingerprint  {}", info.fingerprint_text());
         println!("open+lookup  {open_ms:.2} ms, wrap {wrap_ms:.2} ms");
         println!(
             "unwrap       median {median:.2} ms, min {:.2} ms, max {:.2} ms over {}",

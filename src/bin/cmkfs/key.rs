@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::args::{check_time, name_version, KeyCommand, StoreArg};
 use cmkfs::audit::{AuditLog, Event};
-use cmkfs::keystore::KeyStore;
+use cmkfs::kms::local::store::KeyStore;
 
 fn key_fields(store: &KeyStore, name: &str) -> serde_json::Value {
     json!({"store": store.root().display().to_string(), "key": name})

@@ -20,7 +20,7 @@
 //! URI, a second thread rewraps the volume key when the key gets a newer version (through
 //! [`volume::keyslots::rewrap`], as `cmkfs rotate` does).
 //!
-//! It fails closed: every provider call has a deadline ([`crate::provider::call`]); the header
+//! It fails closed: every provider call has a deadline ([`crate::kms::call`]); the header
 //! is read without blocking (a FIFO or a huge file planted in its place is refused); nothing on
 //! the check path takes a lock another process could hold; the rewrap, which does take the
 //! header lock and talks to the provider, runs on its own thread; and a watchdog makes the
@@ -39,7 +39,7 @@ use crate::access::Access;
 use crate::audit::{AuditLog, Event};
 use crate::format::{Keyslot, VolumeKeys};
 use crate::fs::CacheControl;
-use crate::provider::{call, ErrorKind, KeyInfo, KeyProvider, Unwrapped};
+use crate::kms::{call, ErrorKind, KeyInfo, KeyProvider, Unwrapped};
 use crate::volume::{self, CipherRoot, SlotRole};
 use subtle::ConstantTimeEq;
 

@@ -1,4 +1,5 @@
-//! `local:` — the embedded key store ([`crate::keystore`]).
+//! `local:` — the embedded key store: this file is the provider, [`store`] the key store's
+//! files (also what `cmkfs key` manages).
 //!
 //! URI: `local:/ABSOLUTE/STORE/NAME` follows the newest enabled version;
 //! `local:/ABSOLUTE/STORE/NAME?version=N` pins version N.
@@ -6,9 +7,12 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::{rsa_kek, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use super::{ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use crate::crypto::rsa::{self, OaepHash};
 use crate::crypto::SecretKey;
-use crate::keystore::{KeyStore, StoreError, VersionMeta};
+use store::{KeyStore, StoreError, VersionMeta};
+
+pub mod store;
 
 /// URI scheme.
 pub const SCHEME: &str = "local";
@@ -81,8 +85,8 @@ impl LocalProvider {
             provider: SCHEME.into(),
             key_id: self.name.clone(),
             version: v.version.to_string(),
-            bits: v.bits,
-            fingerprint: v.fingerprint.clone(),
+            bits: Some(v.bits),
+            fingerprint: Some(v.fingerprint.clone()),
             expiry: v.expiry.clone(),
         }
     }
@@ -129,7 +133,7 @@ impl LocalProvider {
     }
 
     /// Reads the key's metadata and refuses a deleted or disabled key.
-    fn usable_meta(&self) -> Result<crate::keystore::KeyMeta, ProviderError> {
+    fn usable_meta(&self) -> Result<store::KeyMeta, ProviderError> {
         let meta = self.store.meta(&self.name).map_err(|e| self.store_err(e))?;
         if let Some(d) = &meta.deleted {
             return Err(self.err(
@@ -184,11 +188,8 @@ impl KeyProvider for LocalProvider {
             .private_key(&self.name, v.version)
             .map_err(|e| self.store_err(e))?;
         let public = key.to_public_key();
-        rsa_kek::check_bits(rsa_kek::bits(&public)).map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
-        Ok(Wrapped {
-            key: self.info(&v),
-            ciphertext: rsa_kek::wrap(&public, secret),
-        })
+        rsa::check_bits(rsa::bits(&public)).map_err(|m| self.err(ErrorKind::Misconfigured, m.to_string()))?;
+        Ok(Wrapped::locally(self.info(&v), &public, OaepHash::Sha256, secret))
     }
 
     fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<Unwrapped, ProviderError> {
@@ -205,7 +206,7 @@ impl KeyProvider for LocalProvider {
             .ok_or_else(|| self.err(ErrorKind::Denied, format!("version {vn} does not exist (deleted?)")))?;
         self.check_usable(&v, false)?;
         let key = self.store.private_key(&self.name, vn).map_err(|e| self.store_err(e))?;
-        let secret = rsa_kek::unwrap(&key, wrapped).ok_or_else(|| {
+        let secret = rsa::unwrap(&key, wrapped).ok_or_else(|| {
             self.err(
                 ErrorKind::UnwrapFailed,
                 format!("version {vn} cannot decrypt this keyslot (made by another key, or corrupted)"),

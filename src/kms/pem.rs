@@ -7,7 +7,8 @@
 
 use std::path::PathBuf;
 
-use super::{rsa_kek, trust, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use super::{trust, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use crate::crypto::rsa::{self, OaepHash};
 use crate::crypto::SecretKey;
 
 /// URI scheme.
@@ -34,7 +35,7 @@ impl PemProvider {
         ProviderError::new(kind, SCHEME, self.path.display().to_string(), msg)
     }
 
-    fn load(&self) -> Result<(rsa_kek::RsaPrivateKey, KeyInfo), ProviderError> {
+    fn load(&self) -> Result<(rsa::RsaPrivateKey, KeyInfo), ProviderError> {
         let pem = match trust::read_secret_file(&self.path, "key file") {
             Ok(s) => s,
             Err(trust::ReadError::Io(e)) => {
@@ -48,18 +49,11 @@ impl PemProvider {
                 return Err(self.err(ErrorKind::Misconfigured, format!("{m}; refusing to use it")))
             }
         };
-        let key = rsa_kek::parse_private_pem(&pem).map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
+        let key = rsa::parse_private_pem(&pem).map_err(|m| self.err(ErrorKind::Misconfigured, m.to_string()))?;
         let public = key.to_public_key();
-        let bits = rsa_kek::bits(&public);
-        rsa_kek::check_bits(bits).map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
-        let info = KeyInfo {
-            provider: SCHEME.into(),
-            key_id: self.path.display().to_string(),
-            version: "1".into(),
-            bits,
-            fingerprint: rsa_kek::fingerprint(&public),
-            expiry: None,
-        };
+        let bits = rsa::bits(&public);
+        rsa::check_bits(bits).map_err(|m| self.err(ErrorKind::Misconfigured, m.to_string()))?;
+        let info = KeyInfo::for_public(SCHEME, &self.path.display().to_string(), "1", &public);
         Ok((key, info))
     }
 }
@@ -75,15 +69,12 @@ impl KeyProvider for PemProvider {
 
     fn wrap(&self, secret: &SecretKey) -> Result<Wrapped, ProviderError> {
         let (key, info) = self.load()?;
-        Ok(Wrapped {
-            key: info,
-            ciphertext: rsa_kek::wrap(&key.to_public_key(), secret),
-        })
+        Ok(Wrapped::locally(info, &key.to_public_key(), OaepHash::Sha256, secret))
     }
 
     fn unwrap(&self, _version: &str, wrapped: &[u8]) -> Result<Unwrapped, ProviderError> {
         let (key, info) = self.load()?;
-        let secret = rsa_kek::unwrap(&key, wrapped).ok_or_else(|| {
+        let secret = rsa::unwrap(&key, wrapped).ok_or_else(|| {
             self.err(
                 ErrorKind::UnwrapFailed,
                 "this key cannot decrypt the keyslot (made by another key, or corrupted)",

@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use super::{params, rsa_kek, trust, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use super::{params, trust, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use crate::crypto::rsa::{self, OaepHash};
 use crate::crypto::SecretKey;
 
 /// URI scheme.
@@ -87,13 +88,13 @@ impl ExecProvider {
     pub fn open(uri: &str, rest: &str) -> Result<Self, ProviderError> {
         let bad = |m: String| ProviderError::new(ErrorKind::Misconfigured, SCHEME, uri, m);
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let p = params::parse_params(query, '&', &["key", "timeout", "wrap"]).map_err(&bad)?;
-        let program = PathBuf::from(params::percent_decode(path).map_err(&bad)?);
+        let p = params::parse_params(query, '&', &["key", "timeout", "wrap"]).map_err(|e| bad(e.to_string()))?;
+        let program = PathBuf::from(params::percent_decode(path).map_err(|e| bad(e.to_string()))?);
         if !program.is_absolute() {
             return Err(bad("the program must be an absolute path: exec:/path/to/program".into()));
         }
         let timeout = match p.get("timeout") {
-            Some(t) => params::parse_duration(t).map_err(&bad)?,
+            Some(t) => params::parse_duration(t).map_err(|e| bad(e.to_string()))?,
             None => Duration::from_secs(10),
         };
         let wrap_in_program = match p.get("wrap").map(String::as_str) {
@@ -127,12 +128,13 @@ impl ExecProvider {
     /// writable by group or others, and so must every directory on its path from `/`, link
     /// targets included (a sticky, world-writable directory such as /tmp is refused too).
     fn check_program(&self) -> Result<(), ProviderError> {
-        let misconfigured = |m: String| self.err(ErrorKind::Misconfigured, format!("{m}; the daemon will not run it"));
-        let (real, md) = trust::resolve_trusted(&self.program, "program").map_err(misconfigured)?;
+        let misconfigured =
+            |m: &dyn std::fmt::Display| self.err(ErrorKind::Misconfigured, format!("{m}; the daemon will not run it"));
+        let (real, md) = trust::resolve_trusted(&self.program, "program").map_err(|e| misconfigured(&e))?;
         if !md.is_file() || md.permissions().mode() & 0o111 == 0 {
-            return Err(misconfigured(format!("{} is not an executable file", real.display())));
+            return Err(misconfigured(&format!("{} is not an executable file", real.display())));
         }
-        trust::check_owner_and_mode(&real, &md, "program", crate::util::euid()).map_err(misconfigured)?;
+        trust::check_owner_and_mode(&real, &md, "program", crate::util::euid()).map_err(|e| misconfigured(&e))?;
         Ok(())
     }
 
@@ -234,7 +236,7 @@ impl ExecProvider {
         }
     }
 
-    fn check(&self) -> Result<(KeyInfo, rsa_kek::RsaPublicKey), ProviderError> {
+    fn check(&self) -> Result<(KeyInfo, rsa::RsaPublicKey), ProviderError> {
         let out = self.call("check", None, b"")?;
         let c: CheckOutput = serde_json::from_slice(&out).map_err(|e| {
             self.err(
@@ -242,10 +244,10 @@ impl ExecProvider {
                 format!("'check' printed no valid JSON ({e}); see docs/providers/exec.md"),
             )
         })?;
-        let public = rsa_kek::public_from_pem(&c.public_key_pem)
+        let public = rsa::public_from_pem(&c.public_key_pem)
             .map_err(|m| self.err(ErrorKind::Misconfigured, format!("'check' public_key_pem: {m}")))?;
         let key_id = c.key_id.unwrap_or_else(|| self.key_label());
-        let mut info = rsa_kek::key_info(SCHEME, &key_id, &c.version, &public);
+        let mut info = KeyInfo::for_public(SCHEME, &key_id, &c.version, &public);
         info.expiry = c.expiry;
         Ok((info, public))
     }
@@ -263,10 +265,7 @@ impl KeyProvider for ExecProvider {
     fn wrap(&self, secret: &SecretKey) -> Result<Wrapped, ProviderError> {
         let (mut info, public) = self.check()?;
         if !self.wrap_in_program {
-            return Ok(Wrapped {
-                key: info,
-                ciphertext: rsa_kek::wrap(&public, secret),
-            });
+            return Ok(Wrapped::locally(info, &public, OaepHash::Sha256, secret));
         }
         let input = Zeroizing::new(B64.encode(secret.expose()));
         let out = self.call("wrap", None, input.as_bytes())?;
@@ -305,14 +304,7 @@ impl KeyProvider for ExecProvider {
             )
         })?;
         // The program may report a key id of its own; keep ours plus the version asked for.
-        let key = KeyInfo {
-            provider: SCHEME.into(),
-            key_id: self.key_label(),
-            version: version.into(),
-            bits: 0,
-            fingerprint: String::new(),
-            expiry: None,
-        };
+        let key = KeyInfo::without_public(SCHEME, &self.key_label(), version);
         Ok(Unwrapped { secret, key })
     }
 }

@@ -16,31 +16,137 @@ const MAX_LINKS: usize = 40;
 
 use crate::util::euid;
 
+/// Why a file or directory is not trusted (`what` names it: "program", "key file", ...).
+#[derive(Debug, thiserror::Error)]
+pub enum Untrusted {
+    /// Owned by someone other than root or this process's effective user.
+    #[error(
+        "{what} {} is owned by uid {uid}, neither root nor this user (uid {euid}); that user could \
+         change it: chown root (or chown to this user) and chmod go-w",
+        .path.display()
+    )]
+    Owner {
+        /// What the file is.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// This process's effective uid.
+        euid: u32,
+    },
+    /// Writable by group or others.
+    #[error(
+        "{what} {} is writable by group or others{} (mode {mode:o}); others could replace it: \
+         chmod go-w, or move it to a directory only root writes",
+        .path.display(),
+        if *.sticky { " (a sticky, shared directory like /tmp)" } else { "" }
+    )]
+    Writable {
+        /// What the file is.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// A sticky directory (the sticky bit does not stop anyone from creating the name first).
+        sticky: bool,
+    },
+    /// A directory on the way to `path` is not trusted.
+    #[error("{what} {}: {inner}", .path.display())]
+    Directory {
+        /// What the file is.
+        what: String,
+        /// The path being resolved.
+        path: PathBuf,
+        /// Why the directory is not trusted.
+        inner: Box<Untrusted>,
+    },
+    /// The path is relative.
+    #[error("{what} {} is not an absolute path", .path.display())]
+    NotAbsolute {
+        /// What the file is.
+        what: String,
+        /// The path.
+        path: PathBuf,
+    },
+    /// A component cannot be examined.
+    #[error("cannot use {what} {}: {}: {source}", .path.display(), .at.display())]
+    Io {
+        /// What the file is.
+        what: String,
+        /// The path being resolved.
+        path: PathBuf,
+        /// The component that failed.
+        at: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// More symbolic links than the kernel follows.
+    #[error("cannot use {what} {}: too many symbolic links", .path.display())]
+    TooManyLinks {
+        /// What the file is.
+        what: String,
+        /// The path being resolved.
+        path: PathBuf,
+    },
+    /// A component that must be a directory is not.
+    #[error("cannot use {what} {}: {} is not a directory", .path.display(), .at.display())]
+    NotDirectory {
+        /// What the file is.
+        what: String,
+        /// The path being resolved.
+        path: PathBuf,
+        /// The component.
+        at: PathBuf,
+    },
+    /// A key file that is not a regular file.
+    #[error("{what} {} is not a regular file", .path.display())]
+    NotRegular {
+        /// What the file is.
+        what: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A key file larger than any key.
+    #[error("{what} {} is larger than 1 MiB", .path.display())]
+    TooLarge {
+        /// What the file is.
+        what: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A key file that is not text.
+    #[error("{what} {} is not text (PEM)", .path.display())]
+    NotText {
+        /// What the file is.
+        what: String,
+        /// The file.
+        path: PathBuf,
+    },
+}
+
 /// Refuses `md` (of `path`, a `what`) unless it is owned by root or `euid` and not writable
 /// by group or others. Sticky directories writable by others (`/tmp`) are refused too: the
 /// sticky bit does not stop anyone from creating the name first.
-pub fn check_owner_and_mode(path: &Path, md: &Metadata, what: &str, euid: u32) -> Result<(), String> {
+pub fn check_owner_and_mode(path: &Path, md: &Metadata, what: &str, euid: u32) -> Result<(), Untrusted> {
     let uid = md.uid();
     if uid != 0 && uid != euid {
-        return Err(format!(
-            "{what} {} is owned by uid {uid}, neither root nor this user (uid {euid}); that user could \
-             change it: chown root (or chown to this user) and chmod go-w",
-            path.display()
-        ));
+        return Err(Untrusted::Owner {
+            what: what.into(),
+            path: path.into(),
+            uid,
+            euid,
+        });
     }
     let mode = md.mode();
     if mode & 0o022 != 0 {
-        let sticky = if md.is_dir() && mode & 0o1000 != 0 {
-            " (a sticky, shared directory like /tmp)"
-        } else {
-            ""
-        };
-        return Err(format!(
-            "{what} {} is writable by group or others{sticky} (mode {:o}); others could replace it: \
-             chmod go-w, or move it to a directory only root writes",
-            path.display(),
-            mode & 0o7777
-        ));
+        return Err(Untrusted::Writable {
+            what: what.into(),
+            path: path.into(),
+            mode: mode & 0o7777,
+            sticky: md.is_dir() && mode & 0o1000 != 0,
+        });
     }
     Ok(())
 }
@@ -50,15 +156,27 @@ pub fn check_owner_and_mode(path: &Path, md: &Metadata, what: &str, euid: u32) -
 /// can write one of them can swap what the path names. The directory holding each symbolic
 /// link is among them, so a link cannot be replaced either. Returns the resolved path and
 /// the final file's metadata (not checked here: the caller has its own rules for it).
-pub fn resolve_trusted(path: &Path, what: &str) -> Result<(PathBuf, Metadata), String> {
+pub fn resolve_trusted(path: &Path, what: &str) -> Result<(PathBuf, Metadata), Untrusted> {
     let euid = euid();
     if !path.is_absolute() {
-        return Err(format!("{what} {} is not an absolute path", path.display()));
+        return Err(Untrusted::NotAbsolute {
+            what: what.into(),
+            path: path.into(),
+        });
     }
-    let io = |p: &Path, e: std::io::Error| format!("cannot use {what} {}: {}: {e}", path.display(), p.display());
-    let check_dir = |p: &Path| -> Result<(), String> {
+    let io = |p: &Path, source: std::io::Error| Untrusted::Io {
+        what: what.into(),
+        path: path.into(),
+        at: p.into(),
+        source,
+    };
+    let check_dir = |p: &Path| -> Result<(), Untrusted> {
         let md = std::fs::metadata(p).map_err(|e| io(p, e))?;
-        check_owner_and_mode(p, &md, "directory", euid).map_err(|m| format!("{what} {}: {m}", path.display()))
+        check_owner_and_mode(p, &md, "directory", euid).map_err(|inner| Untrusted::Directory {
+            what: what.into(),
+            path: path.into(),
+            inner: Box::new(inner),
+        })
     };
     let mut cur = PathBuf::from("/");
     check_dir(&cur)?;
@@ -75,7 +193,10 @@ pub fn resolve_trusted(path: &Path, what: &str) -> Result<(PathBuf, Metadata), S
         if md.file_type().is_symlink() {
             links += 1;
             if links > MAX_LINKS {
-                return Err(format!("cannot use {what} {}: too many symbolic links", path.display()));
+                return Err(Untrusted::TooManyLinks {
+                    what: what.into(),
+                    path: path.into(),
+                });
             }
             let target = std::fs::read_link(&next).map_err(|e| io(&next, e))?;
             if target.is_absolute() {
@@ -88,11 +209,11 @@ pub fn resolve_trusted(path: &Path, what: &str) -> Result<(PathBuf, Metadata), S
             return Ok((next, md));
         }
         if !md.is_dir() {
-            return Err(format!(
-                "cannot use {what} {}: {} is not a directory",
-                path.display(),
-                next.display()
-            ));
+            return Err(Untrusted::NotDirectory {
+                what: what.into(),
+                path: path.into(),
+                at: next,
+            });
         }
         check_dir(&next)?;
         cur = next;
@@ -108,7 +229,7 @@ pub enum ReadError {
     /// Opening or reading failed.
     Io(std::io::Error),
     /// The file is not trusted ([`check_owner_and_mode`]), or not a regular file or not text.
-    Untrusted(String),
+    Untrusted(Untrusted),
 }
 
 /// Reads a file holding a private key: checks the opened file itself (no race with a
@@ -119,10 +240,10 @@ pub fn read_secret_file(path: &Path, what: &str) -> Result<zeroize::Zeroizing<St
     let f = std::fs::File::open(path).map_err(ReadError::Io)?;
     let md = f.metadata().map_err(ReadError::Io)?;
     if !md.is_file() {
-        return Err(ReadError::Untrusted(format!(
-            "{what} {} is not a regular file",
-            path.display()
-        )));
+        return Err(ReadError::Untrusted(Untrusted::NotRegular {
+            what: what.into(),
+            path: path.into(),
+        }));
     }
     check_owner_and_mode(path, &md, what, euid()).map_err(ReadError::Untrusted)?;
     if md.mode() & 0o044 != 0 {
@@ -131,13 +252,18 @@ pub fn read_secret_file(path: &Path, what: &str) -> Result<zeroize::Zeroizing<St
     const MAX: usize = 1 << 20;
     let bytes = crate::crypto::read_zeroizing(f.take(MAX as u64 + 1), (md.len() as usize).clamp(1, MAX), MAX)
         .map_err(ReadError::Io)?
-        .ok_or_else(|| ReadError::Untrusted(format!("{what} {} is larger than 1 MiB", path.display())))?;
+        .ok_or_else(|| {
+            ReadError::Untrusted(Untrusted::TooLarge {
+                what: what.into(),
+                path: path.into(),
+            })
+        })?;
     let mut bytes = bytes;
     if std::str::from_utf8(&bytes).is_err() {
-        return Err(ReadError::Untrusted(format!(
-            "{what} {} is not text (PEM)",
-            path.display()
-        )));
+        return Err(ReadError::Untrusted(Untrusted::NotText {
+            what: what.into(),
+            path: path.into(),
+        }));
     }
     // Move the bytes into a String without copying them.
     let v = std::mem::take(&mut *bytes);
@@ -198,7 +324,7 @@ mod tests {
         std::fs::write(open.join("f"), "x").unwrap();
         std::os::unix::fs::symlink(open.join("f"), ok.join("via")).unwrap();
         for p in [open.join("f"), ok.join("via")] {
-            let e = resolve_trusted(&p, "file").unwrap_err();
+            let e = resolve_trusted(&p, "file").unwrap_err().to_string();
             assert!(e.contains("writable by group or others") && e.contains("sticky"), "{e}");
             assert!(e.contains(open.to_str().unwrap()), "names the directory: {e}");
         }
@@ -222,7 +348,7 @@ mod tests {
         assert!(check_owner_and_mode(&f, &md, "file", 0).is_ok());
         std::os::unix::fs::chown(&f, Some(65534), None).unwrap();
         let md = std::fs::metadata(&f).unwrap();
-        let e = check_owner_and_mode(&f, &md, "file", 0).unwrap_err();
+        let e = check_owner_and_mode(&f, &md, "file", 0).unwrap_err().to_string();
         assert!(e.contains("owned by uid 65534"), "{e}");
         assert!(
             check_owner_and_mode(&f, &md, "file", 65534).is_ok(),
@@ -232,7 +358,7 @@ mod tests {
         std::fs::create_dir(&sub).unwrap();
         std::os::unix::fs::chown(&sub, Some(65534), None).unwrap();
         std::fs::write(sub.join("g"), "x").unwrap();
-        let e = resolve_trusted(&sub.join("g"), "file").unwrap_err();
+        let e = resolve_trusted(&sub.join("g"), "file").unwrap_err().to_string();
         assert!(
             e.contains("owned by uid 65534") && e.contains(sub.to_str().unwrap()),
             "{e}"

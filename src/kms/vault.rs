@@ -28,14 +28,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::rsa_kek::RsaPublicKey;
+use crate::crypto::rsa::RsaPublicKey;
 use base64::Engine as _;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use super::http::{self, Http};
-use super::{params, rsa_kek, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use super::{params, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use crate::crypto::rsa::{self, OaepHash};
 use crate::crypto::SecretKey;
 
 /// URI scheme.
@@ -116,10 +117,14 @@ impl VaultProvider {
         if !valid(mount) || !valid(name) || dotty(mount) || dotty(name) {
             return Err(bad(format!("bad mount '{mount}' or key name '{name}'")));
         }
-        let mut p = params::parse_params(query, '&', PARAMS).map_err(bad)?;
+        let mut p = params::parse_params(query, '&', PARAMS).map_err(|e| bad(e.to_string()))?;
         for k in ["token", "role_id", "secret_id"] {
             if let Some(v) = p.get(k) {
-                check_secret_spec(v).map_err(|m| bad(format!("{k}: {m}")))?;
+                if !params::is_secret_source(v) {
+                    return Err(bad(format!(
+                        "{k}: must be file:/ABSOLUTE/PATH or env:NAME (never the secret itself)"
+                    )));
+                }
             }
         }
         let auth = match (p.remove("role_id"), p.remove("secret_id")) {
@@ -142,7 +147,7 @@ impl VaultProvider {
             _ => return Err(bad("AppRole login needs both role_id= and secret_id=".into())),
         };
         let timeout = match p.get("timeout") {
-            Some(t) => params::parse_duration(t).map_err(bad)?,
+            Some(t) => params::parse_duration(t).map_err(|e| bad(e.to_string()))?,
             None => http::DEFAULT_TIMEOUT,
         };
         if timeout.is_zero() || timeout > Duration::from_secs(300) {
@@ -164,7 +169,7 @@ impl VaultProvider {
         if ca.is_some() && addr.starts_with("http://") {
             return Err(bad("ca= given for a plain http:// address".into()));
         }
-        let http = Http::new(timeout, ca.as_deref()).map_err(bad)?;
+        let http = Http::new(timeout, ca.as_deref()).map_err(|e| bad(e.to_string()))?;
         Ok(VaultProvider {
             uri: uri.into(),
             addr,
@@ -260,7 +265,7 @@ impl VaultProvider {
         Ok(token)
     }
 
-    /// One request; HTTP error statuses become classified errors.
+    /// One request; HTTP error statuses become classified errors that keep the status.
     fn send(
         &self,
         method: &str,
@@ -268,7 +273,7 @@ impl VaultProvider {
         token: Option<&str>,
         body: Option<&[u8]>,
         what: &str,
-    ) -> Result<http::Response, ProviderError> {
+    ) -> Result<http::Response, SendError> {
         let mut headers: Vec<(&str, &str)> = vec![("X-Vault-Request", "true")];
         if let Some(t) = token {
             headers.push(("X-Vault-Token", t));
@@ -283,11 +288,12 @@ impl VaultProvider {
             }
             None => self.http.get(url, &headers),
         }
-        .map_err(|e| {
-            self.err(
+        .map_err(|e| SendError {
+            status: None,
+            error: self.err(
                 ErrorKind::Unreachable,
                 format!("{what}: {method} {url}: {e}; is the Vault server up and reachable?"),
-            )
+            ),
         })?;
         if (200..300).contains(&r.status) {
             return Ok(r);
@@ -304,7 +310,10 @@ impl VaultProvider {
             ErrorKind::UnwrapFailed => "; this keyslot was not made by this key (or it is corrupted)",
             ErrorKind::Misconfigured => "",
         };
-        Err(self.err(kind, format!("{what}: {method} {url}: HTTP {}: {text}{hint}", r.status)))
+        Err(SendError {
+            status: Some(r.status),
+            error: self.err(kind, format!("{what}: {method} {url}: HTTP {}: {text}{hint}", r.status)),
+        })
     }
 
     /// An authenticated request, logging in again once if an AppRole token was refused; the
@@ -331,11 +340,10 @@ impl VaultProvider {
         let url = format!("{}/v1/{path}", self.addr);
         let token = self.token()?;
         let r = match self.send(method, &url, Some(&token), body, what) {
-            Err(e)
-                if e.kind == ErrorKind::Denied
-                    && e.message.contains("HTTP 403")
-                    && matches!(self.auth, Auth::AppRole { .. }) =>
-            {
+            Err(SendError {
+                status: Some(403),
+                error,
+            }) if error.kind == ErrorKind::Denied && matches!(self.auth, Auth::AppRole { .. }) => {
                 // The AppRole token may have expired: one fresh login, one retry.
                 *self.login.lock() = None;
                 let token = self.approle_login()?;
@@ -399,7 +407,7 @@ impl VaultProvider {
                 ),
             )
         })?;
-        let k = rsa_kek::public_from_pem(pem)
+        let k = rsa::public_from_pem(pem)
             .map_err(|e| self.err(ErrorKind::Misconfigured, format!("version {version} public key: {e}")))?;
         self.public.lock().insert(version, k.clone());
         Ok(k)
@@ -409,7 +417,7 @@ impl VaultProvider {
         let meta = self.read_key()?;
         let version = self.pinned.unwrap_or(meta.latest);
         let k = self.public_key(&meta, version)?;
-        Ok((rsa_kek::key_info(SCHEME, &self.key_id(), &version.to_string(), &k), k))
+        Ok((KeyInfo::for_public(SCHEME, &self.key_id(), &version.to_string(), &k), k))
     }
 
     fn key_id(&self) -> String {
@@ -426,7 +434,7 @@ fn redact(uri: &str) -> String {
     let parts: Vec<String> = query
         .split('&')
         .map(|part| match part.split_once('=') {
-            Some((k, v)) if ["token", "role_id", "secret_id"].contains(&k) && check_secret_spec(v).is_err() => {
+            Some((k, v)) if ["token", "role_id", "secret_id"].contains(&k) && !params::is_secret_source(v) => {
                 format!("{k}=<redacted>")
             }
             _ => part.to_string(),
@@ -435,13 +443,16 @@ fn redact(uri: &str) -> String {
     format!("{base}?{}", parts.join("&"))
 }
 
-/// The secret-source forms read_secret accepts; checked at open so that a literal token in a
-/// URI is refused before anything is stored.
-fn check_secret_spec(spec: &str) -> Result<(), String> {
-    if spec.starts_with("env:") || spec.strip_prefix("file:").unwrap_or(spec).starts_with('/') {
-        Ok(())
-    } else {
-        Err("must be file:/ABSOLUTE/PATH or env:NAME (never the secret itself)".into())
+/// A failed Vault request: the HTTP status when Vault answered (`None`: it could not be
+/// asked), and the classified error.
+struct SendError {
+    status: Option<u16>,
+    error: ProviderError,
+}
+
+impl From<SendError> for ProviderError {
+    fn from(e: SendError) -> Self {
+        e.error
     }
 }
 
@@ -505,10 +516,7 @@ impl KeyProvider for VaultProvider {
 
     fn wrap(&self, secret: &SecretKey) -> Result<Wrapped, ProviderError> {
         let (info, k) = self.current_key()?;
-        Ok(Wrapped {
-            ciphertext: rsa_kek::wrap_with(&k, rsa_kek::OaepHash::Sha256, secret),
-            key: info,
-        })
+        Ok(Wrapped::locally(info, &k, OaepHash::Sha256, secret))
     }
 
     fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<Unwrapped, ProviderError> {
@@ -562,17 +570,10 @@ impl KeyProvider for VaultProvider {
             .map(Ok)
             .unwrap_or_else(|| self.read_key().and_then(|m| self.public_key(&m, v)))
         {
-            Ok(k) => rsa_kek::key_info(SCHEME, &self.key_id(), &v.to_string(), &k),
+            Ok(k) => KeyInfo::for_public(SCHEME, &self.key_id(), &v.to_string(), &k),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read the Transit key's public key; unwrap still succeeded");
-                KeyInfo {
-                    provider: SCHEME.into(),
-                    key_id: self.key_id(),
-                    version: v.to_string(),
-                    bits: wrapped.len() * 8,
-                    fingerprint: String::new(),
-                    expiry: None,
-                }
+                KeyInfo::without_public(SCHEME, &self.key_id(), &v.to_string())
             }
         };
         Ok(Unwrapped { secret, key })

@@ -57,6 +57,31 @@ impl std::fmt::Display for TransportError {
     }
 }
 
+/// Why a service address or a CA file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No `scheme://`.
+    #[error("'{0}' is not an http:// or https:// address")]
+    NotUrl(String),
+    /// A scheme other than http or https.
+    #[error("'{0}': only http:// and https:// are supported")]
+    Scheme(String),
+    /// An empty host, or user info (credentials) in the address.
+    #[error("'{0}': bad host (credentials never go in the address)")]
+    Host(String),
+    /// The CA file cannot be read.
+    #[error("cannot read CA file {}: {source}", .path.display())]
+    CaUnreadable {
+        /// The CA file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The CA file holds no certificate.
+    #[error("CA file {} holds no PEM certificate", .0.display())]
+    CaEmpty(std::path::PathBuf),
+}
+
 /// A pooled HTTP(S) client with a timeout and an optional private CA.
 pub struct Http {
     agent: ureq::Agent,
@@ -65,11 +90,14 @@ pub struct Http {
 impl Http {
     /// A client whose requests time out after `timeout`. `ca_file`: PEM file of the CA
     /// certificates to trust instead of the built-in public roots (a private CA).
-    pub fn new(timeout: Duration, ca_file: Option<&Path>) -> Result<Http, String> {
+    pub fn new(timeout: Duration, ca_file: Option<&Path>) -> Result<Http, ConfigError> {
         let roots = match ca_file {
             None => RootCerts::WebPki,
             Some(p) => {
-                let pem = std::fs::read(p).map_err(|e| format!("cannot read CA file {}: {e}", p.display()))?;
+                let pem = std::fs::read(p).map_err(|source| ConfigError::CaUnreadable {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
                 let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
                     .filter_map(|item| match item {
                         Ok(PemItem::Certificate(c)) => Some(c.to_owned()),
@@ -77,7 +105,7 @@ impl Http {
                     })
                     .collect();
                 if certs.is_empty() {
-                    return Err(format!("CA file {} holds no PEM certificate", p.display()));
+                    return Err(ConfigError::CaEmpty(p.to_path_buf()));
                 }
                 RootCerts::Specific(Arc::new(certs))
             }
@@ -165,16 +193,16 @@ fn describe(e: &ureq::Error) -> String {
 
 /// Splits `scheme://host[:port]/path` into the origin (`scheme://host[:port]`) and the path
 /// (without its leading `/`). Only `http` and `https` are accepted.
-pub fn split_url(url: &str) -> Result<(String, String), String> {
+pub fn split_url(url: &str) -> Result<(String, String), ConfigError> {
     let (scheme, rest) = url
         .split_once("://")
-        .ok_or_else(|| format!("'{url}' is not an http:// or https:// address"))?;
+        .ok_or_else(|| ConfigError::NotUrl(url.to_string()))?;
     if scheme != "http" && scheme != "https" {
-        return Err(format!("'{url}': only http:// and https:// are supported"));
+        return Err(ConfigError::Scheme(url.to_string()));
     }
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     if host.is_empty() || host.contains('@') {
-        return Err(format!("'{url}': bad host (credentials never go in the address)"));
+        return Err(ConfigError::Host(url.to_string()));
     }
     Ok((format!("{scheme}://{host}"), path.to_string()))
 }

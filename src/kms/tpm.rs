@@ -42,7 +42,7 @@
 
 use std::str::FromStr;
 
-use super::rsa_kek::RsaPublicKey;
+use crate::crypto::rsa::RsaPublicKey;
 use parking_lot::Mutex;
 use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::response_code::Tss2ResponseCode;
@@ -58,8 +58,8 @@ use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::Context;
 use zeroize::Zeroizing;
 
-use super::rsa_kek::{self, OaepHash};
 use super::{params, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use crate::crypto::rsa::{self, OaepHash};
 use crate::crypto::SecretKey;
 
 /// URI scheme.
@@ -103,19 +103,23 @@ impl TpmProvider {
     pub fn open(uri: &str, rest: &str) -> Result<Self, ProviderError> {
         let mis = |m: String| ProviderError::new(ErrorKind::Misconfigured, SCHEME, uri, m);
         let (h, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let handle = parse_handle(h).map_err(mis)?;
+        let handle = parse_handle(h).map_err(|e| mis(e.to_string()))?;
         let key_id = format!("{handle:#010x}");
         let p = params::parse_params(query, '&', PARAMS).map_err(|m| mis(format!("{m} in '{uri}'")))?;
         let tcti = p.get("tcti").cloned().unwrap_or_else(|| DEFAULT_TCTI.to_string());
-        let tcti_conf = parse_tcti(&tcti).map_err(mis)?;
-        let oaep = p.get("oaep").map(|s| OaepHash::parse(s)).transpose().map_err(mis)?;
+        let tcti_conf = parse_tcti(&tcti).map_err(|e| mis(e.to_string()))?;
+        let oaep = p
+            .get("oaep")
+            .map(|s| OaepHash::parse(s))
+            .transpose()
+            .map_err(|e| mis(e.to_string()))?;
         let pcrs = match p.get("pcrs") {
-            Some(v) => Some((v.clone(), parse_pcrs(v).map_err(mis)?)),
+            Some(v) => Some((v.clone(), parse_pcrs(v).map_err(|e| mis(e.to_string()))?)),
             None => None,
         };
         let auth = p.get("auth").cloned();
         if let Some(a) = &auth {
-            if !(a.starts_with("env:") || a.starts_with("file:/") || a.starts_with('/')) {
+            if !params::is_secret_source(a) {
                 return Err(mis(format!(
                     "auth= must name where the auth value is (file:/ABSOLUTE/PATH or env:NAME), \
                      never the value itself; got '{a}'"
@@ -238,10 +242,10 @@ impl TpmProvider {
             0 => 65537,
             e => e,
         };
-        let public = rsa_kek::public_from_parts(unique.value(), &exponent.to_be_bytes())
-            .map_err(|m| self.err(ErrorKind::Misconfigured, m))?;
-        let fp = rsa_kek::fingerprint(&public);
-        let info = rsa_kek::key_info(SCHEME, &self.key_id, &fp[..16], &public);
+        let public = rsa::public_from_parts(unique.value(), &exponent.to_be_bytes())
+            .map_err(|m| self.err(ErrorKind::Misconfigured, m.to_string()))?;
+        let fp = rsa::fingerprint(&public);
+        let info = KeyInfo::for_public(SCHEME, &self.key_id, &fp[..16], &public);
         Ok(KeyState {
             handle,
             public,
@@ -393,10 +397,7 @@ impl KeyProvider for TpmProvider {
 
     fn wrap(&self, secret: &SecretKey) -> Result<Wrapped, ProviderError> {
         let key = self.with_tpm(|ctx| self.lookup(ctx))?;
-        Ok(Wrapped {
-            ciphertext: rsa_kek::wrap_with(&key.public, key.hash, secret),
-            key: key.info,
-        })
+        Ok(Wrapped::locally(key.info, &key.public, key.hash, secret))
     }
 
     fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<Unwrapped, ProviderError> {
@@ -408,18 +409,20 @@ impl KeyProvider for TpmProvider {
                     format!(
                         "the key at handle {} was replaced: it is version {} (fingerprint {}), the keyslot was \
                          wrapped by version {version}; re-persist the original key or unlock with another keyslot",
-                        self.key_id, key.info.version, key.info.fingerprint
+                        self.key_id,
+                        key.info.version,
+                        key.info.fingerprint_text()
                     ),
                 ));
             }
-            if wrapped.len() != key.info.bits.div_ceil(8) {
+            let bits = key.public.bits();
+            if wrapped.len() != bits.div_ceil(8) {
                 return Err(self.err(
                     ErrorKind::UnwrapFailed,
                     format!(
-                        "the keyslot's ciphertext is {} bytes, not {} as RSA-{} makes: corrupted",
+                        "the keyslot's ciphertext is {} bytes, not {} as RSA-{bits} makes: corrupted",
                         wrapped.len(),
-                        key.info.bits.div_ceil(8),
-                        key.info.bits
+                        bits.div_ceil(8),
                     ),
                 ));
             }
@@ -474,8 +477,29 @@ impl KeyProvider for TpmProvider {
     }
 }
 
+/// Why a `tpm:` URI was refused.
+#[derive(Debug, thiserror::Error)]
+enum UriError {
+    #[error(transparent)]
+    Param(#[from] params::ParamError),
+    #[error(
+        "handle {0:#010x} is not a persistent handle (0x81000000..0x81ffffff); persist the key with \
+         tpm2_evictcontrol -C o -c KEY.ctx 0x81000001"
+    )]
+    NotPersistent(u32),
+    #[error("'{0}' is not a TPM persistent handle: expected tpm:0x81000001[?tcti=...&auth=...&oaep=sha256]")]
+    NotHandle(String),
+    #[error(
+        "bad tcti '{tcti}': {why} (examples: device:/dev/tpmrm0, swtpm:host=127.0.0.1,port=2321, \
+         mssim:host=127.0.0.1,port=2321, tabrmd:bus_name=com.intel.tss2.Tabrmd)"
+    )]
+    Tcti { tcti: String, why: String },
+    #[error("bad pcrs '{pcrs}': {why} (expected e.g. pcrs=sha256:0,7 or sha256:0,7+sha1:4)")]
+    Pcrs { pcrs: String, why: String },
+}
+
 /// Parses a persistent handle: `0x81000001` or decimal.
-fn parse_handle(s: &str) -> Result<u32, String> {
+fn parse_handle(s: &str) -> Result<u32, UriError> {
     let s = params::percent_decode(s)?;
     let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(h) => u32::from_str_radix(h, 16).ok(),
@@ -483,24 +507,19 @@ fn parse_handle(s: &str) -> Result<u32, String> {
     };
     match v {
         Some(v) if (PERSISTENT_FIRST..=PERSISTENT_LAST).contains(&v) => Ok(v),
-        Some(v) => Err(format!(
-            "handle {v:#010x} is not a persistent handle (0x81000000..0x81ffffff); persist the key with \
-             tpm2_evictcontrol -C o -c KEY.ctx 0x81000001"
-        )),
-        None => Err(format!(
-            "'{s}' is not a TPM persistent handle: expected tpm:0x81000001[?tcti=...&auth=...&oaep=sha256]"
-        )),
+        Some(v) => Err(UriError::NotPersistent(v)),
+        None => Err(UriError::NotHandle(s)),
     }
 }
 
 /// Parses a TCTI string, refusing names libtss2 would not know and options it would ignore.
-fn parse_tcti(s: &str) -> Result<TctiNameConf, String> {
+fn parse_tcti(s: &str) -> Result<TctiNameConf, UriError> {
     let (name, conf) = s.split_once(':').unwrap_or((s, ""));
     let bad = |why: String| {
-        Err(format!(
-            "bad tcti '{s}': {why} (examples: device:/dev/tpmrm0, swtpm:host=127.0.0.1,port=2321, \
-             mssim:host=127.0.0.1,port=2321, tabrmd:bus_name=com.intel.tss2.Tabrmd)"
-        ))
+        Err(UriError::Tcti {
+            tcti: s.to_string(),
+            why,
+        })
     };
     match name {
         "device" => {
@@ -524,8 +543,11 @@ fn parse_tcti(s: &str) -> Result<TctiNameConf, String> {
 }
 
 /// Parses a PCR selection in tpm2-tools syntax: `sha256:0,7` or `sha256:0,7+sha1:4`.
-fn parse_pcrs(s: &str) -> Result<PcrBanks, String> {
-    let bad = |why: String| format!("bad pcrs '{s}': {why} (expected e.g. pcrs=sha256:0,7 or sha256:0,7+sha1:4)");
+fn parse_pcrs(s: &str) -> Result<PcrBanks, UriError> {
+    let bad = |why: String| UriError::Pcrs {
+        pcrs: s.to_string(),
+        why,
+    };
     let mut banks: PcrBanks = Vec::new();
     for bank in s.split('+') {
         let (alg, list) = bank

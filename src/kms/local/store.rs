@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::provider::{rsa_kek, trust};
+use crate::crypto::rsa;
+use crate::kms::trust;
 use crate::util;
 
 /// Environment variable that overrides the default store location.
@@ -146,7 +147,7 @@ pub enum StoreError {
     },
     /// A store directory or file that someone other than root or this user could change.
     #[error("key store {0}; refusing to use it")]
-    Untrusted(String),
+    Untrusted(trust::Untrusted),
     /// I/O failure.
     #[error("key store {path}: {source}")]
     Io {
@@ -262,7 +263,7 @@ impl KeyStore {
         if !valid_name(name) {
             return Err(StoreError::BadName(name.into()));
         }
-        rsa_kek::check_bits(bits).map_err(StoreError::Invalid)?;
+        rsa::check_bits(bits).map_err(|e| StoreError::Invalid(e.to_string()))?;
         util::create_private_dir(&self.root, 0o700).map_err(io_err(&self.root))?;
         // A key made in a store another user controls would be refused at every use.
         check_trusted(&self.root, "directory")?;
@@ -271,15 +272,15 @@ impl KeyStore {
         if dir.exists() {
             return Err(StoreError::Exists(name.into()));
         }
-        let key = rsa_kek::generate(bits).map_err(StoreError::Invalid)?;
-        let fingerprint = rsa_kek::fingerprint(&key.to_public_key());
+        let key = rsa::generate(bits).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let fingerprint = rsa::fingerprint(&key.to_public_key());
         // Build in a temporary directory and rename it into place, so that a crash never
         // leaves a half-made key under its real name.
         let tmp = self.root.join(format!(".{name}.creating.{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         util::create_private_dir(&tmp, 0o700).map_err(io_err(&tmp))?;
         let pem_path = tmp.join("v1.pem");
-        write_private(&pem_path, rsa_kek::private_pem(&key).as_bytes())?;
+        write_private(&pem_path, rsa::private_pem(&key).as_bytes())?;
         let now = util::now_rfc3339();
         let meta = KeyMeta {
             schema: 1,
@@ -390,13 +391,13 @@ impl KeyStore {
             return Err(Self::refuse(name, "is deleted; recover it before rotating"));
         }
         let bits = bits.unwrap_or_else(|| meta.versions.last().map(|v| v.bits).unwrap_or(3072));
-        rsa_kek::check_bits(bits).map_err(StoreError::Invalid)?;
-        let key = rsa_kek::generate(bits).map_err(StoreError::Invalid)?;
-        let fingerprint = rsa_kek::fingerprint(&key.to_public_key());
+        rsa::check_bits(bits).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let key = rsa::generate(bits).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let fingerprint = rsa::fingerprint(&key.to_public_key());
         self.update(name, |m| {
             let version = m.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
             let pem_path = self.key_dir(name).join(format!("v{version}.pem"));
-            write_private(&pem_path, rsa_kek::private_pem(&key).as_bytes())?;
+            write_private(&pem_path, rsa::private_pem(&key).as_bytes())?;
             m.versions.push(VersionMeta {
                 version,
                 bits,
@@ -529,7 +530,7 @@ impl KeyStore {
     }
 
     /// Loads a version's private key.
-    pub fn private_key(&self, name: &str, version: u32) -> Result<rsa_kek::RsaPrivateKey, StoreError> {
+    pub fn private_key(&self, name: &str, version: u32) -> Result<rsa::RsaPrivateKey, StoreError> {
         if !valid_name(name) {
             return Err(StoreError::BadName(name.into()));
         }
@@ -547,7 +548,10 @@ impl KeyStore {
             Err(trust::ReadError::Io(e)) => return Err(io_err(&p)(e)),
             Err(trust::ReadError::Untrusted(m)) => return Err(StoreError::Untrusted(m)),
         };
-        rsa_kek::parse_private_pem(&pem).map_err(|reason| StoreError::Corrupt { path: p, reason })
+        rsa::parse_private_pem(&pem).map_err(|e| StoreError::Corrupt {
+            path: p,
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -582,7 +586,7 @@ mod tests {
         assert_eq!(mode(&s.root().join("db-kek/v1.pem")), 0o600);
         assert_eq!(mode(&s.root().join("db-kek/meta.json")), 0o600);
         let k = s.private_key("db-kek", 1).unwrap();
-        assert_eq!(rsa_kek::fingerprint(&k.to_public_key()), m.versions[0].fingerprint);
+        assert_eq!(rsa::fingerprint(&k.to_public_key()), m.versions[0].fingerprint);
         assert!(s.uri("db-kek").starts_with("local:/"));
         // Lifecycle.
         let m = s.rotate("db-kek", None, None, None).unwrap();

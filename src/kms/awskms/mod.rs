@@ -15,24 +15,29 @@
 //! environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) unless the URI
 //! names a `profile`, then the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default
 //! `~/.aws/credentials`) and the config file (`AWS_CONFIG_FILE`, default `~/.aws/config`).
-//! Requests are KMS JSON 1.1 calls signed with SigV4 ([`sigv4`]).
+//! Requests are KMS JSON 1.1 calls signed with SigV4 ([`sigv4`]); the credential chain is
+//! [`credentials`].
 //!
 //! Unwrap is always `Decrypt` with `EncryptionAlgorithm=RSAES_OAEP_SHA_256` inside KMS. KMS
 //! keys have no versions a client sees (rotation of asymmetric keys means a new key): the
 //! version is always "1".
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use super::rsa_kek::RsaPublicKey;
+use crate::crypto::rsa::RsaPublicKey;
 use base64::Engine as _;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
+pub mod credentials;
+pub mod sigv4;
+
+pub use credentials::Credentials;
+
 use super::http::{self, Http};
-use super::{params, rsa_kek, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use super::{params, ErrorKind, KeyInfo, KeyProvider, ProviderError, Unwrapped, Wrapped};
+use crate::crypto::rsa;
 use crate::crypto::SecretKey;
 
 /// URI scheme.
@@ -55,22 +60,12 @@ pub struct AwsKmsProvider {
     public: Mutex<Option<(KeyInfo, RsaPublicKey)>>,
 }
 
-/// AWS credentials (zeroized on drop).
-pub struct Credentials {
-    /// Access key id.
-    pub access_key_id: String,
-    /// Secret access key.
-    pub secret_access_key: Zeroizing<String>,
-    /// Session token of temporary credentials.
-    pub session_token: Option<Zeroizing<String>>,
-}
-
 impl AwsKmsProvider {
     /// Parses `rest` (the part after `awskms:`). Makes no request.
     pub fn open(uri: &str, rest: &str) -> Result<Self, ProviderError> {
         let bad = |m: String| ProviderError::new(ErrorKind::Misconfigured, SCHEME, uri, m);
         let (key, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let p = params::parse_params(query, '&', PARAMS).map_err(bad)?;
+        let p = params::parse_params(query, '&', PARAMS).map_err(|e| bad(e.to_string()))?;
         if key.is_empty() {
             return Err(bad(
                 "no key: expected awskms:arn:aws:kms:REGION:ACCOUNT:key/ID or awskms:KEYID?region=REGION".into(),
@@ -101,7 +96,7 @@ impl AwsKmsProvider {
             }
             (Some(a), _) => a.clone(),
             (None, Some(r)) => r.clone(),
-            (None, None) => default_region(profile.as_deref())
+            (None, None) => credentials::default_region(profile.as_deref())
                 .ok_or_else(|| bad("no region: give region=, use a key ARN, or set AWS_REGION".into()))?,
         };
         if region.is_empty() || !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
@@ -131,13 +126,13 @@ impl AwsKmsProvider {
             Some(o) => return Err(bad(format!("wrap must be local or kms, not '{o}'"))),
         };
         let timeout = match p.get("timeout") {
-            Some(t) => params::parse_duration(t).map_err(bad)?,
+            Some(t) => params::parse_duration(t).map_err(|e| bad(e.to_string()))?,
             None => http::DEFAULT_TIMEOUT,
         };
         if timeout.is_zero() || timeout > Duration::from_secs(300) {
             return Err(bad("timeout must be between 1ms and 5m".into()));
         }
-        let http = Http::new(timeout, None).map_err(bad)?;
+        let http = Http::new(timeout, None).map_err(|e| bad(e.to_string()))?;
         Ok(AwsKmsProvider {
             uri: uri.into(),
             key: key.into(),
@@ -170,7 +165,8 @@ impl AwsKmsProvider {
     /// One signed KMS call with a ready JSON `payload`; a 200 answer as received (its body is
     /// zeroized when dropped).
     fn call_raw(&self, action: &str, payload: &[u8]) -> Result<http::Response, ProviderError> {
-        let creds = credentials(self.profile.as_deref()).map_err(|m| self.err(ErrorKind::Unreachable, m))?;
+        let creds =
+            credentials::chain(self.profile.as_deref()).map_err(|e| self.err(ErrorKind::Unreachable, e.to_string()))?;
         let target = format!("TrentService.{action}");
         let amz_date = sigv4::amz_date(std::time::SystemTime::now());
         let mut headers = vec![
@@ -258,131 +254,12 @@ impl AwsKmsProvider {
             .as_str()
             .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
             .ok_or_else(|| self.err(ErrorKind::Unreachable, "GetPublicKey answered without a PublicKey"))?;
-        let k = rsa_kek::public_from_der(&der).map_err(|e| self.err(ErrorKind::Misconfigured, e))?;
+        let k = rsa::public_from_der(&der).map_err(|e| self.err(ErrorKind::Misconfigured, e.to_string()))?;
         let id = r["KeyId"].as_str().unwrap_or(&self.key).to_string();
-        let info = rsa_kek::key_info(SCHEME, &id, "1", &k);
+        let info = KeyInfo::for_public(SCHEME, &id, "1", &k);
         *self.public.lock() = Some((info.clone(), k.clone()));
         Ok((info, k))
     }
-}
-
-fn default_region(profile: Option<&str>) -> Option<String> {
-    for v in ["AWS_REGION", "AWS_DEFAULT_REGION"] {
-        if let Ok(r) = std::env::var(v) {
-            if !r.is_empty() {
-                return Some(r);
-            }
-        }
-    }
-    let profile = profile_name(profile);
-    let config = shared_file("AWS_CONFIG_FILE", "config")?;
-    let section = if profile == "default" {
-        "default".to_string()
-    } else {
-        format!("profile {profile}")
-    };
-    ini_section(&std::fs::read_to_string(config).ok()?, &section)
-        .remove("region")
-        .map(|r| r.to_string())
-}
-
-fn profile_name(profile: Option<&str>) -> String {
-    profile
-        .map(str::to_string)
-        .or_else(|| std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty()))
-        .unwrap_or_else(|| "default".into())
-}
-
-fn shared_file(var: &str, name: &str) -> Option<PathBuf> {
-    match std::env::var_os(var) {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".aws").join(name)),
-    }
-}
-
-/// `name = value` pairs of one `[section]` of an AWS ini file.
-fn ini_section(text: &str, section: &str) -> BTreeMap<String, Zeroizing<String>> {
-    let mut out = BTreeMap::new();
-    let mut inside = false;
-    for line in text.lines() {
-        let l = line.trim();
-        if l.starts_with('#') || l.starts_with(';') || l.is_empty() {
-            continue;
-        }
-        if let Some(s) = l.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-            inside = s.trim() == section;
-            continue;
-        }
-        if inside {
-            if let Some((k, v)) = l.split_once('=') {
-                out.insert(k.trim().to_ascii_lowercase(), Zeroizing::new(v.trim().to_string()));
-            }
-        }
-    }
-    out
-}
-
-/// The standard credential chain, minus instance metadata: environment, then the shared
-/// credentials file, then the config file.
-pub fn credentials(profile: Option<&str>) -> Result<Credentials, String> {
-    if profile.is_none() {
-        if let (Ok(id), Ok(secret)) = (
-            std::env::var("AWS_ACCESS_KEY_ID"),
-            std::env::var("AWS_SECRET_ACCESS_KEY"),
-        ) {
-            if !id.is_empty() && !secret.is_empty() {
-                return Ok(Credentials {
-                    access_key_id: id,
-                    secret_access_key: Zeroizing::new(secret),
-                    session_token: std::env::var("AWS_SESSION_TOKEN")
-                        .ok()
-                        .filter(|t| !t.is_empty())
-                        .map(Zeroizing::new),
-                });
-            }
-        }
-    }
-    let name = profile_name(profile);
-    let mut looked = vec![];
-    for (var, file, section) in [
-        ("AWS_SHARED_CREDENTIALS_FILE", "credentials", name.clone()),
-        (
-            "AWS_CONFIG_FILE",
-            "config",
-            if name == "default" {
-                name.clone()
-            } else {
-                format!("profile {name}")
-            },
-        ),
-    ] {
-        let Some(path) = shared_file(var, file) else { continue };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => Zeroizing::new(t),
-            Err(_) => {
-                looked.push(format!("{} (absent)", path.display()));
-                continue;
-            }
-        };
-        let mut s = ini_section(&text, &section);
-        if let (Some(id), Some(secret)) = (s.remove("aws_access_key_id"), s.remove("aws_secret_access_key")) {
-            return Ok(Credentials {
-                access_key_id: id.to_string(),
-                secret_access_key: secret,
-                session_token: s.remove("aws_session_token"),
-            });
-        }
-        looked.push(format!("{} [{section}]", path.display()));
-    }
-    Err(format!(
-        "no AWS credentials: {}looked in {}",
-        if profile.is_none() {
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are not set; "
-        } else {
-            ""
-        },
-        looked.join(", ")
-    ))
 }
 
 /// The error code and message of a KMS JSON error answer.
@@ -480,7 +357,7 @@ impl KeyProvider for AwsKmsProvider {
                 .and_then(|c| b64.decode(c).ok())
                 .ok_or_else(|| self.err(ErrorKind::Unreachable, "Encrypt answered without a CiphertextBlob"))?
         } else {
-            rsa_kek::wrap_with(&k, rsa_kek::OaepHash::Sha256, secret)
+            rsa::wrap_with(&k, rsa::OaepHash::Sha256, secret)
         };
         Ok(Wrapped { key: info, ciphertext })
     }
@@ -526,173 +403,16 @@ impl KeyProvider for AwsKmsProvider {
             Err(e) => {
                 // Decrypt is allowed but GetPublicKey is not: still unwrapped.
                 tracing::debug!(error = %e, "GetPublicKey failed after a successful Decrypt");
-                KeyInfo {
-                    provider: SCHEME.into(),
-                    key_id: r.key_id.clone().unwrap_or_else(|| self.key.clone()),
-                    version: "1".into(),
-                    bits: wrapped.len() * 8,
-                    fingerprint: String::new(),
-                    expiry: None,
-                }
+                KeyInfo::without_public(SCHEME, r.key_id.as_deref().unwrap_or(&self.key), "1")
             }
         };
         Ok(Unwrapped { secret, key })
     }
 }
 
-/// AWS Signature Version 4 (the parts KMS needs: one POST with signed headers).
-pub mod sigv4 {
-    use hmac::{Hmac, Mac};
-    use sha2::{Digest, Sha256};
-
-    use super::Credentials;
-
-    /// What is signed. `headers` are lowercase names; `query` is already canonical.
-    pub struct Request<'a> {
-        /// HTTP method.
-        pub method: &'a str,
-        /// Canonical URI path.
-        pub path: &'a str,
-        /// Canonical query string.
-        pub query: &'a str,
-        /// Headers to sign, lowercase names (host included).
-        pub headers: &'a [(String, String)],
-        /// The body.
-        pub payload: &'a [u8],
-    }
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
-
-    fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-        m.update(data);
-        m.finalize().into_bytes().to_vec()
-    }
-
-    /// `YYYYMMDDTHHMMSSZ` of `t`.
-    pub fn amz_date(t: std::time::SystemTime) -> String {
-        humantime::format_rfc3339_seconds(t)
-            .to_string()
-            .chars()
-            .filter(|c| *c != '-' && *c != ':')
-            .collect()
-    }
-
-    /// The canonical request.
-    pub fn canonical_request(r: &Request<'_>) -> (String, String) {
-        let mut h: Vec<(String, String)> = r
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_ascii_lowercase(),
-                    v.split_whitespace().collect::<Vec<_>>().join(" "),
-                )
-            })
-            .collect();
-        h.sort();
-        let signed = h.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(";");
-        let canon_headers: String = h.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-        let c = format!(
-            "{}\n{}\n{}\n{}\n{}\n{}",
-            r.method,
-            r.path,
-            r.query,
-            canon_headers,
-            signed,
-            hex(&Sha256::digest(r.payload))
-        );
-        (c, signed)
-    }
-
-    /// The signing key for `date` (YYYYMMDD), region and service.
-    pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
-        let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-        let k = hmac(&k, region.as_bytes());
-        let k = hmac(&k, service.as_bytes());
-        hmac(&k, b"aws4_request")
-    }
-
-    /// The signature and signed-header list of `r` at `amz_date`.
-    pub fn signature(secret: &str, r: &Request<'_>, amz_date: &str, region: &str, service: &str) -> (String, String) {
-        let (canonical, signed) = canonical_request(r);
-        let date = &amz_date[..8];
-        let scope = format!("{date}/{region}/{service}/aws4_request");
-        let to_sign = format!(
-            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-            hex(&Sha256::digest(canonical.as_bytes()))
-        );
-        let key = zeroize::Zeroizing::new(signing_key(secret, date, region, service));
-        (hex(&hmac(&key, to_sign.as_bytes())), signed)
-    }
-
-    /// The `Authorization` header value.
-    pub fn authorization(c: &Credentials, r: &Request<'_>, amz_date: &str, region: &str, service: &str) -> String {
-        let (sig, signed) = signature(&c.secret_access_key, r, amz_date, region, service);
-        format!(
-            "AWS4-HMAC-SHA256 Credential={}/{}/{region}/{service}/aws4_request, SignedHeaders={signed}, Signature={sig}",
-            c.access_key_id,
-            &amz_date[..8]
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The worked example of AWS's SigV4 documentation (IAM ListUsers, 2015-08-30).
-    #[test]
-    fn sigv4_published_example() {
-        let headers = vec![
-            (
-                "content-type".to_string(),
-                "application/x-www-form-urlencoded; charset=utf-8".to_string(),
-            ),
-            ("host".to_string(), "iam.amazonaws.com".to_string()),
-            ("x-amz-date".to_string(), "20150830T123600Z".to_string()),
-        ];
-        let r = sigv4::Request {
-            method: "GET",
-            path: "/",
-            query: "Action=ListUsers&Version=2010-05-08",
-            headers: &headers,
-            payload: b"",
-        };
-        let (canonical, signed) = sigv4::canonical_request(&r);
-        assert_eq!(signed, "content-type;host;x-amz-date");
-        use sha2::Digest;
-        let h: String = sha2::Sha256::digest(canonical.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(h, "f536975d06c0309214f805bb90ccff089219ecd68b2577efef23edd43b7e1a59");
-        let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
-        let k: String = sigv4::signing_key(secret, "20150830", "us-east-1", "iam")
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(k, "c4afb1cc5771d871763a393e44b703571b55cc28424d1a5e86da6ed3c154a4b9");
-        let (sig, _) = sigv4::signature(secret, &r, "20150830T123600Z", "us-east-1", "iam");
-        assert_eq!(sig, "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7");
-        let c = Credentials {
-            access_key_id: "AKIDEXAMPLE".into(),
-            secret_access_key: Zeroizing::new(secret.into()),
-            session_token: None,
-        };
-        assert_eq!(
-            sigv4::authorization(&c, &r, "20150830T123600Z", "us-east-1", "iam"),
-            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, \
-             SignedHeaders=content-type;host;x-amz-date, \
-             Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
-        );
-        assert_eq!(
-            sigv4::amz_date(std::time::UNIX_EPOCH + Duration::from_secs(1440938160)),
-            "20150830T123600Z"
-        );
-    }
 
     fn open(rest: &str) -> Result<AwsKmsProvider, ProviderError> {
         AwsKmsProvider::open(&format!("awskms:{rest}"), rest)
@@ -759,14 +479,5 @@ mod tests {
             error_of("<ErrorResponse><Errors><Error><Code>SignatureDoesNotMatch</Code><Message>m</Message></Error></Errors></ErrorResponse>"),
             ("SignatureDoesNotMatch".into(), "m".into())
         );
-    }
-
-    #[test]
-    fn ini() {
-        let t = "[default]\naws_access_key_id = A\n# c\n[profile p]\nregion=eu-north-1\n[p]\naws_access_key_id=B\n";
-        assert_eq!(&*ini_section(t, "default")["aws_access_key_id"], "A");
-        assert_eq!(&*ini_section(t, "profile p")["region"], "eu-north-1");
-        assert_eq!(&*ini_section(t, "p")["aws_access_key_id"], "B");
-        assert!(ini_section(t, "q").is_empty());
     }
 }

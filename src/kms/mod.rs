@@ -1,4 +1,12 @@
-//! Key providers: where key-encryption keys (KEKs) live.
+//! Key services (KMS): where key-encryption keys (KEKs) live.
+//!
+//! Layout: this file holds the [`KeyProvider`] trait, its error and key-info types and
+//! [`open`] (choose a provider by URI scheme); [`call`] runs provider calls under a deadline;
+//! [`params`] parses URI parameters and secret sources; [`trust`] checks ownership of the
+//! files and programs providers read; [`http`] is the HTTPS client of the remote providers.
+//! Then one module per provider: [`local`] (the embedded key store), [`pem`], [`exec`],
+//! `pkcs11`, `tpm`, `vault` and `awskms` (feature-gated). The RSA-OAEP primitives
+//! themselves live in [`crate::crypto::rsa`].
 //!
 //! A provider holds an RSA KEK and offers two operations to cmkfs: *wrap* a 256-bit volume
 //! key (RSA-OAEP-SHA256 with the public key; the private key is never needed for this) and
@@ -21,13 +29,13 @@ pub mod params;
 pub mod pem;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
-pub mod rsa_kek;
 #[cfg(feature = "tpm")]
 pub mod tpm;
 pub mod trust;
 #[cfg(feature = "vault")]
 pub mod vault;
 
+use crate::crypto::rsa::{self, OaepHash, RsaPublicKey};
 use crate::crypto::SecretKey;
 
 /// What kind of failure a provider reported.
@@ -92,16 +100,53 @@ pub struct KeyInfo {
     pub key_id: String,
     /// Key version (providers without versions report "1").
     pub version: String,
-    /// RSA modulus size.
-    pub bits: usize,
-    /// SHA-256 of the public key's DER SubjectPublicKeyInfo, hex.
-    pub fingerprint: String,
+    /// RSA modulus size. `None` when the provider unwrapped without letting cmkfs read the
+    /// public key (a Vault token or AWS role allowed to decrypt but not to read the key, an
+    /// `exec:` program's unwrap); a wrap and [`KeyProvider::current`] always know it.
+    pub bits: Option<usize>,
+    /// SHA-256 of the public key's DER SubjectPublicKeyInfo, hex. `None` exactly when
+    /// `bits` is.
+    pub fingerprint: Option<String>,
     /// When this key version expires (RFC 3339), if the provider knows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expiry: Option<String>,
 }
 
 impl KeyInfo {
+    /// The key `provider` holds under `key_id`/`version`, whose public key is `key`.
+    pub fn for_public(provider: &str, key_id: &str, version: &str, key: &RsaPublicKey) -> Self {
+        KeyInfo {
+            provider: provider.into(),
+            key_id: key_id.into(),
+            version: version.into(),
+            bits: Some(key.bits()),
+            fingerprint: Some(rsa::fingerprint(key)),
+            expiry: None,
+        }
+    }
+
+    /// A key version whose public key the provider did not let cmkfs read.
+    pub fn without_public(provider: &str, key_id: &str, version: &str) -> Self {
+        KeyInfo {
+            provider: provider.into(),
+            key_id: key_id.into(),
+            version: version.into(),
+            bits: None,
+            fingerprint: None,
+            expiry: None,
+        }
+    }
+
+    /// The modulus size for display: `RSA-3072`, or `unknown`.
+    pub fn bits_text(&self) -> String {
+        self.bits.map_or_else(|| "unknown".into(), |b| format!("RSA-{b}"))
+    }
+
+    /// The fingerprint for display, or `unknown`.
+    pub fn fingerprint_text(&self) -> &str {
+        self.fingerprint.as_deref().unwrap_or("unknown")
+    }
+
     /// True when the provider reported an expiry in the past. Expired keys keep unwrapping
     /// (no downtime by design), but callers warn and audit.
     pub fn is_expired(&self) -> bool {
@@ -118,6 +163,17 @@ pub struct Wrapped {
     pub key: KeyInfo,
     /// RSA-OAEP-SHA256 ciphertext.
     pub ciphertext: Vec<u8>,
+}
+
+impl Wrapped {
+    /// Wraps `secret` here, with the public key `key` describes and the given OAEP hash: how
+    /// every provider wraps (the private key is never needed to wrap).
+    pub fn locally(key: KeyInfo, public: &RsaPublicKey, hash: OaepHash, secret: &SecretKey) -> Self {
+        Wrapped {
+            ciphertext: rsa::wrap_with(public, hash, secret),
+            key,
+        }
+    }
 }
 
 /// The result of unwrapping.
@@ -141,8 +197,8 @@ pub trait KeyProvider: Send + Sync {
     fn unwrap(&self, version: &str, wrapped: &[u8]) -> Result<Unwrapped, ProviderError>;
     /// The OAEP hash [`KeyProvider::wrap`] uses, recorded in the keyslot's `algorithm`
     /// field. SHA-256 unless the provider was configured for a SHA-1-only token.
-    fn oaep_hash(&self) -> rsa_kek::OaepHash {
-        rsa_kek::OaepHash::Sha256
+    fn oaep_hash(&self) -> OaepHash {
+        OaepHash::Sha256
     }
 }
 

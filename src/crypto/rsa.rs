@@ -1,6 +1,7 @@
-//! RSA KEK helpers shared by providers that hold the private key in this process (the local
-//! key store and PEM files) or only the public key (hardware and remote providers wrap
-//! locally with the public key).
+//! RSA KEK primitives: key generation, parsing and PEM, RSA-OAEP wrap and unwrap. Used by the
+//! key services ([`crate::kms`]) that hold the private key in this process (the local key
+//! store and PEM files) or only the public key (hardware and remote providers wrap locally
+//! with the public key). Pure: nothing here knows about providers, URIs or files.
 //!
 //! Everything here runs on aws-lc-rs (AWS-LC): its RSA-OAEP decryption is constant-time and
 //! blinded, unlike the RustCrypto `rsa` crate this replaced (RUSTSEC-2023-0071, "Marvin"),
@@ -17,7 +18,39 @@ use aws_lc_rs::rsa::{
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
-use crate::crypto::{self, SecretKey};
+use super::SecretKey;
+
+/// Why an RSA key or operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RsaError {
+    /// A key size other than 2048, 3072 or 4096 bits.
+    #[error("RSA-{0} is not allowed as a KEK; use 2048, 3072 or 4096 bits")]
+    BadSize(usize),
+    /// Bytes that are not a usable RSA public key (`what` names the form expected).
+    #[error("not a usable RSA public key ({what}){}", detail_suffix(.detail))]
+    NotPublicKey {
+        /// The form that was expected.
+        what: &'static str,
+        /// AWS-LC's reason, where it gave one.
+        detail: Option<String>,
+    },
+    /// Bytes that are not an unencrypted RSA private key in PKCS#8 or PKCS#1 PEM form.
+    #[error("not an unencrypted RSA private key in PKCS#8 or PKCS#1 PEM form{}", detail_suffix(.detail))]
+    NotPrivateKey {
+        /// AWS-LC's reason, where it gave one.
+        detail: Option<String>,
+    },
+    /// An OAEP hash name other than sha1 or sha256.
+    #[error("unsupported OAEP hash '{0}': use sha256 (preferred) or sha1")]
+    UnknownHash(String),
+    /// AWS-LC refused an operation that should not fail (generation, encoding, encryption).
+    #[error("{0}")]
+    Failed(&'static str),
+}
+
+fn detail_suffix(detail: &Option<String>) -> String {
+    detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+}
 
 /// The only RSA sizes cmkfs accepts for KEKs.
 pub const ALLOWED_BITS: [usize; 3] = [2048, 3072, 4096];
@@ -25,13 +58,11 @@ pub const ALLOWED_BITS: [usize; 3] = [2048, 3072, 4096];
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// Refuses key sizes other than 2048, 3072 and 4096 bits.
-pub fn check_bits(bits: usize) -> Result<(), String> {
+pub fn check_bits(bits: usize) -> Result<(), RsaError> {
     if ALLOWED_BITS.contains(&bits) {
         Ok(())
     } else {
-        Err(format!(
-            "RSA-{bits} is not allowed as a KEK; use 2048, 3072 or 4096 bits"
-        ))
+        Err(RsaError::BadSize(bits))
     }
 }
 
@@ -51,10 +82,10 @@ impl std::fmt::Debug for RsaPublicKey {
 }
 
 impl RsaPublicKey {
-    fn from_aws(key: PublicEncryptingKey) -> Result<Self, String> {
+    fn from_aws(key: PublicEncryptingKey) -> Result<Self, RsaError> {
         let der = key
             .as_der()
-            .map_err(|_| "the RSA public key cannot be encoded".to_string())?
+            .map_err(|_| RsaError::Failed("the RSA public key cannot be encoded"))?
             .as_ref()
             .to_vec();
         Ok(RsaPublicKey { key, der })
@@ -107,21 +138,21 @@ pub fn bits(key: &RsaPublicKey) -> usize {
 }
 
 /// Generates a new KEK.
-pub fn generate(bits: usize) -> Result<RsaPrivateKey, String> {
+pub fn generate(bits: usize) -> Result<RsaPrivateKey, RsaError> {
     check_bits(bits)?;
     let size = match bits {
         2048 => KeySize::Rsa2048,
         3072 => KeySize::Rsa3072,
         _ => KeySize::Rsa4096,
     };
-    let key = PrivateDecryptingKey::generate(size).map_err(|_| "RSA key generation failed".to_string())?;
+    let key = PrivateDecryptingKey::generate(size).map_err(|_| RsaError::Failed("RSA key generation failed"))?;
     Ok(RsaPrivateKey { key })
 }
 
 /// SHA-256 over the DER SubjectPublicKeyInfo, hex. Volume headers store it: it must never
 /// change for a given key (`fingerprint_is_pinned` below).
 pub fn fingerprint(key: &RsaPublicKey) -> String {
-    crypto::hex(&crypto::sha256(&key.der))
+    super::hex(&super::sha256(&key.der))
 }
 
 /// RSA-OAEP-SHA256 encryption of a 32-byte secret with the public key.
@@ -144,13 +175,11 @@ pub enum OaepHash {
 
 impl OaepHash {
     /// Parses `sha1` / `sha256` (as written in provider URIs).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, RsaError> {
         match s.to_ascii_lowercase().as_str() {
             "sha1" | "sha-1" => Ok(OaepHash::Sha1),
             "sha256" | "sha-256" => Ok(OaepHash::Sha256),
-            other => Err(format!(
-                "unsupported OAEP hash '{other}': use sha256 (preferred) or sha1"
-            )),
+            other => Err(RsaError::UnknownHash(other.to_string())),
         }
     }
 
@@ -178,20 +207,23 @@ pub fn wrap_with(key: &RsaPublicKey, hash: OaepHash, secret: &SecretKey) -> Vec<
 
 /// RSA-OAEP encryption of any short message (for tests and probes; keys go through
 /// [`wrap_with`]).
-pub fn encrypt_with(key: &RsaPublicKey, hash: OaepHash, message: &[u8]) -> Result<Vec<u8>, String> {
-    let k = OaepPublicEncryptingKey::new(key.key.clone()).map_err(|_| "not an OAEP key".to_string())?;
+pub fn encrypt_with(key: &RsaPublicKey, hash: OaepHash, message: &[u8]) -> Result<Vec<u8>, RsaError> {
+    let k = OaepPublicEncryptingKey::new(key.key.clone()).map_err(|_| RsaError::Failed("not an OAEP key"))?;
     let mut out = vec![0u8; k.ciphertext_size()];
     let n = k
         .encrypt(hash.algorithm(), message, &mut out, None)
-        .map_err(|_| "RSA-OAEP encryption failed (message too long?)".to_string())?
+        .map_err(|_| RsaError::Failed("RSA-OAEP encryption failed (message too long?)"))?
         .len();
     out.truncate(n);
     Ok(out)
 }
 
 /// A public key from its SubjectPublicKeyInfo DER, size checked.
-fn public_from_spki(der: &[u8]) -> Result<RsaPublicKey, String> {
-    let key = PublicEncryptingKey::from_der(der).map_err(|e| format!("not a usable RSA public key: {e}"))?;
+fn public_from_spki(der: &[u8], what: &'static str) -> Result<RsaPublicKey, RsaError> {
+    let key = PublicEncryptingKey::from_der(der).map_err(|e| RsaError::NotPublicKey {
+        what,
+        detail: Some(e.to_string()),
+    })?;
     let key = RsaPublicKey::from_aws(key)?;
     check_bits(key.bits())?;
     Ok(key)
@@ -199,7 +231,7 @@ fn public_from_spki(der: &[u8]) -> Result<RsaPublicKey, String> {
 
 /// Builds a public key from its big-endian modulus and public exponent (as PKCS#11 and
 /// TPMs hand them out) and checks its size.
-pub fn public_from_parts(modulus: &[u8], exponent: &[u8]) -> Result<RsaPublicKey, String> {
+pub fn public_from_parts(modulus: &[u8], exponent: &[u8]) -> Result<RsaPublicKey, RsaError> {
     // AWS-LC wants minimal big-endian integers; TPMs and tokens may pad them with zeros
     // (a TPM's exponent is a u32: 00 01 00 01).
     let strip = |b: &[u8]| -> Vec<u8> { b[b.iter().take_while(|x| **x == 0).count()..].to_vec() };
@@ -210,7 +242,10 @@ pub fn public_from_parts(modulus: &[u8], exponent: &[u8]) -> Result<RsaPublicKey
         e: exponent,
     }
     .try_into()
-    .map_err(|_| "not a usable RSA public key (modulus and exponent)".to_string())?;
+    .map_err(|_| RsaError::NotPublicKey {
+        what: "modulus and exponent",
+        detail: None,
+    })?;
     let key = RsaPublicKey::from_aws(key)?;
     check_bits(key.bits())?;
     Ok(key)
@@ -218,31 +253,23 @@ pub fn public_from_parts(modulus: &[u8], exponent: &[u8]) -> Result<RsaPublicKey
 
 /// Parses a public key from PEM (`BEGIN PUBLIC KEY` SubjectPublicKeyInfo, or
 /// `BEGIN RSA PUBLIC KEY` PKCS#1), as KMS services hand them out, and checks its size.
-pub fn public_from_pem(pem: &str) -> Result<RsaPublicKey, String> {
-    let bad = || "not an RSA public key in SubjectPublicKeyInfo or PKCS#1 PEM form".to_string();
+pub fn public_from_pem(pem: &str) -> Result<RsaPublicKey, RsaError> {
+    const WHAT: &str = "SubjectPublicKeyInfo or PKCS#1 PEM";
+    let bad = || RsaError::NotPublicKey {
+        what: WHAT,
+        detail: None,
+    };
     let (label, der) = pem_decode(pem).ok_or_else(bad)?;
     match label.as_str() {
-        "PUBLIC KEY" => public_from_spki(&der),
-        "RSA PUBLIC KEY" => public_from_spki(&der::spki_from_pkcs1(&der)),
+        "PUBLIC KEY" => public_from_spki(&der, WHAT),
+        "RSA PUBLIC KEY" => public_from_spki(&der::spki_from_pkcs1(&der), WHAT),
         _ => Err(bad()),
     }
 }
 
 /// Parses a public key from DER SubjectPublicKeyInfo (AWS KMS GetPublicKey) and checks its size.
-pub fn public_from_der(der: &[u8]) -> Result<RsaPublicKey, String> {
-    public_from_spki(der).map_err(|e| format!("not an RSA public key (DER SPKI): {e}"))
-}
-
-/// The [`super::KeyInfo`] for a public key held by `provider` under `key_id`/`version`.
-pub fn key_info(provider: &str, key_id: &str, version: &str, key: &RsaPublicKey) -> super::KeyInfo {
-    super::KeyInfo {
-        provider: provider.into(),
-        key_id: key_id.into(),
-        version: version.into(),
-        bits: bits(key),
-        fingerprint: fingerprint(key),
-        expiry: None,
-    }
+pub fn public_from_der(der: &[u8]) -> Result<RsaPublicKey, RsaError> {
+    public_from_spki(der, "DER SPKI")
 }
 
 /// RSA-OAEP-SHA256 decryption. `None` when the ciphertext was not made by this key.
@@ -263,15 +290,17 @@ pub fn unwrap_with(key: &RsaPrivateKey, hash: OaepHash, wrapped: &[u8]) -> Optio
 }
 
 /// Parses a PKCS#8 (`BEGIN PRIVATE KEY`) or PKCS#1 (`BEGIN RSA PRIVATE KEY`) PEM.
-pub fn parse_private_pem(pem: &str) -> Result<RsaPrivateKey, String> {
-    let bad = || "not an unencrypted RSA private key in PKCS#8 or PKCS#1 PEM form".to_string();
+pub fn parse_private_pem(pem: &str) -> Result<RsaPrivateKey, RsaError> {
+    let bad = || RsaError::NotPrivateKey { detail: None };
     let (label, der) = pem_decode(pem).ok_or_else(bad)?;
     let pkcs8 = match label.as_str() {
         "PRIVATE KEY" => der,
         "RSA PRIVATE KEY" => der::pkcs8_from_pkcs1(&der),
         _ => return Err(bad()),
     };
-    let key = PrivateDecryptingKey::from_pkcs8(&pkcs8).map_err(|e| format!("{}: {e}", bad()))?;
+    let key = PrivateDecryptingKey::from_pkcs8(&pkcs8).map_err(|e| RsaError::NotPrivateKey {
+        detail: Some(e.to_string()),
+    })?;
     Ok(RsaPrivateKey { key })
 }
 
