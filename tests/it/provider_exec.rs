@@ -2,14 +2,12 @@
 //! (scripts/exec/openssl-kms, RSA-OAEP-SHA256 through `openssl pkeyutl`), plus the
 //! protocol's failure modes: denied, unreachable, timeouts, bad output, unsafe programs.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn kms() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/exec/openssl-kms")
@@ -33,14 +31,9 @@ fn require_tools() {
 fn new_key(parent: &Path, name: &str) -> PathBuf {
     require_tools();
     let dir = parent.join(name);
-    let out = std::process::Command::new(kms())
-        .args([OsStr::new("create"), dir.as_os_str(), OsStr::new("2048")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl-kms create: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new(kms()).args([OsStr::new("create"), dir.as_os_str(), OsStr::new("2048")]),
+        "openssl-kms create",
     );
     dir
 }
