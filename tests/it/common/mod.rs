@@ -429,7 +429,7 @@ pub fn provider_lifecycle(
 }
 
 // ---------------------------------------------------------------------------------------
-// Helpers for tests/attacks.rs (added; nothing above is changed).
+// Helpers first written for attacks.rs, used by any module.
 // ---------------------------------------------------------------------------------------
 
 /// The local configuration directory (trust anchors) of a volume: `CMKFS_CONFIG_DIR` from its
