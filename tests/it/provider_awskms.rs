@@ -20,10 +20,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::common::open_provider as open;
 use crate::common::*;
 use base64::Engine as _;
 use cmkfs::crypto::SecretKey;
-use cmkfs::provider::{self, rsa_kek, ErrorKind, KeyProvider, ProviderError};
+use cmkfs::provider::{rsa_kek, ErrorKind, ProviderError};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -183,21 +184,9 @@ impl Drop for Moto {
     }
 }
 
-fn open(uri: &str) -> Box<dyn KeyProvider> {
-    provider::open(uri).unwrap_or_else(|e| panic!("open {uri}: {e}"))
-}
-
 #[track_caller]
 fn expect_err<T>(r: Result<T, ProviderError>, kind: ErrorKind, text: &str) -> ProviderError {
-    let e = match r {
-        Ok(_) => panic!("expected {kind:?} containing '{text}', got success"),
-        Err(e) => e,
-    };
-    let s = e.to_string();
-    assert_eq!(e.kind, kind, "{s}");
-    assert!(s.contains(text), "'{s}' does not mention '{text}'");
-    assert!(s.starts_with("awskms key "), "names provider and key: {s}");
-    e
+    expect_provider_err(r, kind, text, "awskms key ")
 }
 
 /// A full mount lifecycle against moto with `wrap=kms`, credentials from the environment

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::open_provider as open;
 use crate::common::*;
 use cmkfs::crypto::SecretKey;
 use cmkfs::provider::{self, ErrorKind, KeyProvider, ProviderError};
@@ -258,10 +259,6 @@ impl Drop for Swtpm {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn open(uri: &str) -> Box<dyn KeyProvider> {
-    provider::open(uri).unwrap_or_else(|e| panic!("open {uri}: {e}"))
 }
 
 fn unwrap_err(p: &dyn KeyProvider, version: &str, c: &[u8]) -> ProviderError {

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use crate::common::open_provider as open;
 use crate::common::*;
 use cmkfs::crypto::SecretKey;
-use cmkfs::provider::{self, ErrorKind, KeyProvider, ProviderError};
+use cmkfs::provider::{ErrorKind, ProviderError};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -288,21 +289,9 @@ fn stderr_of(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn open(uri: &str) -> Box<dyn KeyProvider> {
-    provider::open(uri).unwrap_or_else(|e| panic!("open {uri}: {e}"))
-}
-
 #[track_caller]
 fn expect_err<T>(r: Result<T, ProviderError>, kind: ErrorKind, text: &str) -> ProviderError {
-    let e = match r {
-        Ok(_) => panic!("expected {kind:?} containing '{text}', got success"),
-        Err(e) => e,
-    };
-    let s = e.to_string();
-    assert_eq!(e.kind, kind, "{s}");
-    assert!(s.contains(text), "'{s}' does not mention '{text}'");
-    assert!(s.starts_with("vault key transit/"), "names provider and key: {s}");
-    e
+    expect_provider_err(r, kind, text, "vault key transit/")
 }
 
 /// Mount → write/read → online rotation to a second Transit key → the token's policy loses
