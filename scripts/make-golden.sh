@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes the golden volume of the current format version under tests/golden/v<N>/.
 # Run once per format version, commit the result, never regenerate an existing version:
-# every later build must mount and read it (tests/golden.rs).
+# every later build must mount and read it (tests/it/golden.rs).
 #   usage: scripts/make-golden.sh N        (as root, FUSE available)
 set -euo pipefail
 N=${1:?format version}

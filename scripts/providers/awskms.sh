@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Test dependencies of the awskms: provider (tests/provider_awskms.rs): moto's AWS API emulator
+# Test dependencies of the awskms: provider (tests/it/provider_awskms.rs): moto's AWS API emulator
 # (moto_server) and boto3 to set it up, pinned, in their own virtualenv at
 # /opt/cmkfs-test-tools/moto (where the tests look first; CMKFS_MOTO_VENV overrides).
 # moto's KMS does no RSA and enforces no key state; the tests use it for request signing,

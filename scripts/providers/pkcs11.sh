@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Dependencies of the pkcs11: provider tests (tests/provider_pkcs11.rs). Idempotent; run as root
+# Dependencies of the pkcs11: provider tests (tests/it/provider_pkcs11.rs). Idempotent; run as root
 # by scripts/test.sh before `cargo test --all-features`.
 #   - SoftHSM2 (Debian softhsm2 2.6.1) and pkcs11-tool (opensc): a token that does RSA-OAEP-SHA1
 #   - kryoptic (crates.io, a Rust PKCS#11 soft token) built once as a cdylib into a cache

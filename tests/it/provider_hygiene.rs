@@ -6,14 +6,12 @@
 //!
 //! Runs as root (it chowns files to `nobody`), like the other integration tests.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{chown, symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 const NOBODY: u32 = 65534;
 

@@ -7,25 +7,13 @@
 //! detection. The volumes are format 2 (what `cmkfs init` creates); offsets follow
 //! docs/FORMAT.md, "Content blocks, format 2".
 
-mod common;
-
 use std::ffi::{CString, OsStr};
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
-const BS: u64 = 4096;
-
-/// Block `i`'s ciphertext page.
-fn data_off(i: u64) -> u64 {
-    (i / 62 * 63 + 1 + i % 62) * 4096
-}
-/// Block `i`'s 64-byte entry (two nonce/tag slots, stamp, current slot).
-fn entry_off(i: u64) -> u64 {
-    i / 62 * 63 * 4096 + 128 + i % 62 * 64
-}
 /// Backing length of a file of plaintext size `n` (docs/FORMAT.md).
 fn backing_len(n: u64) -> u64 {
     if n == 0 {
@@ -59,26 +47,9 @@ fn put_block(path: &Path, i: u64, b: &(Vec<u8>, Vec<u8>)) {
     f.write_all_at(&b.1, data_off(i)).unwrap();
 }
 
-fn flip(path: &Path, off: u64, mask: u8) {
-    let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, off).unwrap();
-    b[0] ^= mask;
-    f.write_all_at(&b, off).unwrap();
-}
-
 fn pwrite(path: &Path, data: &[u8], off: u64) {
     let f = OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(data, off).unwrap();
-}
-
-/// Block `b` of a file through the mount (short for a short last block).
-fn read_block(v: &Vol, name: &str, b: u64) -> std::io::Result<Vec<u8>> {
-    let f = fs::File::open(v.p(name))?;
-    let mut buf = vec![0u8; BS as usize];
-    let n = f.read_at(&mut buf, b * BS)?;
-    buf.truncate(n);
-    Ok(buf)
 }
 
 fn is_eio<T>(r: std::io::Result<T>) -> bool {

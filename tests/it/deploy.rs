@@ -1,14 +1,12 @@
 //! Deployment: mounting a configured volume by name, the mount helper that mount(8), fstab
 //! and systemd's fstab generator run for type `fuse.cmkfs`, and its option handling.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// The volume's record file and name (`cmkfs init` wrote exactly one).
 fn record(v: &Vol) -> (String, PathBuf) {

@@ -51,8 +51,6 @@
 //!    - `unprivileged_user_cannot_use_the_control_socket`
 //!    - `mount_root_is_shown_apart_from_the_private_cipher_root`
 
-mod common;
-
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -65,7 +63,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const NOBODY: u32 = 65534;

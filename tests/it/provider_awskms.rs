@@ -13,8 +13,6 @@
 //! scripts/providers/awskms.sh installs the pinned moto.
 #![cfg(feature = "aws-kms")]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -22,11 +20,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::common::open_provider as open;
+use crate::common::*;
 use base64::Engine as _;
 use cmkfs::crypto::rsa;
 use cmkfs::crypto::SecretKey;
-use cmkfs::kms::{self, ErrorKind, KeyProvider, ProviderError};
-use common::*;
+use cmkfs::kms::{ErrorKind, ProviderError};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -43,22 +42,14 @@ fn moto_venv() -> PathBuf {
     v
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Credentials for in-process providers come from one shared credentials file (one
 /// `[profile]` per test), never from this process's environment, which tests share.
 fn profile(name: &str, id: &str, secret: &str) {
     static FILE: OnceLock<(tempfile::TempDir, Mutex<BTreeMap<String, String>>)> = OnceLock::new();
     let (dir, profiles) = FILE.get_or_init(|| {
         let d = tempfile::tempdir().unwrap();
-        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", d.path().join("credentials"));
-        std::env::set_var("AWS_CONFIG_FILE", d.path().join("config"));
+        set_process_env("AWS_SHARED_CREDENTIALS_FILE", d.path().join("credentials"));
+        set_process_env("AWS_CONFIG_FILE", d.path().join("config"));
         (d, Mutex::new(BTreeMap::new()))
     });
     let mut p = profiles.lock().unwrap();
@@ -112,23 +103,34 @@ f(UserName="cmkfs", PolicyArn=os.environ["POLICY"])
 impl Moto {
     fn start() -> Moto {
         let venv = moto_venv();
-        let port = free_port();
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new(venv.join("bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .expect("start moto_server (scripts/providers/awskms.sh installs it)");
-        let up = wait_until(DEADLINE, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() || child.try_wait().unwrap().is_some()
-        });
-        assert!(
-            up && child.try_wait().unwrap().is_none(),
-            "moto_server did not start: {}",
-            std::fs::read_to_string(log.path()).unwrap_or_default()
-        );
+        // A port can be taken by another process between probe and bind (common/ports.rs):
+        // a few tries, each on a fresh port.
+        let mut tries = 0;
+        let (child, port) = loop {
+            let port = free_port();
+            let log = tempfile::NamedTempFile::new().unwrap();
+            let mut child = Command::new(venv.join("bin/moto_server"))
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log.reopen().unwrap())
+                .spawn()
+                .expect("start moto_server (scripts/providers/awskms.sh installs it)");
+            let up = wait_until(DEADLINE, || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() || child.try_wait().unwrap().is_some()
+            });
+            if up && child.try_wait().unwrap().is_none() {
+                break (child, port);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            tries += 1;
+            assert!(
+                tries < 5,
+                "moto_server did not start: {}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
+            );
+        };
         let endpoint = format!("http://127.0.0.1:{port}");
         let mut m = Moto {
             child,
@@ -141,20 +143,15 @@ impl Moto {
     }
 
     fn python(&self, script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
-        let out = Command::new(self.venv.join("bin/python"))
-            .arg("-c")
-            .arg(script)
-            .args(args)
-            .env("E", &self.endpoint)
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "python failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        run_ok(
+            Command::new(self.venv.join("bin/python"))
+                .arg("-c")
+                .arg(script)
+                .args(args)
+                .env("E", &self.endpoint)
+                .envs(env.iter().copied()),
+            "python",
+        )
     }
 
     /// Attaches or detaches the cmkfs user's only IAM policy (as the admin).
@@ -188,21 +185,9 @@ impl Drop for Moto {
     }
 }
 
-fn open(uri: &str) -> Box<dyn KeyProvider> {
-    kms::open(uri).unwrap_or_else(|e| panic!("open {uri}: {e}"))
-}
-
 #[track_caller]
 fn expect_err<T>(r: Result<T, ProviderError>, kind: ErrorKind, text: &str) -> ProviderError {
-    let e = match r {
-        Ok(_) => panic!("expected {kind:?} containing '{text}', got success"),
-        Err(e) => e,
-    };
-    let s = e.to_string();
-    assert_eq!(e.kind, kind, "{s}");
-    assert!(s.contains(text), "'{s}' does not mention '{text}'");
-    assert!(s.starts_with("awskms key "), "names provider and key: {s}");
-    e
+    expect_provider_err(r, kind, text, "awskms key ")
 }
 
 /// A full mount lifecycle against moto with `wrap=kms`, credentials from the environment

@@ -3,17 +3,15 @@
 //! token in a temporary directory. Dependencies: scripts/providers/pkcs11.sh.
 #![cfg(feature = "pkcs11")]
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use cmkfs::crypto::SecretKey;
 use cmkfs::kms::{self, ErrorKind, KeyProvider};
-use common::*;
 
 const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const KRYOPTIC_VERSION: &str = "1.5.4";
@@ -164,14 +162,7 @@ impl Token {
     }
 
     fn run_ok(&self, prog: &str, args: &[&str]) -> String {
-        let out = self.run(prog, args);
-        assert!(
-            out.status.success(),
-            "{prog} {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(&self.run(prog, args), &format!("{prog} {args:?}"))
     }
 
     fn tool_ok(&self, args: &[&str]) -> String {
@@ -556,7 +547,7 @@ fn kryoptic_concurrent_unwraps() {
     t.keygen("kek1", 2048);
     // The only test in this binary that opens kryoptic in-process: its configuration comes
     // from this process's environment.
-    std::env::set_var("KRYOPTIC_CONF", &t.conf);
+    set_process_env("KRYOPTIC_CONF", &t.conf);
     let p: Arc<dyn KeyProvider> = Arc::from(kms::open(&t.uri("kek1")).unwrap());
     let secret = SecretKey::random();
     let w = p.wrap(&secret).unwrap();
@@ -602,7 +593,7 @@ fn softhsm_unwrap_failures_and_threads() {
     t.keygen("kek2", 2048);
     // The only test in this binary that opens SoftHSM2 in-process: its configuration comes
     // from this process's environment.
-    std::env::set_var("SOFTHSM2_CONF", &t.conf);
+    set_process_env("SOFTHSM2_CONF", &t.conf);
     // A wrong PIN first (before any session of this process is logged in, since a login is
     // per application and token): refused, then not presented again while the PIN source
     // still holds it, and picked up as soon as the source is fixed.

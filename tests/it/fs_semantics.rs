@@ -1,14 +1,12 @@
 //! Filesystem semantics through a real cmkfs mount.
 
-mod common;
-
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 
 /// Backing length of a format-2 file (docs/FORMAT.md): a header/entry page, then each
 /// block's ciphertext in its own page, one more entry page every 62 blocks.

@@ -1,12 +1,10 @@
 //! `cmkfs rekey`: replacing a file's DEK on a live mount, crash-safely.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};
 
-use common::*;
+use crate::common::*;
 
 fn file_id(v: &Vol, name: &str) -> Vec<u8> {
     fs::read(v.c(name)).unwrap()[8..24].to_vec()

@@ -4,16 +4,15 @@
 //! installs the pinned `bao` binary.
 #![cfg(feature = "vault")]
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use crate::common::open_provider as open;
+use crate::common::*;
 use cmkfs::crypto::SecretKey;
-use cmkfs::kms::{self, ErrorKind, KeyProvider, ProviderError};
-use common::*;
+use cmkfs::kms::{ErrorKind, ProviderError};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -34,14 +33,6 @@ fn bao_bin() -> PathBuf {
         return p;
     }
     panic!("the OpenBao server binary `bao` is missing: run scripts/providers/vault.sh (as root) first");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A real OpenBao server with file storage in a temporary directory.
@@ -88,7 +79,8 @@ impl Bao {
             unseal_key: String::new(),
             ca: None,
         };
-        // A dev server also listens on port+1 (cluster), which may be taken: a few tries.
+        // A port can be taken by another process between probe and bind (common/ports.rs): a few
+        // tries.
         let mut tries = 0;
         while !b.try_start(mode) {
             tries += 1;
@@ -123,14 +115,15 @@ impl Bao {
     /// Picks ports and starts the server; false if it exited (port taken).
     fn try_start(&mut self, mode: Mode) -> bool {
         let d = self.dir.path().to_path_buf();
-        self.port = free_port();
+        // A dev server also listens on port + 1 (cluster); a persistent one is given it.
+        self.port = free_ports(2);
         let port = self.port;
         let scheme = if mode == Mode::DevTls { "https" } else { "http" };
         self.addr = format!("{scheme}://127.0.0.1:{port}");
         self.args = vec!["server".into()];
         match mode {
             Mode::Persistent => {
-                let cluster = free_port();
+                let cluster = port + 1;
                 std::fs::create_dir_all(d.join("data")).unwrap();
                 std::fs::write(
                     d.join("config.hcl"),
@@ -237,14 +230,7 @@ impl Bao {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let o = self.bao(args);
-        assert!(
-            o.status.success(),
-            "bao {args:?} failed: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        succeeded(&self.bao(args), &format!("bao {args:?}"))
     }
 
     /// For the first requests after an unseal, while the server becomes active.
@@ -303,21 +289,9 @@ fn stderr_of(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn open(uri: &str) -> Box<dyn KeyProvider> {
-    kms::open(uri).unwrap_or_else(|e| panic!("open {uri}: {e}"))
-}
-
 #[track_caller]
 fn expect_err<T>(r: Result<T, ProviderError>, kind: ErrorKind, text: &str) -> ProviderError {
-    let e = match r {
-        Ok(_) => panic!("expected {kind:?} containing '{text}', got success"),
-        Err(e) => e,
-    };
-    let s = e.to_string();
-    assert_eq!(e.kind, kind, "{s}");
-    assert!(s.contains(text), "'{s}' does not mention '{text}'");
-    assert!(s.starts_with("vault key transit/"), "names provider and key: {s}");
-    e
+    expect_provider_err(r, kind, text, "vault key transit/")
 }
 
 /// Mount → write/read → online rotation to a second Transit key → the token's policy loses

@@ -1,13 +1,11 @@
 //! Every build must mount and read the golden volumes made by each earlier format version
 //! (scripts/make-golden.sh). A failure here means the on-disk format promise was broken.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn golden_dir(v: u32) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/v{v}"))

@@ -1,10 +1,8 @@
 //! The command-line interface a user sees.
 
-mod common;
-
 use std::fs;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn key_create_prints_uri_last_and_list_shows_it() {

@@ -2,19 +2,11 @@
 //! located to the byte range, online checks are read-only, quarantine moves only damaged
 //! files, and a damaged block is EIO for its own range only, logged once.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
 use std::process::Output;
 
-use common::*;
-
-const BS: u64 = 4096;
-/// Format 2: block `i`'s ciphertext page (docs/FORMAT.md).
-fn data_off(i: u64) -> u64 {
-    (i / 62 * 63 + 1 + i % 62) * 4096
-}
+use crate::common::*;
 
 fn fsck(v: &Vol, target: &std::path::Path, extra: &[&str]) -> (i32, serde_json::Value, Output) {
     let mut args: Vec<&OsStr> = vec![OsStr::new("fsck"), OsStr::new("--json")];
@@ -52,14 +44,6 @@ fn xattr_set(p: &std::path::Path, name: &str, val: &[u8]) {
     assert_eq!(r, 0, "setxattr: {}", std::io::Error::last_os_error());
 }
 
-fn flip(path: &std::path::Path, off: u64) {
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, off).unwrap();
-    b[0] ^= 0x40;
-    f.write_all_at(&b, off).unwrap();
-}
-
 #[test]
 fn clean_volume_is_clean() {
     let v = populated();
@@ -83,8 +67,8 @@ fn clean_volume_is_clean() {
 fn damage_is_found_and_located_offline_and_online() {
     let mut v = populated();
     // One bit in block 3 of ten-blocks, one in the DEK of header, one in the xattr value.
-    flip(&v.c("d/e/ten-blocks"), data_off(3) + 100);
-    flip(&v.c("d/header"), 40);
+    flip(&v.c("d/e/ten-blocks"), data_off(3) + 100, 0x40);
+    flip(&v.c("d/header"), 40, 0x40);
     let c = cpath(&v.c("xattrs"));
     let n = std::ffi::CString::new("user.note").unwrap();
     let mut buf = vec![0u8; 256];
@@ -158,7 +142,7 @@ fn damage_is_found_and_located_offline_and_online() {
 #[test]
 fn quarantine_moves_only_damaged_files_and_the_rest_stays_readable() {
     let mut v = populated();
-    flip(&v.c("d/header"), 70);
+    flip(&v.c("d/header"), 70, 0x40);
     let q = v.tmp.path().join("quarantine");
     let (code, j, _) = fsck(&v, &v.cipher, &["--quarantine", q.to_str().unwrap()]);
     assert_eq!(code, 1, "damage corrected by quarantine: {j}");

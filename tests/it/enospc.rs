@@ -2,15 +2,13 @@
 //! already there stays intact and readable, the size of a file whose append failed does
 //! not change, fsck finds nothing damaged, and writing works again once space is freed.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 struct Tmpfs(std::path::PathBuf);
 
@@ -38,26 +36,10 @@ fn enospc_never_damages_existing_data() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
     let backing = Tmpfs::new(&tmp.path().join("small"), "6m");
-    let uri = create_key(&tmp.path().join("keys"), "k");
-    let cipher = backing.0.join("cipher");
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let audit = tmp.path().join("audit.jsonl");
-    let env = [("CMKFS_AUDIT_LOG", audit.as_os_str())];
-    ok(&cmkfs_env(
-        [
-            OsStr::new("init"),
-            OsStr::new("--kek"),
-            OsStr::new(&uri),
-            cipher.as_os_str(),
-        ],
-        &env,
-    ));
-    ok(&cmkfs_env(
-        [OsStr::new("mount"), cipher.as_os_str(), mnt.as_os_str()],
-        &env,
-    ));
-    let _unmount = Guard(mnt.clone());
+    // Declared after the tmpfs, so dropped (and unmounted) before it.
+    let mut v = Vol::with_cipher_dir(&backing.0.join("cipher"));
+    v.mount(&[]);
+    let (cipher, mnt) = (v.cipher.clone(), v.mnt.clone());
 
     // Existing data: a 1 MiB file and a file whose last block is partial (5000 bytes).
     let big = pattern(1, 1 << 20);
@@ -108,8 +90,8 @@ fn enospc_never_damages_existing_data() {
     }
 
     // Offline verification: no torn or damaged block anywhere.
-    ok(&cmkfs_env([OsStr::new("umount"), mnt.as_os_str()], &env));
-    let out = cmkfs_env([OsStr::new("fsck"), OsStr::new("--json"), cipher.as_os_str()], &env);
+    v.umount();
+    let out = v.run([OsStr::new("fsck"), OsStr::new("--json"), cipher.as_os_str()]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -118,10 +100,7 @@ fn enospc_never_damages_existing_data() {
     );
 
     // Space freed: writes work again.
-    ok(&cmkfs_env(
-        [OsStr::new("mount"), cipher.as_os_str(), mnt.as_os_str()],
-        &env,
-    ));
+    v.mount(&[]);
     std::fs::remove_file(mnt.join("filler")).unwrap();
     let more = pattern(5, 300_000);
     let t = std::fs::OpenOptions::new().write(true).open(mnt.join("tail")).unwrap();
@@ -130,12 +109,4 @@ fn enospc_never_damages_existing_data() {
     let now = std::fs::read(mnt.join("tail")).unwrap();
     assert_eq!(&now[..5000], &tail[..]);
     assert_eq!(&now[5000..305_000], &more[..]);
-}
-
-struct Guard(std::path::PathBuf);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = cmkfs([OsStr::new("umount"), OsStr::new("--lazy"), self.0.as_os_str()]);
-    }
 }

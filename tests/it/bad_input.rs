@@ -1,22 +1,13 @@
 //! Bad input gets a clear error and loses nothing: tampered blocks and headers, wrong and
 //! missing keys, unusable mountpoints. Never wrong plaintext, never a dead mount.
 
-mod common;
-
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::fs;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
-/// Format 2 (docs/FORMAT.md): block `i`'s ciphertext is one page, its nonce and tag are in
-/// a 64-byte entry in the entry page of its group of 62.
-fn data_off(i: u64) -> u64 {
-    (i / 62 * 63 + 1 + i % 62) * 4096
-}
-fn entry_off(i: u64) -> u64 {
-    i / 62 * 63 * 4096 + 128 + i % 62 * 64
-}
+// Format 2 (docs/FORMAT.md): block `i`'s ciphertext is one page ([`data_off`]), its nonce
+// and tag are in a 64-byte entry in the entry page of its group of 62 ([`entry_off`]).
 /// A stored block of a full-block file: (entry, ciphertext page).
 fn blk(d: &[u8], i: u64) -> (Vec<u8>, Vec<u8>) {
     let (e, c) = (entry_off(i) as usize, data_off(i) as usize);
@@ -26,22 +17,6 @@ fn put(d: &mut [u8], i: u64, b: &(Vec<u8>, Vec<u8>)) {
     let (e, c) = (entry_off(i) as usize, data_off(i) as usize);
     d[e..e + 64].copy_from_slice(&b.0);
     d[c..c + 4096].copy_from_slice(&b.1);
-}
-
-fn read_block(v: &Vol, name: &str, b: u64) -> std::io::Result<Vec<u8>> {
-    let f = fs::File::open(v.p(name))?;
-    let mut buf = vec![0u8; 4096];
-    let n = f.read_at(&mut buf, b * 4096)?;
-    buf.truncate(n);
-    Ok(buf)
-}
-
-fn flip(path: &std::path::Path, off: u64) {
-    let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, off).unwrap();
-    b[0] ^= 0x10;
-    f.write_all_at(&b, off).unwrap();
 }
 
 fn eio(r: std::io::Result<Vec<u8>>) -> bool {
@@ -54,7 +29,7 @@ fn flipped_bit_is_eio_for_that_block_only_and_logged() {
     let data = pattern(1, 3 * 4096);
     fs::write(v.p("victim"), &data).unwrap();
     v.umount();
-    flip(&v.c("victim"), data_off(1) + 100);
+    flip(&v.c("victim"), data_off(1) + 100, 0x10);
     v.mount(&[]);
     assert_eq!(read_block(&v, "victim", 0).unwrap(), data[..4096]);
     assert!(eio(read_block(&v, "victim", 1)), "tampered block must be EIO");
@@ -116,7 +91,7 @@ fn truncated_or_garbled_file_header_is_eio_and_mount_stays_up() {
     v.umount();
     let t = fs::read(v.c("trunc")).unwrap();
     fs::write(v.c("trunc"), &t[..50]).unwrap();
-    flip(&v.c("garbled"), 10);
+    flip(&v.c("garbled"), 10, 0x10);
     v.mount(&[]);
     assert!(eio(fs::read(v.p("garbled"))), "garbled header must be EIO");
     assert!(

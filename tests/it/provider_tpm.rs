@@ -3,17 +3,16 @@
 //! directory; `scripts/providers/tpm.sh` installs swtpm and tpm2-tools.
 #![cfg(feature = "tpm")]
 
-mod common;
-
 use std::ffi::OsStr;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::open_provider as open;
+use crate::common::*;
 use cmkfs::crypto::SecretKey;
 use cmkfs::kms::{self, ErrorKind, KeyProvider, ProviderError};
-use common::*;
 
 const SETUP: &str = "scripts/providers/tpm.sh";
 /// Attributes of the test keys: `noda` so that wrong-auth tests do not lock the TPM out.
@@ -24,23 +23,6 @@ fn require_tool(name: &str) {
         .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
         .unwrap_or(false);
     assert!(found, "{name} is not installed: run {SETUP} (as root) first");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Two consecutive free ports: the swtpm TCTI reaches the control channel at port + 1.
-fn free_port_pair() -> u16 {
-    loop {
-        let p = free_port();
-        if p < u16::MAX
-            && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-            && TcpListener::bind(("127.0.0.1", p)).is_ok()
-        {
-            return p;
-        }
-    }
 }
 
 /// A swtpm process serving TPM 2.0 on loopback, stopped on drop.
@@ -63,13 +45,15 @@ impl Swtpm {
         ] {
             require_tool(t);
         }
-        // Free ports can be taken by another test between probe and bind: try a few pairs.
+        // A port can be taken by another process between probe and bind (common/ports.rs): try a
+        // few pairs.
         Swtpm::start_retry(5)
     }
 
     fn start_retry(tries: u32) -> Swtpm {
         for _ in 0..tries {
-            let port = free_port_pair();
+            // The swtpm TCTI reaches the control channel at port + 1.
+            let port = free_ports(2);
             let mut s = Swtpm {
                 dir: tempfile::Builder::new().prefix("cmkfs-swtpm-").tempdir().unwrap(),
                 port,
@@ -275,10 +259,6 @@ impl Drop for Swtpm {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn open(uri: &str) -> Box<dyn KeyProvider> {
-    kms::open(uri).unwrap_or_else(|e| panic!("open {uri}: {e}"))
 }
 
 fn unwrap_err(p: &dyn KeyProvider, version: &str, c: &[u8]) -> ProviderError {

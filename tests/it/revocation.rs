@@ -3,8 +3,6 @@
 //! acknowledged write is lost, lock/unlock, online rotation, keyslots, expiry, soft delete,
 //! and the audit log.
 
-mod common;
-
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::FileExt;
@@ -14,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const INTERVAL: &str = "200ms";
 /// What the issue promises: Inaccessible within the check interval plus one second.

@@ -1,5 +1,19 @@
 //! Test harness: real key stores, real volumes, real FUSE mounts through the cmkfs binary.
+//! Shared by every module of this test binary: running cmkfs and other programs and asserting
+//! on the outcome ([`cmkfs_command`], [`ok`], [`run_ok`]), volume fixtures ([`Vol`]), ports for
+//! test servers ([`ports`]), format 2 offsets and byte surgery ([`layout`]), in-process provider
+//! calls ([`provider`]), and the only changes tests make to the process environment ([`env`]).
 #![allow(dead_code)]
+
+pub mod env;
+pub mod layout;
+pub mod ports;
+pub mod provider;
+
+pub use env::set_process_env;
+pub use layout::{data_off, entry_off, flip, read_block, BS};
+pub use ports::{free_port, free_ports};
+pub use provider::{expect_provider_err, open_provider};
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -28,13 +42,18 @@ where
     cmkfs_command(args, env).output().expect("run cmkfs")
 }
 
-/// The `Command` behind [`cmkfs_env`], for runs that must be spawned.
+/// The `Command` behind [`cmkfs_env`], for runs that must be spawned. Variables that tests
+/// set in this process for in-process providers ([`env::IN_PROCESS_ONLY`]) are removed: a
+/// command sees one only if `env` passes it.
 pub fn cmkfs_command<I, S>(args: I, env: &[(&str, &OsStr)]) -> Command
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
     let mut c = Command::new(BIN);
+    for k in env::IN_PROCESS_ONLY {
+        c.env_remove(k);
+    }
     c.args(args)
         .env_remove("CMKFS_KEYSTORE")
         .env("CMKFS_AUDIT_LOG", std::env::temp_dir().join("cmkfs-tests-audit.jsonl"))
@@ -46,14 +65,27 @@ where
     c
 }
 
+/// Asserts that a cmkfs run succeeded (showing its output if not); returns its stdout.
 pub fn ok(out: &Output) -> String {
+    succeeded(out, "cmkfs")
+}
+
+/// Asserts that the run `what` succeeded, showing its stdout and stderr if not; returns its
+/// stdout.
+pub fn succeeded(out: &Output, what: &str) -> String {
     assert!(
         out.status.success(),
-        "cmkfs failed: {}\n{}",
+        "{what} failed: {}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `cmd` and asserts it succeeded ([`succeeded`]); returns its stdout.
+pub fn run_ok(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    succeeded(&out, what)
 }
 
 pub fn stderr(out: &Output) -> String {
@@ -129,11 +161,22 @@ impl Vol {
         Vol::unmounted_with(Some(uri), env)
     }
 
+    /// Key and volume, not mounted, with the cipher directory at `cipher` (which must not
+    /// exist yet), e.g. on a filesystem of the test's own; the rest stays in the temporary
+    /// directory.
+    pub fn with_cipher_dir(cipher: &Path) -> Vol {
+        Vol::build(None, &[], Some(cipher))
+    }
+
     fn unmounted_with(kek: Option<&str>, extra_env: &[(&str, &OsStr)]) -> Vol {
+        Vol::build(kek, extra_env, None)
+    }
+
+    fn build(kek: Option<&str>, extra_env: &[(&str, &OsStr)], cipher: Option<&Path>) -> Vol {
         require_fuse();
         let tmp = tempfile::Builder::new().prefix("cmkfs-test-").tempdir().unwrap();
         let store = tmp.path().join("keys");
-        let cipher = tmp.path().join("cipher");
+        let cipher = cipher.map_or_else(|| tmp.path().join("cipher"), Path::to_path_buf);
         let mnt = tmp.path().join("mnt");
         let log = tmp.path().join("daemon.log");
         let audit = tmp.path().join("audit.jsonl");
@@ -388,7 +431,7 @@ pub fn provider_lifecycle(
 }
 
 // ---------------------------------------------------------------------------------------
-// Helpers for tests/attacks.rs (added; nothing above is changed).
+// Helpers first written for attacks.rs, used by any module.
 // ---------------------------------------------------------------------------------------
 
 /// The local configuration directory (trust anchors) of a volume: `CMKFS_CONFIG_DIR` from its
