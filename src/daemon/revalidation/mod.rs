@@ -285,7 +285,7 @@ impl Checker {
     fn check_locked(&self) -> CheckResult {
         // Test hook, debug builds only: while the file named by CMKFS_TEST_STALL_CHECK_WHILE
         // exists, a check hangs here, as one stuck in an uninterruptible disk read would; the
-        // watchdog must make the volume Inaccessible anyway (tests/attacks.rs).
+        // watchdog must make the volume Inaccessible anyway (tests/it/attacks.rs).
         #[cfg(debug_assertions)]
         if let Some(f) = std::env::var_os("CMKFS_TEST_STALL_CHECK_WHILE") {
             while std::path::Path::new(&f).exists() {
