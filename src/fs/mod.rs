@@ -11,7 +11,7 @@
 //! - [`inode`] maps FUSE node ids to backing inodes (held by `O_PATH` descriptors),
 //!   `handles` maps FUSE file handles to open files and directories.
 //! - [`data`] is the encrypted content path of a regular file (it plans with
-//!   [`crate::format`] and does the I/O through [`crate::store`]).
+//!   [`crate::format`](mod@crate::format) and does the I/O through [`crate::store`]).
 //! - [`attrs`] turns a backing `stat` into what the kernel is shown, including how the
 //!   mount's root is shown ([`RootAttr`]).
 //! - [`control`] is not a FUSE operation: it is what the daemon's other threads

@@ -1,4 +1,4 @@
-//! Directories: opendir and readdir (fsyncdir is [`CmkFs::do_fsync`], releasedir forgets
+//! Directories: opendir and readdir (fsyncdir is `do_fsync` in file.rs, releasedir forgets
 //! the handle). The volume header's names are hidden from the root's listing.
 
 use std::sync::Arc;

@@ -1,10 +1,11 @@
 //! The `fuser::Filesystem` impl: a dispatcher. Each operation names its gate, calls the
-//! method of its family that answers it, and replies through [`CmkFs::run`] (see
-//! [`super::reply`]). The families:
+//! method of its family that answers it, and replies through `CmkFs::run` (in
+//! `fs/reply.rs`: the access gate, the panic guard, the reply of each answer type). The
+//! families:
 //! - [`entry`]: names (lookup, forget, readlink, mknod, mkdir, symlink, link, unlink, rmdir,
 //!   rename, create);
 //! - [`attr`]: getattr, setattr (chmod, chown, truncate, utimens; set-ID bit clearing), statfs;
-//! - [`file`]: open, read, write, flush, fsync, release, fallocate, lseek;
+//! - [`file`](mod@file): open, read, write, flush, fsync, release, fallocate, lseek;
 //! - [`dir`]: opendir, readdir, releasedir, fsyncdir;
 //! - [`xattr`]: extended attributes (values encrypted).
 
