@@ -1,20 +1,20 @@
 //! The FUSE filesystem: plaintext view of a cipher directory.
 //!
 //! A request reads top to bottom through these files:
-//! - [`ops`]: the `fuser::Filesystem` impl, one line per operation: which access gate it
+//! - `ops`: the `fuser::Filesystem` impl, one line per operation: which access gate it
 //!   passes, which method answers it, how the answer is replied (`reply`: the panic guard
 //!   and the reply of each answer type). The methods are grouped by family:
-//!   [`ops::entry`] (names: lookup, mknod, mkdir, create, symlink, link, unlink, rmdir, rename),
-//!   [`ops::attr`] (getattr, setattr with truncate and set-ID bit clearing, statfs),
-//!   [`ops::file`] (open, read, write, fsync, release, fallocate, lseek),
-//!   [`ops::dir`] (opendir, readdir) and [`ops::xattr`].
+//!   `ops::entry` (names: lookup, mknod, mkdir, create, symlink, link, unlink, rmdir, rename),
+//!   `ops::attr` (getattr, setattr with truncate and set-ID bit clearing, statfs),
+//!   `ops::file` (open, read, write, fsync, release, fallocate, lseek),
+//!   `ops::dir` (opendir, readdir) and `ops::xattr`.
 //! - [`inode`] maps FUSE node ids to backing inodes (held by `O_PATH` descriptors),
 //!   `handles` maps FUSE file handles to open files and directories.
 //! - [`data`] is the encrypted content path of a regular file (it plans with
 //!   [`crate::format`](mod@crate::format) and does the I/O through [`crate::store`]).
-//! - [`attrs`] turns a backing `stat` into what the kernel is shown, including how the
+//! - `attrs` turns a backing `stat` into what the kernel is shown, including how the
 //!   mount's root is shown ([`RootAttr`]).
-//! - [`control`] is not a FUSE operation: it is what the daemon's other threads
+//! - `control` ([`CacheControl`]) is not a FUSE operation: it is what the daemon's other threads
 //!   (revalidation, the control socket) call on the mounted filesystem.
 //! - [`sys`] wraps the syscalls.
 //!
@@ -22,12 +22,12 @@
 //! kernel checks permissions (`default_permissions`). File content and extended attribute
 //! values are encrypted. Sizes shown are plaintext sizes.
 
-pub mod attrs;
-pub mod control;
+mod attrs;
+mod control;
 pub mod data;
 mod handles;
 pub mod inode;
-pub mod ops;
+mod ops;
 mod reply;
 pub mod sys;
 

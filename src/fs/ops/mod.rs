@@ -9,11 +9,11 @@
 //! - [`dir`]: opendir, readdir, releasedir, fsyncdir;
 //! - [`xattr`]: extended attributes (values encrypted).
 
-pub mod attr;
-pub mod dir;
-pub mod entry;
-pub mod file;
-pub mod xattr;
+mod attr;
+mod dir;
+mod entry;
+mod file;
+mod xattr;
 
 use std::ffi::OsStr;
 use std::path::Path;
