@@ -22,9 +22,9 @@ use serde::Serialize;
 use crate::util::read_full_at;
 
 use crate::format::layout::BlockRead;
-use crate::store::{Backing, ReadError};
 use crate::format::volume_header::is_reserved_root_name;
 use crate::format::{FileHeader, VolumeKeys, BLOCK_SIZE, FILE_HEADER_LEN};
+use crate::store::{Backing, ReadError};
 
 /// Exit code: nothing damaged.
 pub const EXIT_CLEAN: i32 = 0;
@@ -357,10 +357,7 @@ fn check_xattrs(path: &Path, rel: &str, keys: &VolumeKeys, report: &mut Report) 
     let Ok(names) = crate::sys::llistxattr(&c) else {
         return;
     };
-    for name in names
-        .split(|&b| b == 0)
-        .filter(|n| n.starts_with(b"user."))
-    {
+    for name in names.split(|&b| b == 0).filter(|n| n.starts_with(b"user.")) {
         let Ok(cn) = std::ffi::CString::new(name) else { continue };
         let Ok(val) = crate::sys::lgetxattr(&c, &cn) else {
             continue;

@@ -38,7 +38,6 @@ impl SecretKey {
     pub fn ct_eq(&self, other: &SecretKey) -> bool {
         ct_eq(&self.0, &other.0)
     }
-
 }
 
 impl std::fmt::Debug for SecretKey {

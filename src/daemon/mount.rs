@@ -16,11 +16,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 
+use super::control;
+use super::revalidation::{self, Checker};
 use crate::access::Access;
 use crate::audit::{AuditLog, Event};
-use super::control;
 use crate::fs::CmkFs;
-use super::revalidation::{self, Checker};
 use crate::sys;
 use crate::util;
 use crate::volume;

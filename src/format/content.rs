@@ -15,7 +15,6 @@
 
 use crate::crypto::{Aead, AuthFailed, SecretKey, NONCE_LEN, TAG_LEN};
 
-
 /// Plaintext bytes per block.
 pub const BLOCK_SIZE: u64 = 4096;
 /// Bytes a block grows by when sealed: nonce and tag.

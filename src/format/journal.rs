@@ -90,4 +90,3 @@ impl Binding {
         crypto::hmac_sha256_verify(keys.rekey_journal_key(), &b.mac_input(keys), &bytes[BIND_LEN..]).then_some(b)
     }
 }
-

@@ -226,7 +226,11 @@ impl Blocks<'_> {
             let body = plan.body_mut(b);
             // The old content of a partly covered block, if it has any (the plan's buffer
             // starts zeroed).
-            let old_len = if bstart < size { (size - bstart).min(BS) as usize } else { 0 };
+            let old_len = if bstart < size {
+                (size - bstart).min(BS) as usize
+            } else {
+                0
+            };
             if (ws > 0 || we < body.len()) && old_len > 0 {
                 if let Err(e) = self.read_block(b, old_len, body) {
                     plan.zeroize();
@@ -585,7 +589,9 @@ impl FileData {
         }
         let new_size = size.max(end);
         let mut plan = layout.plan_write(first, last, new_size, size);
-        let r = blocks.merge(&mut plan, off, data, size).and_then(|()| blocks.write(&mut plan));
+        let r = blocks
+            .merge(&mut plan, off, data, size)
+            .and_then(|()| blocks.write(&mut plan));
         if let Err(e) = r {
             st.tail_clean = false;
             blocks.undo_growth(before, old_tail.as_ref());
@@ -759,12 +765,17 @@ impl FileData {
         }
         let nblocks = size.div_ceil(BS);
         match whence {
-            libc::SEEK_DATA => match Backing::new(f, layout).next_data(off / BS, nblocks, clen).map_err(errno)? {
+            libc::SEEK_DATA => match Backing::new(f, layout)
+                .next_data(off / BS, nblocks, clen)
+                .map_err(errno)?
+            {
                 Some(b) => Ok((b * BS).max(off)),
                 None => Err(Errno::ENXIO),
             },
             libc::SEEK_HOLE => {
-                let h = Backing::new(f, layout).next_hole(off / BS, nblocks, clen).map_err(errno)?;
+                let h = Backing::new(f, layout)
+                    .next_hole(off / BS, nblocks, clen)
+                    .map_err(errno)?;
                 Ok(if h >= nblocks { size } else { (h * BS).max(off) })
             }
             _ => Err(Errno::EINVAL),

@@ -339,7 +339,14 @@ mod tests {
     const PAGE: usize = v2::PAGE as usize;
 
     /// Writes blocks `0..n` of a file whose size goes from `old_size` to `n` full blocks.
-    fn write(f: &File, c: &ContentCipher, stamps: &WriterStamps, n: u64, old_size: u64, content: impl Fn(u64) -> Vec<u8>) {
+    fn write(
+        f: &File,
+        c: &ContentCipher,
+        stamps: &WriterStamps,
+        n: u64,
+        old_size: u64,
+        content: impl Fn(u64) -> Vec<u8>,
+    ) {
         let mut plan = Layout::V2.plan_write(0, n - 1, n * BS, old_size);
         for b in plan.blocks() {
             plan.body_mut(b).copy_from_slice(&content(b));
@@ -403,7 +410,10 @@ mod tests {
         // The first write's entries with its pages: the old content.
         f.write_all_at(&s0, 0).unwrap();
         let mut out = vec![0u8; BS as usize];
-        assert_eq!(backing.read_block(&c, 7, BS as usize, &mut out).unwrap(), BlockRead::Data);
+        assert_eq!(
+            backing.read_block(&c, 7, BS as usize, &mut out).unwrap(),
+            BlockRead::Data
+        );
         assert_eq!(out, content(0)(7));
         // A flipped bit in a page fails both slots: EIO, never plaintext.
         let mut bad = s1.clone();
@@ -430,7 +440,10 @@ mod tests {
             .open(dir.path().join("f"))
             .unwrap();
         let blk = |v: u8| move |_: u64| vec![v; BS as usize];
-        let crashed = WriterStamps { own: 7, crashed: vec![] };
+        let crashed = WriterStamps {
+            own: 7,
+            crashed: vec![],
+        };
         write(&f, &c, &crashed, 1, 0, blk(1));
         let page = v2::data_offset(0);
         let mut original = vec![0u8; PAGE];
@@ -441,14 +454,22 @@ mod tests {
         f.write_all_at(&original, page).unwrap();
         // Session 8 knows 7 crashed: it must not overwrite the slot that still authenticates
         // the page. It too dies after its entries.
-        let next = WriterStamps { own: 8, crashed: vec![7] };
+        let next = WriterStamps {
+            own: 8,
+            crashed: vec![7],
+        };
         write(&f, &c, &next, 1, BS, blk(3));
         f.write_all_at(&original, page).unwrap();
         let mut out = vec![0u8; BS as usize];
-        let r = Backing::new(&f, Layout::V2).read_block(&c, 0, BS as usize, &mut out).unwrap();
+        let r = Backing::new(&f, Layout::V2)
+            .read_block(&c, 0, BS as usize, &mut out)
+            .unwrap();
         assert_eq!((r, &out), (BlockRead::Previous, &vec![1u8; BS as usize]));
         // Without the check (7 not known to have crashed) the original would be lost.
-        let blind = WriterStamps { own: 9, crashed: vec![] };
+        let blind = WriterStamps {
+            own: 9,
+            crashed: vec![],
+        };
         write(&f, &c, &blind, 1, BS, blk(4));
         f.write_all_at(&original, page).unwrap();
         assert!(Backing::new(&f, Layout::V2)

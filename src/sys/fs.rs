@@ -76,7 +76,10 @@ pub fn no_backing_readahead(fd: BorrowedFd<'_>) {
     }
     // Advice only: a failure changes speed, never content.
     if let Err(e) = rustix::fs::fadvise(fd, 0, None::<NonZeroU64>, rustix::fs::Advice::Random) {
-        tracing::debug!(errno = e.raw_os_error(), "posix_fadvise(POSIX_FADV_RANDOM) on a backing file failed");
+        tracing::debug!(
+            errno = e.raw_os_error(),
+            "posix_fadvise(POSIX_FADV_RANDOM) on a backing file failed"
+        );
     }
 }
 
@@ -135,7 +138,13 @@ pub fn mknodat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t, rdev: libc:
         0 => rustix::fs::FileType::RegularFile,
         t => rustix::fs::FileType::from_raw_mode(t),
     };
-    Ok(rustix::fs::mknodat(dir, name, kind, Mode::from_raw_mode(mode & !libc::S_IFMT), rdev)?)
+    Ok(rustix::fs::mknodat(
+        dir,
+        name,
+        kind,
+        Mode::from_raw_mode(mode & !libc::S_IFMT),
+        rdev,
+    )?)
 }
 
 /// symlinkat(2).
@@ -151,18 +160,34 @@ pub fn readlink(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
 
 /// unlinkat(2).
 pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
-    Ok(rustix::fs::unlinkat(dir, name, AtFlags::from_bits_retain(flags as u32))?)
+    Ok(rustix::fs::unlinkat(
+        dir,
+        name,
+        AtFlags::from_bits_retain(flags as u32),
+    )?)
 }
 
 /// renameat2(2).
 pub fn renameat2(od: BorrowedFd<'_>, on: &CStr, nd: BorrowedFd<'_>, nn: &CStr, flags: libc::c_uint) -> io::Result<()> {
-    Ok(rustix::fs::renameat_with(od, on, nd, nn, RenameFlags::from_bits_retain(flags))?)
+    Ok(rustix::fs::renameat_with(
+        od,
+        on,
+        nd,
+        nn,
+        RenameFlags::from_bits_retain(flags),
+    )?)
 }
 
 /// Hard-links the inode behind an O_PATH fd as `dir/name`.
 pub fn link_fd(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     let p = proc_path(fd.as_raw_fd());
-    Ok(rustix::fs::linkat(cwd(), p.as_c_str(), dir, name, AtFlags::SYMLINK_FOLLOW)?)
+    Ok(rustix::fs::linkat(
+        cwd(),
+        p.as_c_str(),
+        dir,
+        name,
+        AtFlags::SYMLINK_FOLLOW,
+    )?)
 }
 
 /// chmod through /proc (O_PATH fds cannot fchmod).
@@ -175,7 +200,13 @@ pub fn chmod_fd(fd: BorrowedFd<'_>, mode: libc::mode_t) -> io::Result<()> {
 pub fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
     let uid = (uid != u32::MAX).then(|| rustix::fs::Uid::from_raw(uid));
     let gid = (gid != u32::MAX).then(|| rustix::fs::Gid::from_raw(gid));
-    Ok(rustix::fs::chownat(fd, c"", uid, gid, AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)?)
+    Ok(rustix::fs::chownat(
+        fd,
+        c"",
+        uid,
+        gid,
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
 /// utimensat(2) with `AT_EMPTY_PATH`; `UTIME_NOW` and `UTIME_OMIT` in `tv_nsec` pass through.
@@ -188,12 +219,22 @@ pub fn utimens_fd(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::Result
         last_access: ts(&times[0]),
         last_modification: ts(&times[1]),
     };
-    Ok(rustix::fs::utimensat(fd, c"", &times, AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)?)
+    Ok(rustix::fs::utimensat(
+        fd,
+        c"",
+        &times,
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
 /// fallocate(2).
 pub fn fallocate(fd: BorrowedFd<'_>, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
-    Ok(rustix::fs::fallocate(fd, FallocateFlags::from_bits_retain(mode as u32), offset, len)?)
+    Ok(rustix::fs::fallocate(
+        fd,
+        FallocateFlags::from_bits_retain(mode as u32),
+        offset,
+        len,
+    )?)
 }
 
 /// lseek(2) with libc's `whence` (`SEEK_SET`, `SEEK_CUR`, `SEEK_END`, `SEEK_DATA`,
@@ -232,7 +273,12 @@ pub fn getxattr(fd: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> io::Result<u
 /// setxattr(2) through /proc.
 pub fn setxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: libc::c_int) -> io::Result<()> {
     let p = proc_path(fd.as_raw_fd());
-    Ok(rustix::fs::setxattr(p.as_c_str(), name, value, XattrFlags::from_bits_retain(flags as u32))?)
+    Ok(rustix::fs::setxattr(
+        p.as_c_str(),
+        name,
+        value,
+        XattrFlags::from_bits_retain(flags as u32),
+    )?)
 }
 
 /// listxattr(2) through /proc: the NUL-separated name list.
@@ -272,7 +318,10 @@ pub fn removexattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
 
 /// llistxattr(2) of a path (symlinks not followed): the NUL-separated name list.
 pub fn llistxattr(path: &CStr) -> io::Result<Vec<u8>> {
-    xattr_list(|| rustix::fs::llistxattr_query(path), |buf| rustix::fs::llistxattr(path, buf))
+    xattr_list(
+        || rustix::fs::llistxattr_query(path),
+        |buf| rustix::fs::llistxattr(path, buf),
+    )
 }
 
 /// lgetxattr(2) of a path (symlinks not followed): the whole value.
@@ -364,7 +413,9 @@ pub fn name_to_handle(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
 
 /// open_by_handle_at(2): reopens an inode from its handle (needs CAP_DAC_READ_SEARCH).
 pub fn open_by_handle(mount_fd: BorrowedFd<'_>, handle: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
-    let declared = handle.get(..4).map(|b| u32::from_ne_bytes(b.try_into().unwrap()) as usize);
+    let declared = handle
+        .get(..4)
+        .map(|b| u32::from_ne_bytes(b.try_into().unwrap()) as usize);
     if handle.len() < 8 || declared != Some(handle.len() - 8) {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
@@ -445,9 +496,15 @@ mod tests {
         assert_eq!(&buf[..n], b"value");
         let e = getxattr(fd.as_fd(), c"user.cmkfs.test", &mut [0u8; 2]).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ERANGE));
-        assert!(listxattr(fd.as_fd()).unwrap().split(|b| *b == 0).any(|n| n == b"user.cmkfs.test"));
+        assert!(listxattr(fd.as_fd())
+            .unwrap()
+            .split(|b| *b == 0)
+            .any(|n| n == b"user.cmkfs.test"));
         let c = cstr(f.as_os_str()).unwrap();
-        assert!(llistxattr(&c).unwrap().split(|b| *b == 0).any(|n| n == b"user.cmkfs.test"));
+        assert!(llistxattr(&c)
+            .unwrap()
+            .split(|b| *b == 0)
+            .any(|n| n == b"user.cmkfs.test"));
         assert_eq!(lgetxattr(&c, c"user.cmkfs.test").unwrap(), b"value");
         let e = setxattr(fd.as_fd(), c"user.cmkfs.test", b"v", libc::XATTR_CREATE).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
@@ -474,7 +531,13 @@ mod tests {
         std::fs::write(d.path().join("file"), b"").unwrap();
         std::fs::create_dir(d.path().join("dir")).unwrap();
         std::os::unix::fs::symlink("file", d.path().join("link")).unwrap();
-        let fd = openat(cwd(), &cstr(d.path().as_os_str()).unwrap(), libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap();
+        let fd = openat(
+            cwd(),
+            &cstr(d.path().as_os_str()).unwrap(),
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )
+        .unwrap();
         let mut got: Vec<(Vec<u8>, u8)> = read_dir(fd).unwrap().into_iter().map(|e| (e.name, e.kind)).collect();
         got.sort();
         let want: Vec<(Vec<u8>, u8)> = vec![
@@ -490,7 +553,13 @@ mod tests {
     #[test]
     fn errno_passes_through() {
         let d = tempfile::tempdir().unwrap();
-        let dir = openat(cwd(), &cstr(d.path().as_os_str()).unwrap(), libc::O_PATH | libc::O_DIRECTORY, 0).unwrap();
+        let dir = openat(
+            cwd(),
+            &cstr(d.path().as_os_str()).unwrap(),
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+        )
+        .unwrap();
         let e = openat(dir.as_fd(), c"missing", libc::O_RDONLY, 0).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
         mkdirat(dir.as_fd(), c"sub", 0o700).unwrap();

@@ -105,7 +105,11 @@ mod tests {
         assert_eq!(decide(true, ok, GRACE), Keep);
         assert_eq!(decide(false, ok, GRACE), Restore);
         assert_eq!(decide(true, other, GRACE), Revoke(Why::OtherKey));
-        assert_eq!(decide(false, other, GRACE), Restore, "the header decides while Inaccessible");
+        assert_eq!(
+            decide(false, other, GRACE),
+            Restore,
+            "the header decides while Inaccessible"
+        );
         assert_eq!(decide(true, Outcome::Refused, GRACE), Revoke(Why::Refused));
         assert_eq!(decide(false, Outcome::Refused, GRACE), Revoke(Why::Refused));
         assert_eq!(
@@ -133,6 +137,9 @@ mod tests {
         assert_eq!(limit, Duration::from_secs(6));
         assert!(!watchdog_fires(true, Duration::from_secs(6), limit));
         assert!(watchdog_fires(true, Duration::from_millis(6001), limit));
-        assert!(!watchdog_fires(false, Duration::from_secs(100), limit), "already Inaccessible");
+        assert!(
+            !watchdog_fires(false, Duration::from_secs(100), limit),
+            "already Inaccessible"
+        );
     }
 }

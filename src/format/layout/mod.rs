@@ -97,7 +97,10 @@ impl Layout {
     pub fn span(self, first: u64, end: u64) -> (u64, u64) {
         match self {
             Layout::V1 => (v1::block_offset(first), v1::block_offset(end)),
-            Layout::V2 => (v2::group_offset(v2::group(first).0), v2::data_offset(end - 1) + v2::PAGE),
+            Layout::V2 => (
+                v2::group_offset(v2::group(first).0),
+                v2::data_offset(end - 1) + v2::PAGE,
+            ),
         }
     }
 
@@ -173,13 +176,25 @@ impl Layout {
         debug_assert!(first <= last && last * BS < new_size);
         let blen_last = (new_size - last * BS).min(BS) as usize;
         let (start, len, gl0) = match self {
-            Layout::V1 => (v1::block_offset(first), (last - first) * CB + (blen_last + OVH) as u64, last),
+            Layout::V1 => (
+                v1::block_offset(first),
+                (last - first) * CB + (blen_last + OVH) as u64,
+                last,
+            ),
             Layout::V2 => {
                 let start = v2::data_offset(first);
-                (start, v2::data_offset(last) + blen_last as u64 - start, last.min(v2::group_last(first)))
+                (
+                    start,
+                    v2::data_offset(last) + blen_last as u64 - start,
+                    last.min(v2::group_last(first)),
+                )
             }
         };
-        let n0 = if self == Layout::V2 { (gl0 - first + 1) as usize } else { 0 };
+        let n0 = if self == Layout::V2 {
+            (gl0 - first + 1) as usize
+        } else {
+            0
+        };
         WritePlan {
             layout: self,
             first,
@@ -257,12 +272,20 @@ impl WritePlan {
 
     fn entry(&self, b: u64) -> Entry {
         let (in0, at) = self.entry_at(b);
-        Entry::parse(if in0 { &self.ents0[at..at + EL] } else { &self.buf[at..at + EL] })
+        Entry::parse(if in0 {
+            &self.ents0[at..at + EL]
+        } else {
+            &self.buf[at..at + EL]
+        })
     }
 
     fn put_entry(&mut self, b: u64, e: &Entry) {
         let (in0, at) = self.entry_at(b);
-        e.encode(if in0 { &mut self.ents0[at..at + EL] } else { &mut self.buf[at..at + EL] });
+        e.encode(if in0 {
+            &mut self.ents0[at..at + EL]
+        } else {
+            &mut self.buf[at..at + EL]
+        });
     }
 
     /// Layout 2: the backing ranges the store must read (what lies past the end of the file

@@ -290,7 +290,10 @@ mod tests {
 
     #[test]
     fn only_crashed_or_unsure_stamps_are_suspect() {
-        let s = WriterStamps { own: 5, crashed: vec![7, 5] };
+        let s = WriterStamps {
+            own: 5,
+            crashed: vec![7, 5],
+        };
         assert!(s.suspect(7));
         assert!(s.suspect(UNSURE_STAMP));
         assert!(!s.suspect(5), "our own entries are trusted");
