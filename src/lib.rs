@@ -6,6 +6,7 @@
 //!
 //! - [`access`]: the Available/Inaccessible gate every filesystem operation passes.
 //! - [`audit`]: the hash-chained audit log of key operations and state changes.
+//! - [`config`]: every `CMKFS_*` environment knob, read once.
 //! - [`crypto`]: AES-256-GCM, HKDF-SHA256, HMAC, randomness, zeroizing key type, RSA-OAEP
 //!   (aws-lc-rs).
 //! - [`format`]: the on-disk format (volume header, file header, block layout); the code
@@ -27,6 +28,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod format;

@@ -27,7 +27,7 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 /// on disk is recoverable.
 pub fn crash_point(name: &str) {
     #[cfg(debug_assertions)]
-    if std::env::var("CMKFS_TEST_CRASH_AT").is_ok_and(|v| v == name) {
+    if crate::config::env().test.crash_at.as_deref() == Some(name) {
         crate::sys::process::kill_self();
     }
     let _ = name;

@@ -22,14 +22,14 @@ use crate::crypto;
 use crate::util;
 
 /// Environment variable overriding the audit log location.
-pub const ENV_AUDIT: &str = "CMKFS_AUDIT_LOG";
+pub const ENV_AUDIT: &str = crate::config::AUDIT_LOG;
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Default location: `$CMKFS_AUDIT_LOG`, else `/var/log/cmkfs/audit.jsonl` for root, else
 /// `~/.local/state/cmkfs/audit.jsonl`.
 pub fn default_path() -> PathBuf {
-    if let Some(p) = std::env::var_os(ENV_AUDIT) {
-        return PathBuf::from(p);
+    if let Some(p) = &crate::config::env().audit_log {
+        return p.clone();
     }
     if util::is_root() {
         return PathBuf::from("/var/log/cmkfs/audit.jsonl");

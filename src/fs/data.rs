@@ -316,7 +316,9 @@ impl FileData {
                 }
                 Err(e) => return Err(errno(e)),
             };
-            sys::no_backing_readahead(f.as_fd());
+            if !crate::config::env().backing_readahead {
+                sys::no_backing_readahead(f.as_fd());
+            }
             st.backing = Some(Arc::new(File::from(f)));
             st.writable = writable;
             st.cipher = CipherState::Unknown;
@@ -598,7 +600,7 @@ impl FileData {
             return Err(e);
         }
         self.clen.store(before.max(layout.cipher_size(new_size)), Relaxed);
-        if self.after_sync.swap(false, Relaxed) {
+        if self.after_sync.swap(false, Relaxed) && !crate::config::env().no_early_writeback {
             sys::start_writeback(f.as_fd());
         }
         Ok(data.len())

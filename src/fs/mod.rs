@@ -105,7 +105,7 @@ impl CmkFs {
             // Opt-in: with it, a write acknowledged into the page cache can still be dirty when
             // revocation closes the gate, and its write-back is then refused (the revocation test
             // caught an acknowledged write lost that way). Off until the drain handles it.
-            writeback_cache: std::env::var_os("CMKFS_WRITEBACK_CACHE").is_some_and(|v| v == "1"),
+            writeback_cache: crate::config::env().writeback_cache,
             notifier: Arc::new(std::sync::OnceLock::new()),
             as_root: crate::util::is_root(),
         })

@@ -60,8 +60,9 @@ pub fn reopen(path_fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd
 }
 
 /// Turns off the backing filesystem's readahead on the descriptor the write path uses
-/// (`POSIX_FADV_RANDOM`), unless `CMKFS_BACKING_READAHEAD=1` is in the mount's environment
-/// (for comparisons). User reads go through a second descriptor that keeps it.
+/// (`POSIX_FADV_RANDOM`); the caller skips it when `CMKFS_BACKING_READAHEAD=1` is in the
+/// mount's environment (for comparisons). User reads go through a second descriptor that
+/// keeps it.
 ///
 /// Why: the daemon's small reads on the write path (an entry page, the old block of a
 /// read-modify-write) look sequential under appends and sequential writes; the backing
@@ -70,10 +71,6 @@ pub fn reopen(path_fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd
 /// walk (`ext4_block_write_begin`, `block_commit_write`) was 19% of the daemon's time; see
 /// docs/PERFORMANCE.md for the measurements.
 pub fn no_backing_readahead(fd: BorrowedFd<'_>) {
-    static KEEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *KEEP.get_or_init(|| std::env::var_os("CMKFS_BACKING_READAHEAD").is_some_and(|v| v == "1")) {
-        return;
-    }
     // Advice only: a failure changes speed, never content.
     if let Err(e) = rustix::fs::fadvise(fd, 0, None::<NonZeroU64>, rustix::fs::Advice::Random) {
         tracing::debug!(
@@ -84,13 +81,10 @@ pub fn no_backing_readahead(fd: BorrowedFd<'_>) {
 }
 
 /// Starts writeback of a backing file's dirty pages without waiting for it
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), unless `CMKFS_NO_EARLY_WRITEBACK=1` is in the
-/// mount's environment (for comparisons). The caller's later fsync waits for it.
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); the caller skips it when
+/// `CMKFS_NO_EARLY_WRITEBACK=1` is in the mount's environment (for comparisons). The caller's
+/// later fsync waits for it.
 pub fn start_writeback(fd: BorrowedFd<'_>) {
-    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *OFF.get_or_init(|| std::env::var_os("CMKFS_NO_EARLY_WRITEBACK").is_some_and(|v| v == "1")) {
-        return;
-    }
     // Only a head start: the fsync that follows does the real work and reports errors.
     // SAFETY: rustix has no sync_file_range. The descriptor is borrowed, so open, for the
     // whole call, which takes no pointers.

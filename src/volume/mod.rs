@@ -275,10 +275,7 @@ pub fn read_header_at(root: &CipherRoot) -> Result<ParsedHeader, VolumeError> {
 /// default 60 s. A hung HSM, TPM or KMS must make `cmkfs mount` fail with a clear error,
 /// not hang it; the revalidation loop has its own, shorter timeout.
 pub fn unlock_timeout() -> std::time::Duration {
-    std::env::var("CMKFS_UNLOCK_TIMEOUT")
-        .ok()
-        .and_then(|v| humantime::parse_duration(&v).ok())
-        .unwrap_or(std::time::Duration::from_secs(60))
+    crate::config::env().unlock_timeout
 }
 
 /// Opens the provider for `uri` with a deadline (opening may load a module, connect to a

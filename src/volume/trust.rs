@@ -34,12 +34,12 @@ use crate::format::{VolumeHeader, VolumeKeys};
 use crate::util;
 
 /// Environment variable naming the configuration directory.
-pub const ENV_CONFIG: &str = "CMKFS_CONFIG_DIR";
+pub const ENV_CONFIG: &str = crate::config::CONFIG_DIR;
 
 /// The configuration directory.
 pub fn config_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os(ENV_CONFIG).filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
+    if let Some(d) = &crate::config::env().config_dir {
+        return d.clone();
     }
     if util::is_root() {
         return PathBuf::from("/etc/cmkfs");

@@ -74,7 +74,7 @@ fn run() -> Result<()> {
 
 /// Logs to stderr at `default` level unless CMKFS_LOG says otherwise.
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CMKFS_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env(cmkfs::config::LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

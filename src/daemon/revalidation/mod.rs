@@ -287,8 +287,8 @@ impl Checker {
         // exists, a check hangs here, as one stuck in an uninterruptible disk read would; the
         // watchdog must make the volume Inaccessible anyway (tests/it/attacks.rs).
         #[cfg(debug_assertions)]
-        if let Some(f) = std::env::var_os("CMKFS_TEST_STALL_CHECK_WHILE") {
-            while std::path::Path::new(&f).exists() {
+        if let Some(f) = &crate::config::env().test.stall_check_while {
+            while f.exists() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }

@@ -29,7 +29,7 @@ impl CmkFs {
         // Test hook, debug builds only: proves that a panicking handler answers EIO and the
         // mount stays up (tests/bad_input.rs).
         #[cfg(debug_assertions)]
-        if std::env::var_os("CMKFS_TEST_PANIC_ON_LOOKUP").is_some_and(|n| n == name) {
+        if crate::config::env().test.panic_on_lookup.as_deref() == Some(name) {
             panic!("test panic requested for lookup of {name:?}");
         }
         let p = self.inode(parent)?;

@@ -40,7 +40,7 @@ impl Filesystem for CmkFs {
         // We clear set-user/group-ID bits ourselves on write and truncate. In exchange the
         // kernel stops asking for `security.capability` (a GETXATTR round trip) before every
         // write: it marks inodes S_NOSEC after the first check.
-        if std::env::var_os("CMKFS_NO_KILLPRIV").is_none() {
+        if !crate::config::env().no_killpriv {
             let _ = config.add_capabilities(fuser::InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         }
         // Writeback cache (opt-in, CMKFS_WRITEBACK_CACHE=1): small writes land in the kernel

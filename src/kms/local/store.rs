@@ -18,7 +18,7 @@ use crate::kms::trust;
 use crate::util;
 
 /// Environment variable that overrides the default store location.
-pub const ENV_STORE: &str = "CMKFS_KEYSTORE";
+pub const ENV_STORE: &str = crate::config::KEYSTORE;
 
 /// One version of a key.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -204,8 +204,8 @@ impl KeyStore {
     /// The default location: `$CMKFS_KEYSTORE`, else `/var/lib/cmkfs/keys` for root, else
     /// `$XDG_DATA_HOME/cmkfs/keys` (`~/.local/share/cmkfs/keys`).
     pub fn default_path() -> PathBuf {
-        if let Some(p) = std::env::var_os(ENV_STORE) {
-            return PathBuf::from(p);
+        if let Some(p) = &crate::config::env().keystore {
+            return p.clone();
         }
         if util::is_root() {
             return PathBuf::from("/var/lib/cmkfs/keys");

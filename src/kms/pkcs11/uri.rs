@@ -6,7 +6,7 @@ use crate::crypto::rsa::{OaepHash, RsaError};
 use crate::kms::params::{self, ParamError};
 
 /// Environment variable naming the module when the URI has no `module-path`.
-pub const MODULE_ENV: &str = "CMKFS_PKCS11_MODULE";
+pub const MODULE_ENV: &str = crate::config::PKCS11_MODULE;
 
 const PATH_ATTRS: &[&str] = &["token", "object", "id", "serial", "manufacturer", "model", "type"];
 const QUERY_ATTRS: &[&str] = &["module-path", "pin-source", "pin-value", "oaep"];
@@ -88,7 +88,7 @@ pub(super) fn parse(rest: &str) -> Result<Config, UriError> {
     }
     let module_path = match q.remove("module-path") {
         Some(m) => m,
-        None => std::env::var(MODULE_ENV).map_err(|_| UriError::NoModule)?,
+        None => crate::config::env().pkcs11_module.clone().ok_or(UriError::NoModule)?,
     };
     let module_path = PathBuf::from(module_path);
     if !module_path.is_absolute() {
