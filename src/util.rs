@@ -8,7 +8,7 @@ use std::time::SystemTime;
 /// Writes `path` atomically and durably, with exactly `mode` whatever the umask: a new
 /// temporary file beside it (`O_EXCL|O_NOFOLLOW`), fsync, rename over `path`, fsync of the
 /// directory. At every instant either the old or the new content is at `path`. The one
-/// implementation is [`crate::volume::CipherRoot::write_atomic`], relative to the directory's
+/// implementation is [`crate::store::root::CipherRoot::write_atomic`], relative to the directory's
 /// descriptor.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let dir = path
@@ -19,7 +19,7 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    crate::volume::CipherRoot::open(dir)?.write_atomic(name, data, mode)
+    crate::store::root::CipherRoot::open(dir)?.write_atomic(name, data, mode)
 }
 
 /// Test hook, debug builds only: dies on the spot (SIGKILL, like a crash) when

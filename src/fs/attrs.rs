@@ -1,60 +1,16 @@
 //! What the kernel is shown of a backing inode: its `stat` turned into a FUSE [`FileAttr`]
-//! (plaintext size for regular files), and the mount's root shown as [`ROOT_ATTR`] says.
+//! (plaintext size for regular files), and the mount's root shown as [`RootAttr`] says.
 
-use std::ffi::OsStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo, TimeOrNow};
 
 use super::inode::{Inode, ROOT_ID};
 use super::{io, CmkFs, R};
+use crate::store::root::RootAttr;
 use crate::sys;
 use std::os::fd::AsFd;
 
-/// The extended attribute of the cipher root that holds how the mount's root directory is
-/// shown: `"MODE UID GID"` (octal mode). The cipher root itself stays private (0700, see
-/// `cmkfs init`) while the mount's root can be 0755, owned by a service user, and changed with
-/// chmod/chown through the mount as usual. Without it, the cipher root's own attributes are
-/// shown. Not encrypted (modes are metadata, in clear like every other mode), and hidden from
-/// the plaintext view's xattrs.
-pub const ROOT_ATTR: &str = "user.cmkfs.root";
-
-/// How the mount's root is shown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RootAttr {
-    /// Permission bits (07777).
-    pub mode: u32,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-}
-
-impl RootAttr {
-    /// Parses the attribute's value.
-    pub fn parse(v: &[u8]) -> Option<RootAttr> {
-        let s = std::str::from_utf8(v).ok()?;
-        let mut it = s.split_ascii_whitespace();
-        let mode = u32::from_str_radix(it.next()?, 8).ok()? & 0o7777;
-        let uid = it.next()?.parse().ok()?;
-        let gid = it.next()?.parse().ok()?;
-        Some(RootAttr { mode, uid, gid })
-    }
-    /// The attribute's value.
-    pub fn encode(&self) -> String {
-        format!("{:o} {} {}", self.mode, self.uid, self.gid)
-    }
-    /// Reads it from the cipher root.
-    pub fn read(root: std::os::fd::BorrowedFd<'_>) -> Option<RootAttr> {
-        let mut buf = [0u8; 64];
-        let n = sys::getxattr(root, &sys::cstr(OsStr::new(ROOT_ATTR)).ok()?, &mut buf).ok()?;
-        RootAttr::parse(&buf[..n])
-    }
-    /// Stores it on the cipher root.
-    pub fn write(&self, root: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
-        sys::setxattr(root, &sys::cstr(OsStr::new(ROOT_ATTR))?, self.encode().as_bytes(), 0)
-    }
-}
 
 impl CmkFs {
     /// The attributes the kernel sees: the backing inode's, with the root directory shown as

@@ -83,7 +83,7 @@ impl CacheControl {
             if !cur.is_file() {
                 return Err(format!("{}: not a regular file", rel.display()));
             }
-            let root = crate::volume::CipherRoot::open(&self.root).map_err(|e| e.to_string())?;
+            let root = crate::store::root::CipherRoot::open(&self.root).map_err(|e| e.to_string())?;
             cur.data
                 .open(
                     self.inodes.fd(&cur).map_err(|e| e.to_string())?.as_fd(),

@@ -479,7 +479,7 @@ impl FileData {
     /// Replaces the file's DEK and file id and re-encrypts its content through a redo journal
     /// (see [`super::rekey`]). Holds the file exclusively throughout. Returns the bytes
     /// re-encrypted (ciphertext length).
-    pub fn rekey(&self, keys: &VolumeKeys, root: &crate::volume::CipherRoot) -> Result<u64, Errno> {
+    pub fn rekey(&self, keys: &VolumeKeys, root: &crate::store::root::CipherRoot) -> Result<u64, Errno> {
         use crate::store::journal::{Binding, Journal};
         let mut st = self.inner.write();
         let f = st.backing.clone().ok_or(Errno::EBADF)?;

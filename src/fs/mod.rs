@@ -42,7 +42,7 @@ use parking_lot::Mutex;
 use crate::access::Access;
 use crate::format::layout::WriterStamps;
 use crate::sys;
-pub use attrs::{RootAttr, ROOT_ATTR};
+pub use crate::store::root::{RootAttr, ROOT_ATTR};
 pub use control::CacheControl;
 use data::MountData;
 use handles::HandleTable;

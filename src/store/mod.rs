@@ -8,8 +8,12 @@
 //! - [`session`]: the writer session stamps (markers in the cipher root) that layout 2's slot
 //!   choice needs, handed to writers explicitly as [`WriterStamps`].
 //! - [`journal`]: the rekey journals that make replacing a file's DEK crash-safe.
+//! - [`root`]: the cipher directory's root as untrusted input, reached through one
+//!   directory descriptor (every file cmkfs keeps there goes through it), and the root's
+//!   shown mode and owner ([`root::RootAttr`]).
 
 pub mod journal;
+pub mod root;
 pub mod session;
 
 use std::fs::File;

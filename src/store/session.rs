@@ -13,7 +13,7 @@ use std::path::Path;
 
 use crate::format::layout::{WriterStamps, UNSURE_STAMP};
 use crate::format::volume_header::VOLUME_HEADER_NAME;
-use crate::volume::CipherRoot;
+use crate::store::root::CipherRoot;
 
 const PREFIX: &str = "session.";
 

@@ -13,7 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::root::CipherRoot;
+use crate::store::root::CipherRoot;
 use crate::sys::process::try_flock;
 use crate::util;
 

@@ -5,7 +5,7 @@
 //! The header is untrusted until it authenticates, and even then it only *proposes*: which
 //! KEKs may be used, and whether this is the volume (and the volume key, and the header
 //! generation) this host knows, is decided by the local configuration ([`trust`]). The files
-//! cmkfs keeps in the cipher root are reached through [`root::CipherRoot`] only; the locks
+//! cmkfs keeps in the cipher root are reached through [`CipherRoot`] only; the locks
 //! that serialise mounts and header rewrites live outside the cipher directory ([`lock`]).
 //! Adding, removing and rewrapping keyslots, and the rules that keep a volume openable, are
 //! in [`keyslots`]; how a volume is mounted (command line over configuration over defaults)
@@ -14,7 +14,6 @@
 pub mod keyslots;
 pub mod lock;
 pub mod mount_settings;
-pub mod root;
 pub mod trust;
 
 use std::path::{Path, PathBuf};
@@ -30,7 +29,7 @@ use crate::format::volume_header::{ParsedHeader, VolumeHeaderError, SLOT_ALGORIT
 use crate::format::{Keyslot, VolumeHeader, VolumeKeys, VOLUME_HEADER_NAME};
 use crate::kms::{self, call, KeyInfo, KeyProvider, ProviderError};
 use crate::util;
-pub use root::CipherRoot;
+pub use crate::store::root::CipherRoot;
 
 /// The largest volume header cmkfs reads (a header with a hundred keyslots is under 100 KiB).
 pub const HEADER_CAP: u64 = 1 << 20;
@@ -207,7 +206,7 @@ pub fn init(dir: &Path, kek_uri: &str, name: Option<&str>) -> Result<Created, Vo
         // The cipher root is private; the mount's root is shown as an ordinary 0755
         // directory of its creator (chmod/chown through the mount change it).
         let gid = crate::sys::process::egid();
-        let shown = crate::fs::RootAttr {
+        let shown = crate::store::root::RootAttr {
             mode: 0o755,
             uid: util::euid(),
             gid,
