@@ -23,16 +23,16 @@
 //! `cmkfs keyslot` and the mount daemon's automatic rewrap (in `revalidation`) all go
 //! through this module.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{header_path, trust, update_header, wrap_slot, Volume, VolumeError};
+use super::{trust, update_header, wrap_slot, Volume, VolumeError};
 use crate::audit::{AuditLog, Event};
 use crate::crypto::SecretKey;
-use crate::format::volume_header::{SlotRole, VolumeHeaderError};
-use crate::format::{Keyslot, VOLUME_HEADER_NAME};
+use crate::format::volume_header::SlotRole;
+use crate::format::Keyslot;
 
 /// Why a keyslot change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,17 +46,6 @@ pub enum KeyslotError {
     /// Removing it would leave no primary keyslot.
     #[error("refusing to remove the only primary keyslot: add another primary slot first")]
     OnlyPrimary,
-}
-
-impl KeyslotError {
-    /// The error as a header change refused inside [`update_header`] reports it: as an
-    /// invalid header field of `path` (the text users and scripts have always seen).
-    fn in_header(self, path: PathBuf) -> VolumeError {
-        VolumeError::Header {
-            path,
-            source: VolumeHeaderError::BadField(self.to_string()),
-        }
-    }
 }
 
 /// The id a new keyslot gets: one more than the highest in use (ids are never reused).
@@ -113,7 +102,7 @@ pub fn add(
 pub fn remove(dir: &Path, volume_key: &SecretKey, id: u32, audit: &AuditLog) -> Result<u64, VolumeError> {
     let mut removed_uri = None;
     let h = update_header(dir, volume_key, |h| {
-        let pos = check_remove(&h.keyslots, id).map_err(|e| e.in_header(PathBuf::from(VOLUME_HEADER_NAME)))?;
+        let pos = check_remove(&h.keyslots, id).map_err(VolumeError::Keyslot)?;
         removed_uri = Some(h.keyslots.remove(pos).kek_uri);
         Ok(())
     })?;
@@ -136,7 +125,7 @@ pub fn remove(dir: &Path, volume_key: &SecretKey, id: u32, audit: &AuditLog) -> 
 pub fn rewrap(dir: &Path, vk: &SecretKey, id: u32, uri: &str) -> Result<(Keyslot, u64), VolumeError> {
     let mut out = None;
     let h = update_header(dir, vk, |h| {
-        let pos = find(&h.keyslots, id).map_err(|e| e.in_header(header_path(dir)))?;
+        let pos = find(&h.keyslots, id).map_err(VolumeError::Keyslot)?;
         let role = h.keyslots[pos].role;
         let slot = wrap_slot(uri, vk, id, role)?;
         trust::allow(dir, &slot.kek_uri)?;
@@ -267,12 +256,11 @@ mod tests {
     }
 
     #[test]
-    fn refusals_keep_their_text() {
-        // What `cmkfs keyslot remove` has always printed (scripts and tests match it).
-        let e = KeyslotError::LastSlot.in_header(PathBuf::from(VOLUME_HEADER_NAME));
+    fn refusals_say_why_without_posing_as_a_header_error() {
+        let e = VolumeError::from(KeyslotError::LastSlot);
         assert_eq!(
             e.to_string(),
-            format!("{VOLUME_HEADER_NAME}: volume header field invalid: refusing to remove the last keyslot: the volume could never be opened again")
+            "refusing to remove the last keyslot: the volume could never be opened again"
         );
     }
 }

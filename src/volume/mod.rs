@@ -64,6 +64,9 @@ pub enum VolumeError {
     /// Provider failure outside unlocking (init, keyslot changes).
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// A keyslot change was refused (see [`keyslots`]).
+    #[error("{0}")]
+    Keyslot(#[from] keyslots::KeyslotError),
     /// The local configuration refused (see [`trust`]).
     #[error(transparent)]
     Trust(#[from] trust::TrustError),
