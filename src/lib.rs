@@ -9,7 +9,7 @@
 //! - [`config`]: every `CMKFS_*` environment knob, read once.
 //! - [`crypto`]: AES-256-GCM, HKDF-SHA256, HMAC, randomness, zeroizing key type, RSA-OAEP
 //!   (aws-lc-rs).
-//! - [`format`]: the on-disk format (volume header, file header, block layout); the code
+//! - [`format`](mod@format): the on-disk format (volume header, file header, block layout); the code
 //!   version of docs/FORMAT.md. Pure: no I/O.
 //! - [`store`]: block I/O of the format's layout plans, writer session stamps, rekey
 //!   journals.

@@ -12,7 +12,7 @@
 //! - [`aead`]: AES-256-GCM (seal and open, in place or as messages).
 //! - [`kdf`]: HKDF-SHA256 sub-keys, HMAC-SHA256, SHA-256.
 //! - [`rsa`]: RSA key generation, parsing and OAEP through aws-lc-rs.
-//! - [`hex`]: hex encoding of ids and digests.
+//! - [`hex`](mod@hex): hex encoding of ids and digests.
 
 pub mod aead;
 pub mod hex;

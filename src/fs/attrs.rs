@@ -11,7 +11,6 @@ use crate::store::root::RootAttr;
 use crate::sys;
 use std::os::fd::AsFd;
 
-
 impl CmkFs {
     /// The attributes the kernel sees: the backing inode's, with the root directory shown as
     /// [`ROOT_ATTR`] says.

@@ -477,7 +477,7 @@ impl FileData {
     }
 
     /// Replaces the file's DEK and file id and re-encrypts its content through a redo journal
-    /// (see [`super::rekey`]). Holds the file exclusively throughout. Returns the bytes
+    /// (see [`crate::store::journal`]). Holds the file exclusively throughout. Returns the bytes
     /// re-encrypted (ciphertext length).
     pub fn rekey(&self, keys: &VolumeKeys, root: &crate::store::root::CipherRoot) -> Result<u64, Errno> {
         use crate::store::journal::{Binding, Journal};
@@ -755,7 +755,7 @@ impl FileData {
     }
 
     /// SEEK_DATA / SEEK_HOLE in plaintext offsets. A block is a hole by the same rule reads
-    /// use (see [`Layout::next_data`]), so results agree with what reads return.
+    /// use (see [`Backing::next_data`]), so results agree with what reads return.
     pub fn seek(&self, off: u64, whence: i32) -> Result<u64, Errno> {
         let st = self.inner.read();
         let f = st.backing.as_ref().ok_or(Errno::EBADF)?;

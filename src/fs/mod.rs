@@ -41,8 +41,8 @@ use parking_lot::Mutex;
 
 use crate::access::Access;
 use crate::format::layout::WriterStamps;
-use crate::sys;
 pub use crate::store::root::{RootAttr, ROOT_ATTR};
+use crate::sys;
 pub use control::CacheControl;
 use data::MountData;
 use handles::HandleTable;

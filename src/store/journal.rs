@@ -36,9 +36,9 @@ pub use crate::format::journal::{Binding, Journal};
 use crate::format::layout::Layout;
 use crate::format::volume_header::{is_reserved_root_name, VOLUME_HEADER_NAME};
 use crate::format::{VolumeKeys, FILE_HEADER_LEN};
+use crate::store::root::CipherRoot;
 use crate::sys;
 use crate::util;
-use crate::store::root::CipherRoot;
 
 /// Copies the data blocks (and header and length) of a committed journal over the file.
 pub fn replay(layout: Layout, journal: &File, target: &File) -> io::Result<()> {

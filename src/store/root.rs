@@ -265,7 +265,6 @@ impl RootAttr {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

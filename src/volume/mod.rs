@@ -28,8 +28,8 @@ pub use crate::format::volume_header::SlotRole;
 use crate::format::volume_header::{ParsedHeader, VolumeHeaderError, SLOT_ALGORITHM, SLOT_ALGORITHM_SHA1};
 use crate::format::{Keyslot, VolumeHeader, VolumeKeys, VOLUME_HEADER_NAME};
 use crate::kms::{self, call, KeyInfo, KeyProvider, ProviderError};
-use crate::util;
 pub use crate::store::root::CipherRoot;
+use crate::util;
 
 /// The largest volume header cmkfs reads (a header with a hundred keyslots is under 100 KiB).
 pub const HEADER_CAP: u64 = 1 << 20;
