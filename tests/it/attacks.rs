@@ -64,6 +64,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use rustix::process::Signal;
 use serde_json::Value;
 
 const NOBODY: u32 = 65534;
@@ -1191,7 +1192,7 @@ fn killed_daemon_leaves_no_stale_mount_lock() {
         f.sync_all().unwrap();
     }
     let pid = v.status()["pid"].as_i64().unwrap() as i32;
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = send_signal(pid, Signal::KILL);
     assert!(
         wait_until(Duration::from_secs(5), || !pid_alive(pid)),
         "daemon {pid} died"
@@ -1288,7 +1289,6 @@ fn fail_closed_when_header_is_replaced_by_a_fifo() {
 
 #[test]
 fn fail_closed_when_lock_and_header_are_flocked() {
-    use std::os::fd::AsRawFd;
     let mut v = vol();
     fs::set_permissions(v.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
     v.mount(&["--check-interval", "1s"]);
@@ -1301,7 +1301,7 @@ fn fail_closed_when_lock_and_header_are_flocked() {
     let mut held = vec![];
     for p in [&lock, &v.c("cmkfs.volume")] {
         let f = fs::File::open(p).unwrap();
-        assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+        cmkfs::sys::process::flock(&f).unwrap();
         held.push(f);
     }
     let second = fs::File::open(&lock).unwrap();
@@ -1326,7 +1326,7 @@ impl Drop for KillRecorded {
             if let Ok(pid) = pid.trim().parse::<i32>() {
                 let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 if String::from_utf8_lossy(&cmd).starts_with("sleep") {
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    let _ = send_signal(pid, Signal::KILL);
                 }
             }
         }

@@ -3,6 +3,7 @@
 use std::fs;
 
 use crate::common::*;
+use rustix::process::Signal;
 
 #[test]
 fn key_create_prints_uri_last_and_list_shows_it() {
@@ -177,7 +178,7 @@ fn foreground_mount_unmounts_on_sigterm() {
         "foreground mount came up"
     );
     fs::write(v.p("x"), b"y").unwrap();
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = send_signal(child.id() as i32, Signal::TERM);
     let st = child.wait().unwrap();
     assert!(st.success(), "clean exit on SIGTERM: {st}");
     assert!(!v.p("x").exists(), "unmounted");
@@ -209,7 +210,7 @@ fn killed_daemon_mount_can_be_unmounted_and_remounted() {
     let st: serde_json::Value =
         serde_json::from_str(&ok(&cmkfs(["status", "--json", v.mnt.to_str().unwrap()]))).unwrap();
     let pid = st["pid"].as_i64().unwrap() as i32;
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = send_signal(pid, Signal::KILL);
     assert!(wait_until(std::time::Duration::from_secs(5), || !alive(pid as u64)));
     // The dead mount answers ENOTCONN; mounting over it names the problem.
     let e = stderr(&v.mount_output(&[]));

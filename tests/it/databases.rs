@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use rustix::process::Signal;
 
 fn python(script: &str, args: &[&OsStr]) -> String {
     run_ok(Command::new("python3").arg("-c").arg(script).args(args), "python")
@@ -219,7 +220,7 @@ impl Pg {
             let _ = c.wait();
             // runuser exits when postgres does; wait until the server's processes are gone.
             let pgid = c.id() as i32;
-            assert!(wait_until(Duration::from_secs(60), || unsafe { libc::kill(-pgid, 0) } != 0));
+            assert!(wait_until(Duration::from_secs(60), || !group_alive(pgid)));
         }
     }
 
@@ -227,9 +228,9 @@ impl Pg {
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let pgid = c.id() as i32;
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            cmkfs::sys::process::kill_group(pgid as u32);
             let _ = c.wait();
-            assert!(wait_until(Duration::from_secs(60), || unsafe { libc::kill(-pgid, 0) } != 0));
+            assert!(wait_until(Duration::from_secs(60), || !group_alive(pgid)));
         }
     }
 }
@@ -378,13 +379,13 @@ fn postgresql_survives_sigkill_of_the_cmkfs_daemon() {
                 next = n + 1;
             }
             if !killed && t0.elapsed() >= kill_after {
-                unsafe { libc::kill(daemon, libc::SIGKILL) };
+                let _ = send_signal(daemon, Signal::KILL);
                 killed = true;
                 // psql normally exits when the server goes away; make sure it does.
                 let pid = client.id() as i32;
                 std::thread::spawn(move || {
                     std::thread::sleep(Duration::from_secs(10));
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    let _ = send_signal(pid, Signal::KILL);
                 });
             }
         }
@@ -520,7 +521,7 @@ impl Maria {
 impl Drop for Maria {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+            cmkfs::sys::process::kill_group(c.id());
             let _ = c.wait();
         }
     }

@@ -7,7 +7,7 @@
 //! detection. The volumes are format 2 (what `cmkfs init` creates); offsets follow
 //! docs/FORMAT.md, "Content blocks, format 2".
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -66,43 +66,28 @@ fn blocks(seed: u64, n: u64) -> Vec<u8> {
 }
 
 fn getxattr(p: &Path, name: &str) -> std::io::Result<Vec<u8>> {
-    let c = cpath(p);
-    let n = CString::new(name).unwrap();
     let mut buf = vec![0u8; 65536];
-    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    buf.truncate(r as usize);
+    let n = rustix::fs::lgetxattr(p, name, &mut buf[..])?;
+    buf.truncate(n);
     Ok(buf)
 }
 
 fn setxattr(p: &Path, name: &str, val: &[u8]) {
-    let c = cpath(p);
-    let n = CString::new(name).unwrap();
-    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), val.as_ptr().cast(), val.len(), 0) };
-    assert_eq!(
-        r,
-        0,
-        "setxattr {name} on {}: {}",
-        p.display(),
-        std::io::Error::last_os_error()
-    );
+    if let Err(e) = rustix::fs::lsetxattr(p, name, val, rustix::fs::XattrFlags::empty()) {
+        panic!("setxattr {name} on {}: {e}", p.display());
+    }
 }
 
 fn removexattr(p: &Path, name: &str) {
-    let c = cpath(p);
-    let n = CString::new(name).unwrap();
-    let r = unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) };
-    assert_eq!(r, 0, "removexattr {name}: {}", std::io::Error::last_os_error());
+    if let Err(e) = rustix::fs::lremovexattr(p, name) {
+        panic!("removexattr {name}: {e}");
+    }
 }
 
 fn listxattr(p: &Path) -> Vec<String> {
-    let c = cpath(p);
     let mut buf = vec![0u8; 65536];
-    let r = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    assert!(r >= 0, "listxattr: {}", std::io::Error::last_os_error());
-    buf[..r as usize]
+    let n = rustix::fs::llistxattr(p, &mut buf[..]).unwrap_or_else(|e| panic!("listxattr: {e}"));
+    buf[..n]
         .split(|&b| b == 0)
         .filter(|n| !n.is_empty())
         .map(|n| String::from_utf8_lossy(n).into_owned())

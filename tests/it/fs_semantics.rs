@@ -7,6 +7,8 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::sync::Arc;
 
 use crate::common::*;
+use rustix::fs::{FallocateFlags, Mode, OFlags, RenameFlags, XattrFlags, CWD};
+use rustix::io::Errno;
 
 /// Backing length of a format-2 file (docs/FORMAT.md): a header/entry page, then each
 /// block's ciphertext in its own page, one more entry page every 62 blocks.
@@ -138,15 +140,15 @@ fn sparse_files_stay_sparse_and_seek_data_hole() {
     assert!(buf.iter().all(|&b| b == 0), "hole reads as zeros");
     f.read_exact_at(&mut buf, 512 << 20).unwrap();
     assert_eq!(buf, data[..4096]);
-    let fd = f.as_raw_fd();
-    let data_at = unsafe { libc::lseek(fd, 0, libc::SEEK_DATA) };
+    let seek = |pos| rustix::fs::seek(&f, pos);
+    let data_at = seek(rustix::fs::SeekFrom::Data(0)).unwrap_or_else(|e| panic!("SEEK_DATA from 0: {e}"));
     assert!((0..=512 << 20).contains(&data_at), "SEEK_DATA from 0 = {data_at}");
     assert!(data_at > 1 << 20, "SEEK_DATA skipped the leading hole: {data_at}");
-    let hole_at = unsafe { libc::lseek(fd, 512 << 20, libc::SEEK_HOLE) };
+    let hole_at = seek(rustix::fs::SeekFrom::Hole(512 << 20)).unwrap_or_else(|e| panic!("SEEK_HOLE: {e}"));
     assert!(hole_at >= (512 << 20) + 8192, "SEEK_HOLE inside data: {hole_at}");
     assert!(hole_at < 1 << 30, "SEEK_HOLE found the trailing hole: {hole_at}");
-    let past = unsafe { libc::lseek(fd, 1 << 31, libc::SEEK_DATA) };
-    assert_eq!(past, -1, "SEEK_DATA past EOF is ENXIO");
+    let past = seek(rustix::fs::SeekFrom::Data(1 << 31));
+    assert!(past.is_err(), "SEEK_DATA past EOF is ENXIO: {past:?}");
 }
 
 #[test]
@@ -162,22 +164,19 @@ fn fallocate_and_punch_hole() {
     let data = pattern(3, 5 * 4096 + 100);
     f.write_all_at(&data, 0).unwrap();
     // Punch [1000, 3*4096+50): partial first block, whole blocks 1-2, partial block 3.
-    let r = unsafe {
-        libc::fallocate(
-            f.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            1000,
-            3 * 4096 + 50 - 1000,
-        )
-    };
-    assert_eq!(r, 0, "punch hole: {}", std::io::Error::last_os_error());
+    let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    if let Err(e) = rustix::fs::fallocate(&f, punch, 1000, 3 * 4096 + 50 - 1000) {
+        panic!("punch hole: {e}");
+    }
     let mut exp = data.clone();
     exp[1000..3 * 4096 + 50].fill(0);
     let mut got = vec![0u8; exp.len()];
     f.read_exact_at(&mut got, 0).unwrap();
     assert_eq!(got, exp);
     assert_eq!(f.metadata().unwrap().len(), data.len() as u64, "punch keeps size");
-    // posix_fallocate grows the file with zeros.
+    // posix_fallocate grows the file with zeros. (glibc's, which falls back to writing zeros
+    // where fallocate is unsupported; rustix has no such call.)
+    // SAFETY: posix_fallocate takes only integers; `f` is open for the whole call.
     let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, 100_000) };
     assert_eq!(r, 0);
     assert_eq!(f.metadata().unwrap().len(), 100_000);
@@ -185,9 +184,8 @@ fn fallocate_and_punch_hole() {
     f.read_exact_at(&mut tail, data.len() as u64).unwrap();
     assert!(tail.iter().all(|&b| b == 0));
     // Unsupported modes answer EOPNOTSUPP rather than doing something else.
-    let r = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_COLLAPSE_RANGE, 0, 4096) };
-    assert_eq!(r, -1);
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EOPNOTSUPP));
+    let r = rustix::fs::fallocate(&f, FallocateFlags::COLLAPSE_RANGE, 0, 4096);
+    assert_eq!(r, Err(Errno::OPNOTSUPP));
 }
 
 #[test]
@@ -262,18 +260,9 @@ fn rename_noreplace_and_exchange() {
     let v = Vol::new();
     fs::write(v.p("a"), b"A").unwrap();
     fs::write(v.p("b"), b"B").unwrap();
-    let rn = |a: &str, b: &str, flags: u32| unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            cpath(&v.p(a)).as_ptr(),
-            libc::AT_FDCWD,
-            cpath(&v.p(b)).as_ptr(),
-            flags,
-        )
-    };
-    assert_eq!(rn("a", "b", libc::RENAME_NOREPLACE), -1);
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EEXIST));
-    assert_eq!(rn("a", "b", libc::RENAME_EXCHANGE), 0);
+    let rn = |a: &str, b: &str, flags| rustix::fs::renameat_with(CWD, v.p(a), CWD, v.p(b), flags);
+    assert_eq!(rn("a", "b", RenameFlags::NOREPLACE), Err(Errno::EXIST));
+    assert_eq!(rn("a", "b", RenameFlags::EXCHANGE), Ok(()));
     assert_eq!(fs::read(v.p("a")).unwrap(), b"B");
     assert_eq!(fs::read(v.p("b")).unwrap(), b"A");
     fs::create_dir(v.p("d")).unwrap();
@@ -330,8 +319,7 @@ fn links_symlinks_dirs_and_metadata() {
     a.write_all(b"er").unwrap();
     assert_eq!(fs::read(v.p("x/y/z/f")).unwrap(), b"deeper");
     // statfs answers.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::statvfs(cpath(&v.mnt).as_ptr(), &mut st) }, 0);
+    let st = rustix::fs::statvfs(&v.mnt).unwrap();
     assert!(st.f_blocks > 0 && st.f_namemax >= 255);
 }
 
@@ -369,6 +357,11 @@ fn shared_writable_mmap() {
         .unwrap();
     f.set_len(len as u64).unwrap();
     let data = pattern(11, len);
+    // rustix's mmap is as unsafe as libc's (and its `mm` feature is not enabled).
+    // SAFETY: a fresh shared mapping of `len` bytes of `f`, which is `len` bytes long (set_len
+    // above) and open for reading and writing; nothing else maps it in this process. The copy
+    // writes exactly `len` bytes from `data` (len bytes) into the mapping, which do not
+    // overlap; the mapping is unmapped once, after its last use.
     unsafe {
         let p = libc::mmap(
             std::ptr::null_mut(),
@@ -419,59 +412,26 @@ fn o_direct_is_honoured() {
 fn xattrs_are_encrypted() {
     let v = Vol::new();
     fs::write(v.p("x"), b"x").unwrap();
-    let set = |name: &str, val: &[u8]| unsafe {
-        let n = std::ffi::CString::new(name).unwrap();
-        libc::setxattr(cpath(&v.p("x")).as_ptr(), n.as_ptr(), val.as_ptr().cast(), val.len(), 0)
-    };
-    assert_eq!(set("user.secret", b"attribute value"), 0);
+    let set = |name: &str, val: &[u8]| rustix::fs::setxattr(v.p("x"), name, val, XattrFlags::empty());
+    assert_eq!(set("user.secret", b"attribute value"), Ok(()));
     let mut buf = [0u8; 64];
-    let n = unsafe {
-        libc::getxattr(
-            cpath(&v.p("x")).as_ptr(),
-            c"user.secret".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    assert_eq!(&buf[..n as usize], b"attribute value");
-    let size_only = unsafe {
-        libc::getxattr(
-            cpath(&v.p("x")).as_ptr(),
-            c"user.secret".as_ptr(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    assert_eq!(size_only, 15);
-    let rawn = unsafe {
-        libc::getxattr(
-            cpath(&v.c("x")).as_ptr(),
-            c"user.secret".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
+    let n = rustix::fs::getxattr(v.p("x"), "user.secret", &mut buf[..]).unwrap();
+    assert_eq!(&buf[..n], b"attribute value");
+    // The size query (a zero-length buffer, which rustix spells getxattr_query).
+    let size_only = rustix::fs::getxattr_query(v.p("x"), "user.secret");
+    assert_eq!(size_only, Ok(15));
+    let rawn = rustix::fs::getxattr(v.c("x"), "user.secret", &mut buf[..]).unwrap();
     assert!(
-        rawn > 15 && !buf[..rawn as usize].windows(9).any(|w| w == b"attribute"),
+        rawn > 15 && !buf[..rawn].windows(9).any(|w| w == b"attribute"),
         "xattr value stored in clear"
     );
     let mut list = [0u8; 256];
-    let ln = unsafe { libc::listxattr(cpath(&v.p("x")).as_ptr(), list.as_mut_ptr().cast(), list.len()) };
-    assert_eq!(&list[..ln as usize], b"user.secret\0");
-    assert_eq!(set("trusted.nope", b"v"), -1, "non-user namespaces are refused");
-    assert_eq!(
-        unsafe { libc::removexattr(cpath(&v.p("x")).as_ptr(), c"user.secret".as_ptr()) },
-        0
-    );
-    let gone = unsafe {
-        libc::getxattr(
-            cpath(&v.p("x")).as_ptr(),
-            c"user.secret".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    assert_eq!(gone, -1);
+    let ln = rustix::fs::listxattr(v.p("x"), &mut list[..]).unwrap();
+    assert_eq!(&list[..ln], b"user.secret\0");
+    assert!(set("trusted.nope", b"v").is_err(), "non-user namespaces are refused");
+    assert_eq!(rustix::fs::removexattr(v.p("x"), "user.secret"), Ok(()));
+    let gone = rustix::fs::getxattr(v.p("x"), "user.secret", &mut buf[..]);
+    assert!(gone.is_err());
 }
 
 #[test]
@@ -562,10 +522,9 @@ fn o_trunc_is_a_guarded_truncate_like_on_a_local_filesystem() {
     let v = Vol::new();
     // O_RDONLY|O_TRUNC truncates on Linux local filesystems; it must here too.
     fs::write(v.p("t"), pattern(1, 10_000)).unwrap();
-    let c = cpath(&v.p("t"));
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_TRUNC) };
-    assert!(fd >= 0);
-    unsafe { libc::close(fd) };
+    let fd = rustix::fs::open(v.p("t"), OFlags::RDONLY | OFlags::TRUNC, Mode::empty());
+    assert!(fd.is_ok());
+    drop(fd);
     assert_eq!(fs::metadata(v.p("t")).unwrap().len(), 0);
     // A running executable cannot be truncated or opened for writing (ETXTBSY), on every
     // try: with FUSE_ATOMIC_O_TRUNC the kernel let O_RDONLY|O_TRUNC through now and then.
@@ -585,14 +544,10 @@ fn o_trunc_is_a_guarded_truncate_like_on_a_local_filesystem() {
             spawned.is_some()
         }));
         let mut child = spawned.unwrap();
-        let c = cpath(&p);
-        for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
-            let fd = unsafe { libc::open(c.as_ptr(), flags) };
-            let err = std::io::Error::last_os_error().raw_os_error();
-            if fd >= 0 {
-                unsafe { libc::close(fd) };
-            }
-            assert_eq!((fd, err), (-1, Some(libc::ETXTBSY)), "try {i}, flags {flags:#x}");
+        for flags in [OFlags::WRONLY, OFlags::RDWR, OFlags::RDONLY | OFlags::TRUNC] {
+            // An opened descriptor (the failure) is closed at once, before the assertion.
+            let err = rustix::fs::open(&p, flags, Mode::empty()).err();
+            assert_eq!(err, Some(Errno::TXTBSY), "try {i}, flags {flags:?}");
         }
         child.kill().unwrap();
         child.wait().unwrap();

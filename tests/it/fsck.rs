@@ -38,10 +38,9 @@ fn populated() -> Vol {
 }
 
 fn xattr_set(p: &std::path::Path, name: &str, val: &[u8]) {
-    let c = cpath(p);
-    let n = std::ffi::CString::new(name).unwrap();
-    let r = unsafe { libc::setxattr(c.as_ptr(), n.as_ptr(), val.as_ptr().cast(), val.len(), 0) };
-    assert_eq!(r, 0, "setxattr: {}", std::io::Error::last_os_error());
+    if let Err(e) = rustix::fs::setxattr(p, name, val, rustix::fs::XattrFlags::empty()) {
+        panic!("setxattr: {e}");
+    }
 }
 
 #[test]
@@ -69,14 +68,12 @@ fn damage_is_found_and_located_offline_and_online() {
     // One bit in block 3 of ten-blocks, one in the DEK of header, one in the xattr value.
     flip(&v.c("d/e/ten-blocks"), data_off(3) + 100, 0x40);
     flip(&v.c("d/header"), 40, 0x40);
-    let c = cpath(&v.c("xattrs"));
-    let n = std::ffi::CString::new("user.note").unwrap();
+    let c = v.c("xattrs");
     let mut buf = vec![0u8; 256];
-    let len = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let len = rustix::fs::getxattr(&c, "user.note", &mut buf[..]).unwrap();
     assert!(len > 0);
-    buf[len as usize - 1] ^= 1;
-    let r = unsafe { libc::setxattr(c.as_ptr(), n.as_ptr(), buf.as_ptr().cast(), len as usize, 0) };
-    assert_eq!(r, 0);
+    buf[len - 1] ^= 1;
+    rustix::fs::setxattr(&c, "user.note", &buf[..len], rustix::fs::XattrFlags::empty()).unwrap();
 
     let check = |j: &serde_json::Value| {
         let d = j["damaged"].as_array().unwrap();

@@ -6,6 +6,11 @@
 //! may change process-wide state (current directory, umask, signal dispositions) and the
 //! environment is changed only through [`common::set_process_env`]; per-command environment
 //! goes to the `Command` (see [`common::cmkfs_command`] and [`common::Vol::env`]).
+//!
+//! System calls go through rustix or `cmkfs::sys` where a safe call exists; the few `unsafe`
+//! blocks left (mmap, wait4 with rusage, posix_fallocate, `pre_exec`) each say why they are
+//! sound, which the lint below enforces, as in the library.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod common;
 

@@ -25,7 +25,7 @@ fn mode(p: &Path) -> u32 {
 
 fn require_root() {
     assert_eq!(
-        unsafe { libc::geteuid() },
+        cmkfs::sys::process::euid(),
         0,
         "these tests chown files to nobody and must run as root (scripts/test.sh)"
     );

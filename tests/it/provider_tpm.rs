@@ -13,6 +13,7 @@ use crate::common::open_provider as open;
 use crate::common::*;
 use cmkfs::crypto::SecretKey;
 use cmkfs::kms::{self, ErrorKind, KeyProvider, ProviderError};
+use rustix::process::Signal;
 
 const SETUP: &str = "scripts/providers/tpm.sh";
 /// Attributes of the test keys: `noda` so that wrong-auth tests do not lock the TPM out.
@@ -71,9 +72,12 @@ impl Swtpm {
     fn spawn(&mut self) -> bool {
         let mut cmd = Command::new("swtpm");
         // Dies with the test thread that started it, even if the test binary is killed.
+        // SAFETY: the closure runs in the forked child before exec, where only
+        // async-signal-safe work is sound: it makes one prctl system call, allocates nothing
+        // and takes no lock.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                let _ = rustix::process::set_parent_process_death_signal(Some(Signal::TERM));
                 Ok(())
             });
         }
@@ -110,7 +114,7 @@ impl Swtpm {
     /// Stops swtpm (SIGTERM, so that its state is saved), waiting for it to exit.
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = send_signal(c.id() as i32, Signal::TERM);
             let end = Instant::now() + Duration::from_secs(5);
             while Instant::now() < end {
                 if c.try_wait().unwrap().is_some() {
@@ -132,9 +136,9 @@ impl Swtpm {
     }
 
     /// SIGSTOP / SIGCONT: a TPM that accepts connections but does not answer.
-    fn signal(&self, sig: i32) {
+    fn signal(&self, sig: Signal) {
         let pid = self.child.as_ref().expect("swtpm running").id() as i32;
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+        send_signal(pid, sig).unwrap();
     }
 
     /// Starts it again on the same ports and state (the persisted keys survive).
@@ -560,10 +564,10 @@ fn daemon_survives_frozen_swtpm() {
     let mut v = Vol::with_kek(&tpm.uri("0x81000001", None), &[]);
     v.mount(&["--check-interval", "300ms", "--unreachable-grace", "1s"]);
     std::fs::write(v.p("f"), b"hello").unwrap();
-    tpm.signal(libc::SIGSTOP);
+    tpm.signal(Signal::STOP);
     let inaccessible = v.wait_state("Inaccessible", Duration::from_secs(20));
     let st = v.status();
-    tpm.signal(libc::SIGCONT);
+    tpm.signal(Signal::CONT);
     assert!(
         inaccessible.is_some(),
         "a TPM that does not answer makes the mount inaccessible: {st}"

@@ -148,23 +148,10 @@ fn revocation_refuses_everything_and_access_returns_without_remount() {
     assert_eq!(errno(fs::remove_file(v.p("cached"))), EACCES, "unlink");
     assert_eq!(errno(fs::remove_dir(v.p("dir"))), EACCES, "rmdir");
     assert_eq!(errno(writer.set_len(0)), EACCES, "truncate");
-    let xr = unsafe {
-        libc::setxattr(
-            cpath(&v.p("cached")).as_ptr(),
-            c"user.a".as_ptr(),
-            b"v".as_ptr().cast(),
-            1,
-            0,
-        )
-    };
-    assert_eq!(
-        (xr, std::io::Error::last_os_error().raw_os_error()),
-        (-1, EACCES),
-        "setxattr"
-    );
+    let xr = rustix::fs::setxattr(v.p("cached"), "user.a", b"v", rustix::fs::XattrFlags::empty());
+    assert_eq!(errno(xr.map_err(Into::into)), EACCES, "setxattr");
     // statfs (needed by df and unmount) keeps working.
-    let mut sv: libc::statvfs = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::statvfs(cpath(&v.mnt).as_ptr(), &mut sv) }, 0, "statfs");
+    rustix::fs::statvfs(&v.mnt).unwrap_or_else(|e| panic!("statfs: {e}"));
     // The memory mapping faults instead of showing plaintext, even for the page seen before.
     mapper.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let mut rest = String::new();

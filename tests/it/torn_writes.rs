@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use rustix::process::Signal;
 
 /// The content of block `b` at version `ver`: self-describing (block and version in its
 /// first 16 bytes), the rest a pattern of both.
@@ -193,7 +194,7 @@ fn random_kills_while_overwriting_leave_every_block_old_or_new() {
         // Let the writers get going, then kill at a random point.
         assert!(wait_until(Duration::from_secs(10), || done.load(SeqCst) >= 8));
         std::thread::sleep(Duration::from_millis(20 + next() % 300));
-        unsafe { libc::kill(daemon, libc::SIGKILL) };
+        let _ = send_signal(daemon, Signal::KILL);
         let t0 = Instant::now();
         stop.store(true, SeqCst);
         for t in threads {
@@ -264,7 +265,7 @@ fn fsx_killed_mid_run_leaves_a_readable_file() {
             child.try_wait().unwrap().is_none(),
             "round {round}: fsx ended before the kill point"
         );
-        unsafe { libc::kill(daemon, libc::SIGKILL) };
+        let _ = send_signal(daemon, Signal::KILL);
         let _ = child.kill();
         let _ = child.wait();
         remount_after_crash(&mut v);

@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use rustix::fs::{FileType, Mode, OFlags};
+use rustix::process::{Pid, Signal};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_cmkfs");
 
 /// Runs the cmkfs binary.
@@ -99,7 +102,7 @@ pub fn require_fuse() {
         "/dev/fuse is missing: the integration tests need FUSE (run scripts/test.sh as root)"
     );
     assert_eq!(
-        unsafe { libc::geteuid() },
+        cmkfs::sys::process::euid(),
         0,
         "the integration tests mount filesystems and must run as root (scripts/test.sh)"
     );
@@ -521,17 +524,23 @@ pub fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Timed {
         s
     });
     let mut status = 0;
+    // SAFETY: rusage is a plain C struct of integers (and timevals of integers), for which all
+    // zero bytes are a valid value; wait4 overwrites it.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     let mut killed = false;
     loop {
+        // wait4 is the one call that reaps the child and reports its rusage (rustix and std
+        // have no such call). SAFETY: `status` and `ru` are live, exclusively borrowed locals
+        // of the types wait4 writes; `pid` is our own unreaped child.
         let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
         if r == pid {
             break;
         }
         assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
         if t0.elapsed() > deadline {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = send_signal(pid, Signal::KILL);
             killed = true;
+            // SAFETY: as above: live, exclusively borrowed out-parameters, our own child.
             let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
             assert_eq!(r, pid);
             break;
@@ -609,11 +618,8 @@ pub fn tree_snapshot(root: &Path) -> std::collections::BTreeMap<PathBuf, (String
 pub fn release_fifo_readers(fifos: &[PathBuf]) {
     for _ in 0..3 {
         for f in fifos {
-            let c = cpath(f);
-            let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK) };
-            if fd >= 0 {
-                unsafe { libc::close(fd) };
-            }
+            // Opened and closed at once (the descriptor drops); a failure (no reader) is fine.
+            let _ = rustix::fs::open(f, OFlags::WRONLY | OFlags::NONBLOCK, Mode::empty());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -621,6 +627,23 @@ pub fn release_fifo_readers(fifos: &[PathBuf]) {
 
 /// Makes a FIFO at `p`.
 pub fn mkfifo(p: &Path) {
-    let c = cpath(p);
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", p.display());
+    // mkfifo(3) is mknod with S_IFIFO, relative to the current directory.
+    let r = rustix::fs::mknodat(rustix::fs::CWD, p, FileType::Fifo, Mode::from_raw_mode(0o600), 0);
+    assert_eq!(r, Ok(()), "mkfifo {}", p.display());
+}
+
+/// A process (or process group) id as rustix takes it; `None` unless positive.
+fn pid(raw: i32) -> Option<Pid> {
+    (raw > 0).then_some(raw).and_then(Pid::from_raw)
+}
+
+/// kill(2): sends `sig` to the process `pid` (a whole group: `cmkfs::sys::process::kill_group`).
+pub fn send_signal(raw: i32, sig: Signal) -> std::io::Result<()> {
+    let pid = pid(raw).ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    Ok(rustix::process::kill_process(pid, sig)?)
+}
+
+/// kill(2) of `-pgid` with signal 0: whether the group `pgid` still has a process.
+pub fn group_alive(pgid: i32) -> bool {
+    pid(pgid).is_some_and(|pid| rustix::process::test_kill_process_group(pid).is_ok())
 }
