@@ -227,3 +227,86 @@ fn mount_t_fuse_cmkfs_and_fstab_through_mount8() {
     );
     v.umount();
 }
+
+/// Reads notifications from `rx` until one satisfies `want` (returned) or the deadline.
+fn recv_until(
+    rx: &std::os::unix::net::UnixDatagram,
+    deadline: Duration,
+    want: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let end = std::time::Instant::now() + deadline;
+    let mut buf = [0u8; 4096];
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        rx.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+        match rx.recv(&mut buf) {
+            Ok(n) => {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if want(&m) {
+                    return Some(m);
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// The daemon speaks systemd's notification protocol on a real notify socket (what a
+/// `Type=notify` unit gets): READY once the mount is live, STATUS following the volume's
+/// state, WATCHDOG pings only while the key check loop is alive, STOPPING at unmount.
+#[test]
+fn systemd_notify_ready_status_watchdog_stopping() {
+    let v = Vol::unmounted();
+    let sock = v.tmp.path().join("notify.sock");
+    let rx = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    let stall = v.tmp.path().join("stall");
+    let mut daemon = vol_command(
+        &v,
+        [
+            OsStr::new("mount"),
+            OsStr::new("--foreground"),
+            OsStr::new("--check-interval"),
+            OsStr::new("1s"),
+            OsStr::new("--provider-timeout"),
+            OsStr::new("1s"),
+            v.cipher.as_os_str(),
+            v.mnt.as_os_str(),
+        ],
+        &[
+            ("NOTIFY_SOCKET", sock.as_os_str()),
+            ("WATCHDOG_USEC", OsStr::new("400000")),
+            ("CMKFS_TEST_STALL_CHECK_WHILE", stall.as_os_str()),
+        ],
+    )
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let t = Duration::from_secs(30);
+    let ready = recv_until(&rx, t, |m| m.contains("READY=1")).expect("READY=1");
+    assert!(ready.contains("STATUS=Available"), "{ready}");
+    assert!(is_mounted(&v.mnt), "READY only once the mount is live");
+    for _ in 0..2 {
+        recv_until(&rx, t, |m| m == "WATCHDOG=1").expect("watchdog pings while checks run");
+    }
+
+    // Revoking the key shows in STATUS; restoring it too.
+    ok(&v.run(["key", "disable", "kek", "--store", v.store.to_str().unwrap()]));
+    let s = recv_until(&rx, t, |m| m.starts_with("STATUS=Inaccessible")).expect("STATUS=Inaccessible");
+    assert!(s.contains("disabled"), "the reason is shown: {s}");
+    ok(&v.run(["key", "enable", "kek", "--store", v.store.to_str().unwrap()]));
+    recv_until(&rx, t, |m| m == "STATUS=Available").expect("STATUS=Available after restore");
+
+    // A key check that hangs (as in an uninterruptible read): the daemon's own watchdog
+    // revokes, and systemd's watchdog stops being fed, so systemd would restart it.
+    std::fs::write(&stall, b"").unwrap();
+    recv_until(&rx, t, |m| m.starts_with("STATUS=Inaccessible")).expect("watchdog revoke while stalled");
+    let ping = recv_until(&rx, Duration::from_millis(1500), |m| m == "WATCHDOG=1");
+    assert_eq!(ping, None, "no WATCHDOG=1 while the check loop is stalled");
+    std::fs::remove_file(&stall).unwrap();
+    recv_until(&rx, t, |m| m == "STATUS=Available").expect("checks resume: Available");
+    recv_until(&rx, t, |m| m == "WATCHDOG=1").expect("pings resume");
+
+    ok(&v.run([OsStr::new("umount"), v.mnt.as_os_str()]));
+    recv_until(&rx, t, |m| m.contains("STOPPING=1")).expect("STOPPING=1");
+    assert!(daemon.wait().unwrap().success());
+}

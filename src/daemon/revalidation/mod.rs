@@ -198,6 +198,12 @@ impl Checker {
         Ok(())
     }
 
+    /// True while the check loop is alive: a check (or, while locked, a scheduled skip)
+    /// completed within [`Checker::watchdog_limit`]. What systemd's watchdog pings follow.
+    pub fn loop_alive(&self) -> bool {
+        self.last_done.lock().elapsed() <= self.watchdog_limit()
+    }
+
     /// The longest time between two completed checks before the watchdog steps in.
     pub fn watchdog_limit(&self) -> Duration {
         policy::watchdog_limit(self.cfg.interval, self.cfg.timeout)
