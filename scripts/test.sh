@@ -28,7 +28,7 @@ say() { printf '\n== %s\n' "$*"; }
 [ "$(id -u)" = 0 ] || { echo "scripts/test.sh mounts filesystems: run it as root" >&2; exit 2; }
 
 say "installing test dependencies"
-pkgs=(fuse3 attr util-linux coreutils python3 openssl procps postgresql mariadb-server stress-ng)
+pkgs=(fuse3 attr util-linux coreutils python3 openssl procps postgresql mariadb-server stress-ng systemd)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
