@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 
 use super::revalidation::{self, Checker};
-use super::{control, notify};
+use super::{control, metrics, notify};
 use crate::access::Access;
 use crate::audit::{AuditLog, Event};
 use crate::fs::CmkFs;
@@ -263,6 +263,44 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 impl control::Handler for DaemonHandler {
+    fn metrics(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let snap = self.access.snapshot();
+        let cs = self.checker.status();
+        let grace = self.checker.config().grace;
+        let io = self.caches.io_stats();
+        let unix = |t: SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+        };
+        metrics::render(&metrics::Metrics {
+            volume_id: self.volume_id.clone(),
+            mountpoint: self.mountpoint.clone(),
+            format_version: self.format_version,
+            available: snap.state == crate::access::State::Available,
+            state_since: unix(snap.since),
+            state_changes: snap.changes,
+            refused_total: snap.refused_total,
+            last_check_ok: cs.last_ok.map(unix),
+            checks_ok: cs.checks_ok,
+            checks_failed: cs.checks_failed,
+            check_latency: cs.latency.clone(),
+            grace_remaining: cs
+                .unreachable_since
+                .map(|since| grace.saturating_sub(since.elapsed().unwrap_or_default()).as_secs()),
+            bytes_read: io.bytes_read.load(Relaxed),
+            bytes_written: io.bytes_written.load(Relaxed),
+            eio: vec![
+                ("block_auth", io.eio_block_auth.load(Relaxed)),
+                ("truncated", io.eio_truncated.load(Relaxed)),
+                ("file_header", io.eio_file_header.load(Relaxed)),
+            ],
+            open_files: io.open_files.load(Relaxed),
+            rss_bytes: metrics::rss_bytes(),
+        })
+    }
+
     fn status(&self) -> control::Status {
         let snap = self.access.snapshot();
         let cs = self.checker.status();

@@ -342,3 +342,108 @@ fn systemd_unit_verifies() {
     let out = verify(&unit.replace("Type=notify", "Type=notifyy"));
     assert!(!out.stderr.is_empty(), "a bad directive is reported");
 }
+
+/// A metric's value from Prometheus text (`name` with its labels, exactly as printed).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// `cmkfs metrics` is valid Prometheus text (promtool, from Debian's prometheus package,
+/// checks it), counts what the mount did, and follows a revocation within one check interval.
+#[test]
+fn metrics_are_valid_prometheus_text_and_follow_the_state() {
+    let mut v = Vol::unmounted();
+    v.mount(&["--check-interval", "1s"]);
+    let data = pattern(7, 100_000);
+    std::fs::write(v.p("f"), &data).unwrap();
+    // O_DIRECT: through the daemon, not the kernel's page cache (which the write filled).
+    let mut back = vec![];
+    std::io::Read::read_to_end(
+        &mut std::os::unix::fs::OpenOptionsExt::custom_flags(std::fs::OpenOptions::new().read(true), libc::O_DIRECT)
+            .open(v.p("f"))
+            .unwrap(),
+        &mut back,
+    )
+    .unwrap();
+    assert_eq!(back, data);
+    let _open = std::fs::File::open(v.p("f")).unwrap();
+    let get = || ok(&v.run([OsStr::new("metrics"), v.mnt.as_os_str()]));
+    let promtool = |text: &str| {
+        use std::io::Write;
+        let mut c = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (scripts/test.sh installs it)");
+        c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(
+            &get(),
+            "cmkfs_check_duration_seconds_count"
+        ) >= 1.0),
+        "a key check is counted within the interval"
+    );
+    let t = get();
+    promtool(&t);
+    assert_eq!(metric(&t, "cmkfs_state{state=\"Available\"}"), 1.0);
+    assert!(metric(&t, "cmkfs_written_bytes_total") >= data.len() as f64, "{t}");
+    assert!(metric(&t, "cmkfs_read_bytes_total") >= data.len() as f64, "{t}");
+    assert!(metric(&t, "cmkfs_open_files") >= 1.0, "{t}");
+    assert!(metric(&t, "cmkfs_daemon_resident_bytes") > 1e6, "{t}");
+    assert!(metric(&t, "cmkfs_check_duration_seconds_count") >= 1.0, "{t}");
+    assert_eq!(metric(&t, "cmkfs_state_changes_total"), 0.0);
+
+    // A damaged block shows up as EIO by cause.
+    assert_eq!(metric(&t, "cmkfs_eio_total{cause=\"block_auth\"}"), 0.0);
+    std::fs::write(v.p("g"), pattern(8, 8192)).unwrap();
+    flip(&v.c("g"), data_off(1) + 10, 1);
+    let g = std::os::unix::fs::OpenOptionsExt::custom_flags(std::fs::OpenOptions::new().read(true), libc::O_DIRECT)
+        .open(v.p("g"))
+        .unwrap();
+    let mut b = vec![0u8; 4096];
+    assert_eq!(
+        errno_of(std::os::unix::fs::FileExt::read_at(&g, &mut b, 4096)),
+        Some(libc::EIO),
+        "the damaged block is EIO"
+    );
+    assert!(metric(&get(), "cmkfs_eio_total{cause=\"block_auth\"}") >= 1.0);
+
+    // Revocation: the gauge flips within one check interval (plus the provider call).
+    ok(&v.run(["key", "disable", "kek", "--store", v.store.to_str().unwrap()]));
+    let t0 = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(
+            &get(),
+            "cmkfs_state{state=\"Inaccessible\"}"
+        ) == 1.0),
+        "metrics never showed Inaccessible"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(4), "took {:?}", t0.elapsed());
+    assert!(std::fs::read(v.p("f")).is_err(), "refused while Inaccessible");
+    let t = get();
+    promtool(&t);
+    assert_eq!(metric(&t, "cmkfs_state{state=\"Available\"}"), 0.0);
+    assert_eq!(metric(&t, "cmkfs_state_changes_total"), 1.0);
+    assert!(metric(&t, "cmkfs_refused_operations_total") >= 1.0, "{t}");
+    assert!(metric(&t, "cmkfs_checks_total{outcome=\"failed\"}") >= 1.0, "{t}");
+    ok(&v.run(["key", "enable", "kek", "--store", v.store.to_str().unwrap()]));
+    assert!(wait_until(Duration::from_secs(10), || metric(
+        &get(),
+        "cmkfs_state{state=\"Available\"}"
+    ) == 1.0));
+    assert_eq!(metric(&get(), "cmkfs_state_changes_total"), 2.0);
+    drop((_open, g));
+    v.umount();
+}
