@@ -23,6 +23,10 @@ cargo build --release --locked --all-features --quiet
 install -m 0755 target/release/cmkfs /usr/local/bin/cmkfs
 # The mount helper mount(8), `mount -a`, fstab and systemd run for type fuse.cmkfs.
 ln -sf /usr/local/bin/cmkfs /sbin/mount.fuse.cmkfs
+# The template unit for mounting a configured volume at boot: systemctl enable --now cmkfs@NAME.
+install -d /etc/systemd/system
+install -m 0644 packaging/systemd/cmkfs@.service /etc/systemd/system/cmkfs@.service
+if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 STORE=/var/lib/cmkfs/keys
 if [ -d "$STORE/$KEY" ]; then
   URI="local:$STORE/$KEY"

@@ -28,7 +28,7 @@ say() { printf '\n== %s\n' "$*"; }
 [ "$(id -u)" = 0 ] || { echo "scripts/test.sh mounts filesystems: run it as root" >&2; exit 2; }
 
 say "installing test dependencies"
-pkgs=(fuse3 attr util-linux coreutils python3 openssl procps postgresql mariadb-server stress-ng)
+pkgs=(fuse3 attr util-linux coreutils python3 openssl procps postgresql mariadb-server stress-ng systemd)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -44,6 +44,13 @@ for f in scripts/providers/*.sh; do
   say "provider dependencies: $(basename "$f" .sh)"
   bash "$f"
 done
+# promtool (checks `cmkfs metrics` output) from Debian's prometheus package, unpacked rather
+# than installed: the package would also set up a Prometheus server.
+if ! command -v promtool >/dev/null; then
+  d=$(mktemp -d)
+  (cd "$d" && apt-get download prometheus >/dev/null && dpkg-deb -x prometheus_*.deb x && install -m 0755 x/usr/bin/promtool /usr/local/bin/promtool)
+  rm -rf "$d"
+fi
 installed() { cargo install --list | grep -q "^$1 v$2:"; }
 installed pjdfstest "$PJDFSTEST_VERSION" || cargo install --quiet --locked pjdfstest@"$PJDFSTEST_VERSION"
 installed fsx "$FSX_VERSION" || cargo install --quiet --locked fsx@"$FSX_VERSION"

@@ -51,6 +51,10 @@ struct Inner {
 pub struct Access {
     inner: RwLock<Inner>,
     refused: AtomicU64,
+    /// Refused operations since the mount, never reset (for metrics).
+    refused_total: AtomicU64,
+    /// State changes since the mount (for metrics).
+    changes: AtomicU64,
 }
 
 /// A snapshot for `status`.
@@ -66,6 +70,10 @@ pub struct Snapshot {
     pub refused: u64,
     /// The uid that locked the volume, if locked.
     pub locked_by: Option<u32>,
+    /// Operations refused since the mount.
+    pub refused_total: u64,
+    /// State changes (Available to Inaccessible and back) since the mount.
+    pub changes: u64,
 }
 
 impl Access {
@@ -79,11 +87,14 @@ impl Access {
                 locked_by: None,
             }),
             refused: AtomicU64::new(0),
+            refused_total: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
         }
     }
 
     fn refuse(&self) -> Errno {
         self.refused.fetch_add(1, Ordering::Relaxed);
+        self.refused_total.fetch_add(1, Ordering::Relaxed);
         Errno::EACCES
     }
 
@@ -143,6 +154,7 @@ impl Access {
         i.reason = Some(reason.to_string());
         i.since = SystemTime::now();
         self.refused.store(0, Ordering::Relaxed);
+        self.changes.fetch_add(1, Ordering::Relaxed);
         true
     }
 
@@ -161,10 +173,16 @@ impl Access {
     /// operations refused while Inaccessible.
     pub fn restore(&self, keys: Arc<VolumeKeys>, volume_key: SecretKey) -> u64 {
         let mut i = self.inner.write();
-        i.phase = Phase::Available { keys, volume_key };
         i.reason = None;
         i.since = SystemTime::now();
         i.locked_by = None;
+        if !matches!(
+            std::mem::replace(&mut i.phase, Phase::Inaccessible),
+            Phase::Available { .. }
+        ) {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
+        i.phase = Phase::Available { keys, volume_key };
         self.refused.swap(0, Ordering::Relaxed)
     }
 
@@ -189,6 +207,8 @@ impl Access {
             since: i.since,
             refused: self.refused.load(Ordering::Relaxed),
             locked_by: i.locked_by,
+            refused_total: self.refused_total.load(Ordering::Relaxed),
+            changes: self.changes.load(Ordering::Relaxed),
         }
     }
 }
@@ -215,6 +235,11 @@ mod tests {
         assert_eq!(a.restore(Arc::new(VolumeKeys::derive(&vk, [0; 16])), vk), 3);
         assert!(a.keys().is_ok() && a.check().is_ok());
         assert_eq!(a.snapshot().refused, 0, "counter restarts with the state");
+        assert_eq!(
+            (a.snapshot().refused_total, a.snapshot().changes),
+            (3, 2),
+            "totals do not"
+        );
         assert!(a.begin_drain("again"), "an available volume can be revoked again");
     }
 }

@@ -29,6 +29,8 @@ pub enum Request {
     Unlock,
     /// Re-read the volume header after a rotation or keyslot change.
     Reload,
+    /// The state and counters as Prometheus text.
+    Metrics,
     /// Replace the DEK of one file (path relative to the mountpoint).
     Rekey {
         /// Path relative to the volume root.
@@ -97,6 +99,8 @@ pub struct Status {
 pub trait Handler: Send + Sync {
     /// Current status.
     fn status(&self) -> Status;
+    /// The state and counters as Prometheus text ([`super::metrics`]).
+    fn metrics(&self) -> String;
     /// Lock, requested by `uid`.
     fn lock(&self, uid: u32) -> Result<(), String>;
     /// Unlock, requested by `uid`.
@@ -180,6 +184,7 @@ fn handle(conn: UnixStream, handler: &dyn Handler) -> std::io::Result<()> {
     };
     let resp = match serde_json::from_str::<Request>(&line) {
         Ok(Request::Status) => serde_json::to_value(handler.status()).unwrap(),
+        Ok(Request::Metrics) => serde_json::json!({"metrics": handler.metrics()}),
         Ok(_) if !authorized => denied(),
         Ok(Request::Lock) => done(handler.lock(uid)),
         Ok(Request::Unlock) => done(handler.unlock(uid)),
@@ -206,6 +211,15 @@ pub fn request(mountpoint: &Path, req: &Request) -> std::io::Result<serde_json::
     let mut line = String::new();
     BufReader::new(conn).read_line(&mut line)?;
     serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Asks for the metrics text.
+pub fn metrics(mountpoint: &Path) -> std::io::Result<String> {
+    let v = request(mountpoint, &Request::Metrics)?;
+    v.get("metrics")
+        .and_then(|m| m.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no metrics in the daemon's answer"))
 }
 
 /// Asks for status.

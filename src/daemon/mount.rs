@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 
-use super::control;
 use super::revalidation::{self, Checker};
+use super::{control, metrics, notify};
 use crate::access::Access;
 use crate::audit::{AuditLog, Event};
 use crate::fs::CmkFs;
@@ -263,6 +263,44 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 impl control::Handler for DaemonHandler {
+    fn metrics(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let snap = self.access.snapshot();
+        let cs = self.checker.status();
+        let grace = self.checker.config().grace;
+        let io = self.caches.io_stats();
+        let unix = |t: SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+        };
+        metrics::render(&metrics::Metrics {
+            volume_id: self.volume_id.clone(),
+            mountpoint: self.mountpoint.clone(),
+            format_version: self.format_version,
+            available: snap.state == crate::access::State::Available,
+            state_since: unix(snap.since),
+            state_changes: snap.changes,
+            refused_total: snap.refused_total,
+            last_check_ok: cs.last_ok.map(unix),
+            checks_ok: cs.checks_ok,
+            checks_failed: cs.checks_failed,
+            check_latency: cs.latency.clone(),
+            grace_remaining: cs
+                .unreachable_since
+                .map(|since| grace.saturating_sub(since.elapsed().unwrap_or_default()).as_secs()),
+            bytes_read: io.bytes_read.load(Relaxed),
+            bytes_written: io.bytes_written.load(Relaxed),
+            eio: vec![
+                ("block_auth", io.eio_block_auth.load(Relaxed)),
+                ("truncated", io.eio_truncated.load(Relaxed)),
+                ("file_header", io.eio_file_header.load(Relaxed)),
+            ],
+            open_files: io.open_files.load(Relaxed),
+            rss_bytes: metrics::rss_bytes(),
+        })
+    }
+
     fn status(&self) -> control::Status {
         let snap = self.access.snapshot();
         let cs = self.checker.status();
@@ -450,7 +488,7 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
         checker: checker.clone(),
         caches,
         audit: audit.clone(),
-        access,
+        access: access.clone(),
         volume_id: vol.header().volume_id.clone(),
         format_version: vol.header().version,
         cipher_dir: o.cipher_dir.display().to_string(),
@@ -478,12 +516,49 @@ fn mount_and_serve(o: &MountOptions, ready: &Ready) -> Result<()> {
     audit.record(Event::Mount, rec);
     drop(vol);
     ready.send("READY");
+    let sd = notify::SdNotify::from_env().map(Arc::new);
+    if let Some(sd) = &sd {
+        notify_systemd(sd.clone(), access.clone(), checker.clone())?;
+    }
     raise_readahead(o.mountpoint.clone());
     let r = session.run();
+    if let Some(sd) = &sd {
+        sd.send("STOPPING=1");
+    }
     let _ = std::fs::remove_file(&sock);
     tracing::info!(mountpoint = %o.mountpoint.display(), "unmounted; daemon exiting");
     audit.record(Event::Unmount, base);
     r.context("FUSE session ended with an error")
+}
+
+/// Tells systemd the mount is ready, then keeps its STATUS in step with the volume's state
+/// and pings its watchdog while the key check loop is alive (see [`notify`]).
+fn notify_systemd(sd: Arc<notify::SdNotify>, access: Arc<Access>, checker: Arc<Checker>) -> Result<()> {
+    let status = |a: &Access| {
+        let s = a.snapshot();
+        notify::status_line(&format!("{:?}", s.state), s.reason.as_deref())
+    };
+    let mut last = status(&access);
+    sd.send(&format!("READY=1\nSTATUS={last}"));
+    // Pings at half the watchdog interval; without a watchdog the state is still followed.
+    let tick = sd
+        .watchdog()
+        .map(|w| (w / 2).clamp(Duration::from_millis(50), Duration::from_secs(1)))
+        .unwrap_or(Duration::from_secs(1));
+    std::thread::Builder::new()
+        .name("cmkfs-sd-notify".into())
+        .spawn(move || loop {
+            std::thread::sleep(tick);
+            let now = status(&access);
+            if now != last {
+                sd.send(&format!("STATUS={now}"));
+                last = now;
+            }
+            if sd.watchdog().is_some() && checker.loop_alive() {
+                sd.send("WATCHDOG=1");
+            }
+        })?;
+    Ok(())
 }
 
 /// Sets the mount's readahead to the largest request (1 MiB) instead of the kernel's 128 KiB,

@@ -102,6 +102,11 @@ impl CacheControl {
         res
     }
 
+    /// The mount's data-path counters.
+    pub fn io_stats(&self) -> &super::data::IoStats {
+        &self.mount_data.stats
+    }
+
     /// Drops every cached file DEK. Waits for operations in flight on each file.
     pub fn drop_keys(&self) {
         for i in self.inodes.all() {

@@ -130,6 +130,25 @@ pub struct MountData {
     /// Blocks that failed authentication: (backing dev, backing inode, block) -> failures
     /// seen, so each is logged once, not once per read.
     bad_blocks: parking_lot::Mutex<lru::LruCache<(u64, u64, u64), u64>>,
+    /// Counters for metrics.
+    pub stats: IoStats,
+}
+
+/// Counters of a mount's data path, for `cmkfs metrics`.
+#[derive(Debug, Default)]
+pub struct IoStats {
+    /// Plaintext bytes returned by reads.
+    pub bytes_read: AtomicU64,
+    /// Plaintext bytes written.
+    pub bytes_written: AtomicU64,
+    /// EIO because a block failed authentication (damaged or tampered).
+    pub eio_block_auth: AtomicU64,
+    /// EIO because the backing file ends inside a block (truncated).
+    pub eio_truncated: AtomicU64,
+    /// EIO because a file header does not authenticate.
+    pub eio_file_header: AtomicU64,
+    /// Files (inodes) open now.
+    pub open_files: AtomicU64,
 }
 
 impl MountData {
@@ -138,6 +157,7 @@ impl MountData {
         MountData {
             stamps,
             bad_blocks: parking_lot::Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(4096).unwrap())),
+            stats: IoStats::default(),
         }
     }
 
@@ -167,10 +187,12 @@ impl MountData {
         match e {
             ReadError::Io(e) => errno(e),
             ReadError::Short(b) => {
+                self.stats.eio_truncated.fetch_add(1, Relaxed);
                 tracing::error!(file = %describe(f.as_fd()), block = b, "backing file ends inside a block (truncated)");
                 Errno::EIO
             }
             ReadError::Bad(b, x) => {
+                self.stats.eio_block_auth.fetch_add(1, Relaxed);
                 self.report_bad_block(f, b, x);
                 Errno::EIO
             }
@@ -331,6 +353,9 @@ impl FileData {
             let f = st.backing.clone().unwrap();
             st.cipher = load_cipher(&f, keys).map_err(errno)?;
         }
+        if st.opens == 0 {
+            mount.stats.open_files.fetch_add(1, Relaxed);
+        }
         st.opens += 1;
         Ok(())
     }
@@ -349,6 +374,9 @@ impl FileData {
     /// Called on every release; the last one closes the backing file and drops the DEK.
     pub fn release(&self) {
         let mut st = self.inner.write();
+        if st.opens == 1 {
+            st.mount.stats.open_files.fetch_sub(1, Relaxed);
+        }
         st.opens = st.opens.saturating_sub(1);
         if st.opens == 0 {
             st.backing = None;
@@ -428,7 +456,10 @@ impl FileData {
             CipherState::Empty => return Ok(vec![]),
             // A damaged header is an error even where the size says "nothing to read":
             // an empty answer would be wrong plaintext.
-            CipherState::Bad(_) | CipherState::Unknown => return Err(Errno::EIO),
+            CipherState::Bad(_) | CipherState::Unknown => {
+                st.mount.stats.eio_file_header.fetch_add(1, Relaxed);
+                return Err(Errno::EIO);
+            }
         };
         let layout = st.layout;
         let clen = self.cached_len(f)?;
@@ -448,6 +479,7 @@ impl FileData {
         let e = (end - first * BS) as usize;
         plain.truncate(e);
         plain.drain(..s);
+        st.mount.stats.bytes_read.fetch_add(plain.len() as u64, Relaxed);
         Ok(plain)
     }
 
@@ -460,7 +492,10 @@ impl FileData {
         }
         match &st.cipher {
             CipherState::Ready(c) => Ok(c.clone()),
-            CipherState::Bad(_) | CipherState::Unknown => Err(Errno::EIO),
+            CipherState::Bad(_) | CipherState::Unknown => {
+                st.mount.stats.eio_file_header.fetch_add(1, Relaxed);
+                Err(Errno::EIO)
+            }
             CipherState::Empty => {
                 let f = st.backing.as_ref().ok_or(Errno::EBADF)?;
                 let (h, c) = FileHeader::create(keys);
@@ -603,6 +638,7 @@ impl FileData {
         if self.after_sync.swap(false, Relaxed) && !crate::config::env().no_early_writeback {
             sys::start_writeback(f.as_fd());
         }
+        mount.stats.bytes_written.fetch_add(data.len() as u64, Relaxed);
         Ok(data.len())
     }
 

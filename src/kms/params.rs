@@ -108,16 +108,30 @@ pub fn parse_params(s: &str, sep: char, allowed: &[&str]) -> Result<BTreeMap<Str
     Ok(m)
 }
 
+/// The secret-source forms, for messages.
+pub const SECRET_SOURCES: &str = "file:/ABSOLUTE/PATH, env:NAME or cred:NAME";
+
 /// True for the secret-source forms [`read_secret`] accepts: `file:/ABSOLUTE/PATH`, a bare
-/// absolute path, or `env:NAME`. Providers check it when a URI is opened, so that a secret
-/// pasted into a URI is refused before anything stores or prints it.
+/// absolute path, `env:NAME`, or `cred:NAME` (a systemd credential). Providers check it when
+/// a URI is opened, so that a secret pasted into a URI is refused before anything stores or
+/// prints it.
 pub fn is_secret_source(spec: &str) -> bool {
-    spec.starts_with("env:") || spec.strip_prefix("file:").unwrap_or(spec).starts_with('/')
+    spec.starts_with("env:")
+        || spec.strip_prefix("cred:").is_some_and(is_credential_name)
+        || spec.strip_prefix("file:").unwrap_or(spec).starts_with('/')
 }
 
-/// Reads a secret from `file:/path`, a bare absolute path, or `env:NAME`. One trailing
-/// newline is removed (files written with `echo`). A missing source is *misconfigured*:
-/// it is the operator's setup, not the key's state, that is wrong.
+/// A systemd credential name: one path component.
+fn is_credential_name(n: &str) -> bool {
+    !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0')
+}
+
+/// Reads a secret from `file:/path`, a bare absolute path, `env:NAME`, or `cred:NAME`: the
+/// systemd credential NAME (`LoadCredential=NAME:/path` in the unit), read from
+/// `$CREDENTIALS_DIRECTORY/NAME`, a directory only the service can read, so no PIN or token
+/// has to sit in a file of its own. One trailing newline is removed (files written with
+/// `echo`). A missing source is *misconfigured*: it is the operator's setup, not the key's
+/// state, that is wrong.
 pub fn read_secret(spec: &str, provider: &str, key: &str) -> Result<Zeroizing<String>, ProviderError> {
     let err = |m: String| ProviderError::new(ErrorKind::Misconfigured, provider, key, m);
     if let Some(name) = spec.strip_prefix("env:") {
@@ -127,12 +141,27 @@ pub fn read_secret(spec: &str, provider: &str, key: &str) -> Result<Zeroizing<St
             ))
         });
     }
-    let path = spec.strip_prefix("file:").unwrap_or(spec);
     if !is_secret_source(spec) {
         return Err(err(format!(
-            "secret source '{spec}' must be file:/ABSOLUTE/PATH or env:NAME (never the secret itself)"
+            "secret source '{spec}' must be {SECRET_SOURCES} (never the secret itself)"
         )));
     }
+    let cred_path;
+    let path = match spec.strip_prefix("cred:") {
+        Some(name) => {
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                err(format!(
+                    "secret source {spec} names a systemd credential, but CREDENTIALS_DIRECTORY is not set \
+                     (run from a unit with LoadCredential={name}:/PATH)"
+                ))
+            })?;
+            cred_path = std::path::Path::new(&dir).join(name);
+            cred_path
+                .to_str()
+                .ok_or_else(|| err("CREDENTIALS_DIRECTORY is not UTF-8".into()))?
+        }
+        None => spec.strip_prefix("file:").unwrap_or(spec),
+    };
     let mut s =
         Zeroizing::new(std::fs::read_to_string(path).map_err(|e| err(format!("cannot read secret file {path}: {e}")))?);
     if s.ends_with('\n') {
@@ -187,10 +216,20 @@ mod tests {
 
     #[test]
     fn secret_sources() {
-        for ok in ["env:PIN", "file:/etc/pin", "/etc/pin"] {
+        for ok in ["env:PIN", "file:/etc/pin", "/etc/pin", "cred:pin"] {
             assert!(is_secret_source(ok), "{ok}");
         }
-        for bad in ["1234", "file:pin", "file:", "env", "pin-file"] {
+        for bad in [
+            "1234",
+            "file:pin",
+            "file:",
+            "env",
+            "pin-file",
+            "cred:",
+            "cred:../pin",
+            "cred:a/b",
+            "cred:..",
+        ] {
             assert!(!is_secret_source(bad), "{bad}");
         }
     }
@@ -208,5 +247,29 @@ mod tests {
         assert_eq!(&*read_secret("env:CMKFS_TEST_SECRET_X", "t", "k").unwrap(), "s3");
         let e = read_secret("env:CMKFS_TEST_SECRET_MISSING", "t", "k").unwrap_err();
         assert_eq!(e.kind, ErrorKind::Misconfigured);
+    }
+
+    /// `cred:NAME` reads `$CREDENTIALS_DIRECTORY/NAME`, in a child process (the variable is
+    /// process-wide, and systemd sets it for the whole service).
+    #[test]
+    fn systemd_credentials() {
+        if std::env::var_os("CMKFS_TEST_CRED_CHILD").is_some() {
+            assert_eq!(&*read_secret("cred:pin", "t", "k").unwrap(), "5678");
+            let e = read_secret("cred:other", "t", "k").unwrap_err();
+            assert!(e.to_string().contains("other"), "{e}");
+            return;
+        }
+        let e = read_secret("cred:pin", "t", "k").unwrap_err();
+        assert!(e.to_string().contains("LoadCredential=pin:"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("pin"), "5678\n").unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "kms::params::tests::systemd_credentials", "--nocapture"])
+            .env("CMKFS_TEST_CRED_CHILD", "1")
+            .env("CREDENTIALS_DIRECTORY", d.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
     }
 }

@@ -121,7 +121,7 @@ impl TpmProvider {
         if let Some(a) = &auth {
             if !params::is_secret_source(a) {
                 return Err(mis(format!(
-                    "auth= must name where the auth value is (file:/ABSOLUTE/PATH or env:NAME), \
+                    "auth= must name where the auth value is (file:/ABSOLUTE/PATH, env:NAME or cred:NAME), \
                      never the value itself; got '{a}'"
                 )));
             }

@@ -122,7 +122,8 @@ impl VaultProvider {
             if let Some(v) = p.get(k) {
                 if !params::is_secret_source(v) {
                     return Err(bad(format!(
-                        "{k}: must be file:/ABSOLUTE/PATH or env:NAME (never the secret itself)"
+                        "{k}: must be {} (never the secret itself)",
+                        params::SECRET_SOURCES
                     )));
                 }
             }

@@ -57,6 +57,12 @@ pub(crate) enum Command {
         /// Mountpoint.
         mountpoint: PathBuf,
     },
+    /// Print a mounted volume's state and counters as Prometheus text (state, state changes,
+    /// key check latency, refused operations, EIO by cause, bytes, open files, memory).
+    Metrics {
+        /// Mountpoint.
+        mountpoint: PathBuf,
+    },
     /// Make a mounted volume Inaccessible now (the kill switch); root or the mounting user.
     Lock {
         /// Mountpoint.

@@ -55,6 +55,7 @@ fn run() -> Result<()> {
         Command::Mount(a) => mount::run(a, &audit_path),
         Command::Umount { lazy, mountpoint } => mount::umount(&mountpoint, lazy),
         Command::Status { json, mountpoint } => state::status(&mountpoint, json),
+        Command::Metrics { mountpoint } => state::metrics(&mountpoint),
         Command::Lock { mountpoint } => state::lock_unlock(&mountpoint, true),
         Command::Unlock { mountpoint } => state::lock_unlock(&mountpoint, false),
         Command::Rotate { kek, slot, target } => rotate::run(&kek, slot, &target, &audit),

@@ -1,5 +1,5 @@
-//! `cmkfs status`, `cmkfs lock`, `cmkfs unlock`: the state of a mounted volume, through its
-//! control socket.
+//! `cmkfs status`, `cmkfs metrics`, `cmkfs lock`, `cmkfs unlock`: the state of a mounted
+//! volume, through its control socket.
 
 use std::path::Path;
 
@@ -7,20 +7,30 @@ use anyhow::{bail, Context, Result};
 
 use cmkfs::daemon::control;
 
+/// Why a mountpoint's daemon did not answer, in words that say what to do.
+fn no_answer(mp: &Path, e: std::io::Error) -> anyhow::Error {
+    if control::is_cmkfs_mount(mp) {
+        anyhow::anyhow!(
+            "{} is a cmkfs mount but its daemon does not answer ({e}); if it died, run 'cmkfs umount --lazy {}'",
+            mp.display(),
+            mp.display()
+        )
+    } else {
+        anyhow::anyhow!("{} is not a mounted cmkfs volume", mp.display())
+    }
+}
+
+pub(crate) fn metrics(mountpoint: &Path) -> Result<()> {
+    crate::init_logging("warn");
+    let mp = control::normalize_mountpoint(mountpoint);
+    print!("{}", control::metrics(&mp).map_err(|e| no_answer(&mp, e))?);
+    Ok(())
+}
+
 pub(crate) fn status(mountpoint: &Path, json: bool) -> Result<()> {
     crate::init_logging("warn");
     let mp = control::normalize_mountpoint(mountpoint);
-    let st = control::status(&mp).map_err(|e| {
-        if control::is_cmkfs_mount(&mp) {
-            anyhow::anyhow!(
-                "{} is a cmkfs mount but its daemon does not answer ({e}); if it died, run 'cmkfs umount --lazy {}'",
-                mp.display(),
-                mp.display()
-            )
-        } else {
-            anyhow::anyhow!("{} is not a mounted cmkfs volume", mp.display())
-        }
-    })?;
+    let st = control::status(&mp).map_err(|e| no_answer(&mp, e))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {

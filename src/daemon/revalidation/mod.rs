@@ -71,6 +71,12 @@ pub struct CheckStatus {
     pub last_error: Option<String>,
     /// Latency of the last unwrap.
     pub last_latency: Option<Duration>,
+    /// Latency of every check since the mount.
+    pub latency: crate::daemon::metrics::Histogram,
+    /// Checks that unwrapped since the mount.
+    pub checks_ok: u64,
+    /// Checks that failed since the mount.
+    pub checks_failed: u64,
 }
 
 struct SlotInUse {
@@ -198,6 +204,12 @@ impl Checker {
         Ok(())
     }
 
+    /// True while the check loop is alive: a check (or, while locked, a scheduled skip)
+    /// completed within [`Checker::watchdog_limit`]. What systemd's watchdog pings follow.
+    pub fn loop_alive(&self) -> bool {
+        self.last_done.lock().elapsed() <= self.watchdog_limit()
+    }
+
     /// The longest time between two completed checks before the watchdog steps in.
     pub fn watchdog_limit(&self) -> Duration {
         policy::watchdog_limit(self.cfg.interval, self.cfg.timeout)
@@ -302,7 +314,16 @@ impl Checker {
         // rather than piling up threads.
         let r = volume::unwrap_slot(&provider, &slot, self.cfg.timeout, Some(&self.call_in_flight));
         let latency = t0.elapsed();
-        self.status.lock().last_latency = Some(latency);
+        {
+            let mut st = self.status.lock();
+            st.last_latency = Some(latency);
+            st.latency.observe(latency.as_secs_f64());
+            if r.is_ok() {
+                st.checks_ok += 1;
+            } else {
+                st.checks_failed += 1;
+            }
+        }
         match r {
             Ok(u) => {
                 let was_failing = self.status.lock().last_error.take().is_some();

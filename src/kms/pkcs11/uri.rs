@@ -46,9 +46,9 @@ pub(super) enum UriError {
     NoModule,
     #[error("module-path '{}' must be absolute (a bare name would be looked up in the library search path)", .0.display())]
     RelativeModule(PathBuf),
-    #[error("pin-source=file:/ABS/PATH or pin-source=env:NAME is required (the user PIN of the token)")]
+    #[error("pin-source=file:/ABS/PATH, pin-source=env:NAME or pin-source=cred:NAME is required (the user PIN of the token)")]
     NoPinSource,
-    #[error("pin-source '{0}' must be file:/ABS/PATH or env:NAME (never the PIN itself)")]
+    #[error("pin-source '{0}' must be file:/ABS/PATH, env:NAME or cred:NAME (never the PIN itself)")]
     NotPinSource(String),
     #[error(transparent)]
     Oaep(#[from] RsaError),
