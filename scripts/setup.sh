@@ -26,6 +26,10 @@ ln -sf /usr/local/bin/cmkfs /sbin/mount.fuse.cmkfs
 # The template unit for mounting a configured volume at boot: systemctl enable --now cmkfs@NAME.
 install -d /etc/systemd/system
 install -m 0644 packaging/systemd/cmkfs@.service /etc/systemd/system/cmkfs@.service
+# Man page and bash completion, generated from the binary's own flag definitions.
+install -d /usr/local/share/man/man1 /usr/local/share/bash-completion/completions
+cmkfs man --dir /usr/local/share/man/man1
+cmkfs completions bash > /usr/local/share/bash-completion/completions/cmkfs
 if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 STORE=/var/lib/cmkfs/keys
 if [ -d "$STORE/$KEY" ]; then

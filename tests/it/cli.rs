@@ -225,3 +225,58 @@ fn killed_daemon_mount_can_be_unmounted_and_remounted() {
         "fsynced data survives a killed daemon"
     );
 }
+
+/// The man page and the shell completions come from the same clap definitions as `--help`:
+/// every subcommand `--help` lists is in cmkfs(1) and has a page of its own, and bash
+/// accepts the completion script.
+#[test]
+fn man_pages_and_completions_agree_with_help() {
+    let help = ok(&cmkfs(["--help"]));
+    let subcommands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|&c| c != "help")
+        .collect();
+    assert!(
+        subcommands.len() > 10 && subcommands.contains(&"mount") && subcommands.contains(&"man"),
+        "{help}"
+    );
+    let man = ok(&cmkfs(["man"]));
+    assert!(man.starts_with(".ie") && man.contains(".TH cmkfs 1"), "roff: {man}");
+    let dir = tempfile::tempdir().unwrap();
+    ok(&cmkfs([
+        std::ffi::OsStr::new("man"),
+        std::ffi::OsStr::new("--dir"),
+        dir.path().as_os_str(),
+    ]));
+    for c in &subcommands {
+        assert!(
+            man.contains(&format!("cmkfs\\-{}(1)", c.replace('-', "\\-"))),
+            "cmkfs(1) lists {c}"
+        );
+        assert!(dir.path().join(format!("cmkfs-{c}.1")).exists(), "cmkfs-{c}(1) written");
+    }
+    let script = ok(&cmkfs(["completions", "bash"]));
+    let out = std::process::Command::new("bash")
+        .args(["-c", "source /dev/stdin && complete -p cmkfs"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(script.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("_cmkfs"),
+        "{out:?}"
+    );
+    assert!(
+        !cmkfs(["completions", "tcsh"]).status.success(),
+        "an unknown shell is refused"
+    );
+}

@@ -63,6 +63,18 @@ pub(crate) enum Command {
         /// Mountpoint.
         mountpoint: PathBuf,
     },
+    /// Print a shell completion script (scripts/setup.sh installs bash's).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, cmkfs(1), in roff; with --dir, write it and one page per
+    /// subcommand (cmkfs-mount(1), ...) there (scripts/setup.sh installs them).
+    Man {
+        /// Directory to write every page into.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Make a mounted volume Inaccessible now (the kill switch); root or the mounting user.
     Lock {
         /// Mountpoint.

@@ -18,7 +18,7 @@ mod state;
 mod target;
 mod volume;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 
 use args::{AuditCommand, Cli, Command, KekCommand};
@@ -44,6 +44,15 @@ fn main() {
     }
 }
 
+/// Writes generated text to stdout; a closed pipe (`| head`) is an error, not a panic.
+fn print_all(text: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut so = std::io::stdout().lock();
+    so.write_all(text)
+        .and_then(|()| so.flush())
+        .context("cannot write to stdout")
+}
+
 /// Parses arguments and runs the command.
 fn run() -> Result<()> {
     let cli = Cli::parse();
@@ -56,6 +65,24 @@ fn run() -> Result<()> {
         Command::Umount { lazy, mountpoint } => mount::umount(&mountpoint, lazy),
         Command::Status { json, mountpoint } => state::status(&mountpoint, json),
         Command::Metrics { mountpoint } => state::metrics(&mountpoint),
+        // Both come from the clap definitions, so they cannot disagree with --help.
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = vec![];
+            clap_complete::generate(shell, &mut Cli::command(), "cmkfs", &mut out);
+            print_all(&out)
+        }
+        Command::Man { dir: Some(dir) } => {
+            use clap::CommandFactory;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))
+        }
+        Command::Man { dir: None } => {
+            use clap::CommandFactory;
+            let mut out = vec![];
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            print_all(&out)
+        }
         Command::Lock { mountpoint } => state::lock_unlock(&mountpoint, true),
         Command::Unlock { mountpoint } => state::lock_unlock(&mountpoint, false),
         Command::Rotate { kek, slot, target } => rotate::run(&kek, slot, &target, &audit),
