@@ -176,10 +176,7 @@ impl Access {
         i.reason = None;
         i.since = SystemTime::now();
         i.locked_by = None;
-        if !matches!(
-            std::mem::replace(&mut i.phase, Phase::Inaccessible),
-            Phase::Available { .. }
-        ) {
+        if !matches!(i.phase, Phase::Available { .. }) {
             self.changes.fetch_add(1, Ordering::Relaxed);
         }
         i.phase = Phase::Available { keys, volume_key };

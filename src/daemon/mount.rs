@@ -267,7 +267,6 @@ impl control::Handler for DaemonHandler {
         use std::sync::atomic::Ordering::Relaxed;
         let snap = self.access.snapshot();
         let cs = self.checker.status();
-        let grace = self.checker.config().grace;
         let io = self.caches.io_stats();
         let unix = |t: SystemTime| {
             t.duration_since(std::time::UNIX_EPOCH)
@@ -286,9 +285,7 @@ impl control::Handler for DaemonHandler {
             checks_ok: cs.checks_ok,
             checks_failed: cs.checks_failed,
             check_latency: cs.latency.clone(),
-            grace_remaining: cs
-                .unreachable_since
-                .map(|since| grace.saturating_sub(since.elapsed().unwrap_or_default()).as_secs()),
+            grace_remaining: self.checker.grace_remaining(&cs),
             bytes_read: io.bytes_read.load(Relaxed),
             bytes_written: io.bytes_written.load(Relaxed),
             eio: vec![
@@ -306,9 +303,7 @@ impl control::Handler for DaemonHandler {
         let cs = self.checker.status();
         let cfg = self.checker.config();
         let (slot, key, generation) = self.checker.in_use();
-        let grace_remaining_secs = cs
-            .unreachable_since
-            .map(|since| cfg.grace.saturating_sub(since.elapsed().unwrap_or_default()).as_secs());
+        let grace_remaining_secs = self.checker.grace_remaining(&cs);
         control::Status {
             state: format!("{:?}", snap.state),
             reason: snap.reason,

@@ -69,8 +69,16 @@ struct State {
     /// Layout 2: entries past the end of the file are known to be zero (checked before the
     /// first growth after open; see [`Backing::clear_entries_past`]).
     tail_clean: bool,
-    /// The mount's shared state (writer session stamps, bad-block log), set on open.
-    mount: Arc<MountData>,
+    /// The mount's shared state (writer session stamps, bad-block log, counters), set on
+    /// open. Not made up for the inode table's many never-opened inodes.
+    mount: Option<Arc<MountData>>,
+}
+
+impl State {
+    /// The mount's shared state; EBADF before the first open, like the backing file.
+    fn mount(&self) -> Result<&Arc<MountData>, Errno> {
+        self.mount.as_ref().ok_or(Errno::EBADF)
+    }
 }
 
 impl Default for State {
@@ -83,7 +91,7 @@ impl Default for State {
             cipher: CipherState::Unknown,
             layout: Layout::V2,
             tail_clean: false,
-            mount: Arc::default(),
+            mount: None,
         }
     }
 }
@@ -348,7 +356,7 @@ impl FileData {
             self.clen.store(UNKNOWN, Relaxed);
         }
         st.layout = keys.layout();
-        st.mount = mount.clone();
+        st.mount = Some(mount.clone());
         if matches!(st.cipher, CipherState::Unknown) {
             let f = st.backing.clone().unwrap();
             st.cipher = load_cipher(&f, keys).map_err(errno)?;
@@ -374,8 +382,8 @@ impl FileData {
     /// Called on every release; the last one closes the backing file and drops the DEK.
     pub fn release(&self) {
         let mut st = self.inner.write();
-        if st.opens == 1 {
-            st.mount.stats.open_files.fetch_sub(1, Relaxed);
+        if let (1, Some(m)) = (st.opens, &st.mount) {
+            m.stats.open_files.fetch_sub(1, Relaxed);
         }
         st.opens = st.opens.saturating_sub(1);
         if st.opens == 0 {
@@ -451,13 +459,14 @@ impl FileData {
         }
         let st = self.inner.read();
         let f = st.reader.as_ref().or(st.backing.as_ref()).ok_or(Errno::EBADF)?;
+        let mount = st.mount()?;
         let cipher = match &st.cipher {
             CipherState::Ready(c) => c,
             CipherState::Empty => return Ok(vec![]),
             // A damaged header is an error even where the size says "nothing to read":
             // an empty answer would be wrong plaintext.
             CipherState::Bad(_) | CipherState::Unknown => {
-                st.mount.stats.eio_file_header.fetch_add(1, Relaxed);
+                mount.stats.eio_file_header.fetch_add(1, Relaxed);
                 return Err(Errno::EIO);
             }
         };
@@ -474,12 +483,12 @@ impl FileData {
         let mut plain = vec![0u8; (plain_end - first * BS) as usize];
         Backing::new(f, layout)
             .read_run(cipher, first, &mut plain)
-            .map_err(|e| st.mount.read_err(f, e))?;
+            .map_err(|e| mount.read_err(f, e))?;
         let s = (off - first * BS) as usize;
         let e = (end - first * BS) as usize;
         plain.truncate(e);
         plain.drain(..s);
-        st.mount.stats.bytes_read.fetch_add(plain.len() as u64, Relaxed);
+        mount.stats.bytes_read.fetch_add(plain.len() as u64, Relaxed);
         Ok(plain)
     }
 
@@ -493,7 +502,9 @@ impl FileData {
         match &st.cipher {
             CipherState::Ready(c) => Ok(c.clone()),
             CipherState::Bad(_) | CipherState::Unknown => {
-                st.mount.stats.eio_file_header.fetch_add(1, Relaxed);
+                if let Some(m) = &st.mount {
+                    m.stats.eio_file_header.fetch_add(1, Relaxed);
+                }
                 Err(Errno::EIO)
             }
             CipherState::Empty => {
@@ -557,7 +568,7 @@ impl FileData {
             let mut plan = layout.plan_write(b, b, b * BS + len as u64, 0);
             plan.body_mut(b).copy_from_slice(&plain[..len]);
             Backing::new(&j, layout)
-                .write(&new, &st.mount.stamps, &mut plan)
+                .write(&new, &st.mount()?.stamps, &mut plan)
                 .map_err(errno)?;
         }
         zeroize::Zeroize::zeroize(&mut plain[..]);
@@ -588,7 +599,7 @@ impl FileData {
         }
         let f = st.backing.clone().ok_or(Errno::EBADF)?;
         let layout = st.layout;
-        let mount = st.mount.clone();
+        let mount = st.mount()?.clone();
         let before = self.cached_len(&f)?;
         let size = layout.plain_size(before);
         // Anything below may change the length; on success it is set to the exact new one.
@@ -664,7 +675,7 @@ impl FileData {
             return Err(Errno::EACCES);
         }
         let layout = st.layout;
-        let mount = st.mount.clone();
+        let mount = st.mount()?.clone();
         let before = self.cached_len(&f)?;
         let size = layout.plain_size(before);
         if new_size == size && new_size != 0 {

@@ -30,6 +30,8 @@ const BS: u64 = BLOCK_SIZE;
 const OVH: usize = BLOCK_OVERHEAD as usize;
 const EL: usize = v2::ENTRY_LEN as usize;
 const GROUP_ENTRIES: usize = (v2::GROUP_BLOCKS * v2::ENTRY_LEN) as usize;
+/// Zeros for an entry page's worth of entries (holes).
+const ZERO_ENTRIES: [u8; GROUP_ENTRIES] = [0u8; GROUP_ENTRIES];
 
 /// Why a run of blocks could not be read.
 #[derive(Debug)]
@@ -203,10 +205,9 @@ impl<'a> Backing<'a> {
 
     /// Makes blocks `first..end` holes (`clen` is the backing length).
     pub fn punch(self, first: u64, end: u64, clen: u64) -> io::Result<()> {
-        const ZEROS: [u8; GROUP_ENTRIES] = [0u8; GROUP_ENTRIES];
         for p in self.layout.punch(first, end) {
             if let Some((off, len)) = p.zero {
-                self.file.write_all_at(&ZEROS[..len], off)?;
+                self.file.write_all_at(&ZERO_ENTRIES[..len], off)?;
             }
             let (s, e) = (p.dealloc.0, p.dealloc.1.min(clen));
             if e > s {
@@ -230,7 +231,7 @@ impl<'a> Backing<'a> {
         let mut ents = [0u8; GROUP_ENTRIES];
         read_or_zero(self.file, &mut ents[..n], off)?;
         if !is_zero(&ents[..n]) {
-            self.file.write_all_at(&[0u8; GROUP_ENTRIES][..len], off)?;
+            self.file.write_all_at(&ZERO_ENTRIES[..len], off)?;
         }
         Ok(())
     }

@@ -204,6 +204,16 @@ impl Checker {
         Ok(())
     }
 
+    /// Seconds of unreachable-provider grace left in `cs`, while the provider is unreachable.
+    pub fn grace_remaining(&self, cs: &CheckStatus) -> Option<u64> {
+        cs.unreachable_since.map(|since| {
+            self.cfg
+                .grace
+                .saturating_sub(since.elapsed().unwrap_or_default())
+                .as_secs()
+        })
+    }
+
     /// True while the check loop is alive: a check (or, while locked, a scheduled skip)
     /// completed within [`Checker::watchdog_limit`]. What systemd's watchdog pings follow.
     pub fn loop_alive(&self) -> bool {

@@ -119,11 +119,6 @@ impl Entry {
         slot_empty(&self.slots[0]) && slot_empty(&self.slots[1])
     }
 
-    /// True when slot `s` holds nothing.
-    pub fn slot_is_empty(&self, s: usize) -> bool {
-        slot_empty(&self.slots[s])
-    }
-
     /// Puts `nonce || tag` into slot `s`, makes it current and stamps the entry.
     pub fn set(&mut self, s: usize, nonce: &[u8; NONCE_LEN], tag: &[u8; TAG_LEN], stamp: u32) {
         self.slots[s][..NONCE_LEN].copy_from_slice(nonce);
