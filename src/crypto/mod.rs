@@ -13,14 +13,21 @@
 //! - [`kdf`]: HKDF-SHA256 sub-keys, HMAC-SHA256, SHA-256.
 //! - [`rsa`]: RSA key generation, parsing and OAEP through aws-lc-rs.
 //! - [`hex`](mod@hex): hex encoding of ids and digests.
+//! - [`xaes`]: XAES-256-GCM, AES-256-GCM with 192-bit nonces (file content and sealed
+//!   messages of format 3).
+//! - [`siv`]: AES-256-GCM-SIV, deterministic encryption of names (format 3).
 
 pub mod aead;
 pub mod hex;
 pub mod kdf;
 pub mod rsa;
 pub mod secret;
+pub mod siv;
+pub mod xaes;
 
 pub use aead::{random_nonce, Aead, AuthFailed, NONCE_LEN, TAG_LEN};
 pub use hex::{hex, unhex};
 pub use kdf::{hmac_sha256, hmac_sha256_verify, sha256};
+pub use siv::Siv;
+pub use xaes::{random_xnonce, Xaes, XNONCE_LEN};
 pub use secret::{ct_eq, fill_random, read_zeroizing, SecretKey, KEY_LEN};
