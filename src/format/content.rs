@@ -13,7 +13,7 @@
 //! attacker can therefore zero a whole block, which reads as zeros instead of EIO; see
 //! docs/FORMAT.md, "Limits of the integrity guarantee".)
 
-use crate::crypto::{Aead, AuthFailed, SecretKey, NONCE_LEN, TAG_LEN};
+use crate::crypto::{Aead, AuthFailed, SecretKey, Xaes, NONCE_LEN, TAG_LEN, XNONCE_LEN};
 
 /// Plaintext bytes per block.
 pub const BLOCK_SIZE: u64 = 4096;
@@ -34,15 +34,36 @@ pub enum BlockError {
 /// The content cipher of one file: its DEK and file id.
 pub struct ContentCipher {
     aead: Aead,
+    /// Format 3: XAES-256-GCM (192-bit nonces) under the same DEK.
+    xaes: Option<Xaes>,
     file_id: [u8; 16],
 }
 
 impl ContentCipher {
-    /// Builds the cipher from a file's DEK and id.
+    /// Builds the cipher from a file's DEK and id (formats 1 and 2: AES-256-GCM, 96-bit nonces).
     pub fn new(dek: &SecretKey, file_id: [u8; 16]) -> Self {
         ContentCipher {
             aead: Aead::new(dek),
+            xaes: None,
             file_id,
+        }
+    }
+
+    /// Format 3: XAES-256-GCM under the file's DEK, 24-byte nonces in [`Self::seal_detached`].
+    pub fn new_xaes(dek: &SecretKey, file_id: [u8; 16]) -> Self {
+        ContentCipher {
+            aead: Aead::new(dek),
+            xaes: Some(Xaes::new(dek)),
+            file_id,
+        }
+    }
+
+    /// Length of the nonces [`Self::seal_detached`] takes: 12, or 24 with XAES.
+    pub fn nonce_len(&self) -> usize {
+        if self.xaes.is_some() {
+            XNONCE_LEN
+        } else {
+            NONCE_LEN
         }
     }
 
@@ -78,25 +99,30 @@ impl ContentCipher {
         out[body_end..].copy_from_slice(&tag);
     }
 
-    /// Layout 2: encrypts `buf` (1..=4096 bytes of block `index`) in place under `nonce`
-    /// and returns the tag; nonce and tag are stored apart from the ciphertext.
-    pub fn seal_detached(&self, index: u64, nonce: &[u8; NONCE_LEN], buf: &mut [u8]) -> [u8; TAG_LEN] {
+    /// Layouts 2 and 3: encrypts `buf` (1..=4096 bytes of block `index`) in place under
+    /// `nonce` ([`Self::nonce_len`] bytes) and returns the tag; nonce and tag are stored apart
+    /// from the ciphertext.
+    pub fn seal_detached(&self, index: u64, nonce: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
         debug_assert!(!buf.is_empty() && buf.len() as u64 <= BLOCK_SIZE);
-        self.aead.seal_in_place(nonce, &self.aad(index), buf)
+        match &self.xaes {
+            Some(x) => x.seal_in_place(nonce.try_into().expect("24-byte nonce"), &self.aad(index), buf),
+            None => self
+                .aead
+                .seal_in_place(nonce.try_into().expect("12-byte nonce"), &self.aad(index), buf),
+        }
     }
 
     /// Layout 2: checks `tag` and decrypts `buf` in place. On failure `buf` holds garbage
     /// (zeroed here, so it can never be mistaken for plaintext) and must be read again.
-    pub fn open_detached(
-        &self,
-        index: u64,
-        nonce: &[u8; NONCE_LEN],
-        tag: &[u8; TAG_LEN],
-        buf: &mut [u8],
-    ) -> Result<(), BlockError> {
-        self.aead
-            .open_in_place(nonce, &self.aad(index), buf, tag)
-            .map_err(|AuthFailed| {
+    pub fn open_detached(&self, index: u64, nonce: &[u8], tag: &[u8; TAG_LEN], buf: &mut [u8]) -> Result<(), BlockError> {
+        let r = match (&self.xaes, nonce.len()) {
+            (Some(x), XNONCE_LEN) => x.open_in_place(nonce.try_into().unwrap(), &self.aad(index), buf, tag),
+            (None, NONCE_LEN) => self
+                .aead
+                .open_in_place(nonce.try_into().unwrap(), &self.aad(index), buf, tag),
+            _ => Err(AuthFailed),
+        };
+        r.map_err(|AuthFailed| {
                 buf.fill(0);
                 BlockError::Auth
             })

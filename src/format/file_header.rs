@@ -3,7 +3,7 @@
 //! ```text
 //! offset  len  field
 //!      0    4  magic "CMKF"
-//!      4    2  file format version, u16 big-endian: the layout, 1 or 2 (see [`super::layout`])
+//!      4    2  file format version, u16 big-endian: the layout, 1, 2 or 3 (see [`super::layout`])
 //!      6    2  flags, u16 big-endian (0; any unknown bit makes the file unreadable)
 //!      8   16  file id (random)
 //!     24   12  nonce of the wrapped DEK
@@ -66,7 +66,7 @@ impl FileHeader {
         let aad = dek_aad(keys.volume_id(), &h[..24]);
         let tag = keys.dek_wrap().seal_in_place(&nonce, &aad, &mut h[36..68]);
         h[68..84].copy_from_slice(&tag);
-        (h, ContentCipher::new(&dek, file_id))
+        (h, content_cipher(keys, &dek, file_id))
     }
 
     /// Parses and authenticates a stored header, returning the file's content cipher.
@@ -95,7 +95,16 @@ impl FileHeader {
             .open_in_place(&nonce, &aad, &mut dek[..], &tag)
             .map_err(|_| HeaderError::Auth)?;
         let dek = SecretKey::from_slice(&dek[..]).expect("32 bytes");
-        Ok(ContentCipher::new(&dek, file_id))
+        Ok(content_cipher(keys, &dek, file_id))
+    }
+}
+
+/// The content cipher of a file of this volume's layout: XAES-256-GCM in format 3.
+fn content_cipher(keys: &VolumeKeys, dek: &SecretKey, file_id: [u8; 16]) -> ContentCipher {
+    if keys.layout().nonce_len() == crate::crypto::XNONCE_LEN {
+        ContentCipher::new_xaes(dek, file_id)
+    } else {
+        ContentCipher::new(dek, file_id)
     }
 }
 

@@ -16,12 +16,14 @@
 //!   AES-256-GCM, file id and block index bound as associated data).
 //! - [`layout`]: where blocks live in the backing file ([`layout::v1`], [`layout::v2`]),
 //!   write plans, entries and slot choice.
+//! - [`names`]: format 3's encrypted names, long names, symlink targets and xattr names.
 //! - [`journal`]: the rekey journal's names and authenticated binding record.
 
 pub mod content;
 pub mod file_header;
 pub mod journal;
 pub mod layout;
+pub mod names;
 pub mod volume_header;
 
 pub use content::{BlockError, ContentCipher, BLOCK_OVERHEAD, BLOCK_SIZE, CIPHER_BLOCK_SIZE};

@@ -22,7 +22,7 @@ pub fn is_reserved_root_name(name: &[u8]) -> bool {
 /// The `format` string of a volume header.
 pub const FORMAT_NAME: &str = "cmkfs-volume";
 /// The format version this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Feature flags this build understands. A header that requires any other is refused with
 /// a message naming it (filename encryption will be the first).
 pub const KNOWN_FEATURES: &[&str] = &[];
@@ -42,6 +42,8 @@ pub struct VolumeKeys {
     layout: super::layout::Layout,
     commitment: [u8; 32],
     rekey_journal: SecretKey,
+    /// Format 3's name keys (derived for every volume, used only by format 3).
+    names: super::names::NameKeys,
 }
 
 impl VolumeKeys {
@@ -55,6 +57,12 @@ impl VolumeKeys {
             layout: super::layout::Layout::for_format(FORMAT_VERSION),
             commitment: *volume_key.derive(&volume_id, b"cmkfs v1 key-commitment").expose(),
             rekey_journal: volume_key.derive(&volume_id, b"cmkfs v1 rekey-journal"),
+            names: super::names::NameKeys::new(
+                crypto::Siv::new(&volume_key.derive(&volume_id, b"cmkfs v3 names")),
+                crypto::Xaes::new(&volume_key.derive(&volume_id, b"cmkfs v3 symlinks")),
+                crypto::Siv::new(&volume_key.derive(&volume_id, b"cmkfs v3 xattr-names")),
+                crypto::Xaes::new(&volume_key.derive(&volume_id, b"cmkfs v3 xattr-values")),
+            ),
         }
     }
     /// A commitment to the volume key (HKDF-SHA256 output under its own label; reveals
@@ -84,6 +92,11 @@ impl VolumeKeys {
     /// The AEAD that wraps file DEKs.
     pub fn dek_wrap(&self) -> &Aead {
         &self.dek_wrap
+    }
+    /// Format 3: the keys of names, symlink targets and extended attributes; `None` for
+    /// formats 1 and 2, which store them in clear (xattr values under [`VolumeKeys::xattr`]).
+    pub fn names(&self) -> Option<&super::names::NameKeys> {
+        (self.layout == super::layout::Layout::V3).then_some(&self.names)
     }
     /// The AEAD that seals extended attribute values.
     pub fn xattr(&self) -> &Aead {

@@ -877,7 +877,7 @@ mod model_tests {
 
     #[test]
     fn random_operations_match_a_byte_model() {
-        for format in [1, 2] {
+        for format in [1, 2, 3] {
             random_operations_in_format(format);
         }
     }

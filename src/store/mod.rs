@@ -28,8 +28,8 @@ use crate::sys::read_full_at;
 
 const BS: u64 = BLOCK_SIZE;
 const OVH: usize = BLOCK_OVERHEAD as usize;
-const EL: usize = v2::ENTRY_LEN as usize;
-const GROUP_ENTRIES: usize = (v2::GROUP_BLOCKS * v2::ENTRY_LEN) as usize;
+/// The most entry bytes an entry page holds (layout 2: 62 x 64, layout 3: 45 x 88).
+const GROUP_ENTRIES: usize = (v2::PAGE - v2::ENTRY_AREA) as usize;
 /// Zeros for an entry page's worth of entries (holes).
 const ZERO_ENTRIES: [u8; GROUP_ENTRIES] = [0u8; GROUP_ENTRIES];
 
@@ -81,6 +81,8 @@ impl<'a> Backing<'a> {
     /// Reads and opens the blocks that `out` covers, starting at block `first`
     /// (`out.len()` is `min(size, end of the last block) - first*4096`).
     pub fn read_run(self, c: &ContentCipher, first: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let g = self.layout.geo();
+        let el = g.entry_len as usize;
         if out.is_empty() {
             return Ok(());
         }
@@ -94,22 +96,22 @@ impl<'a> Backing<'a> {
                 read_exact(f, &mut stored, cstart, last)?;
                 v1::open_run(c, first, &stored, out).map_err(|(b, e)| ReadError::Bad(b, e))
             }
-            Layout::V2 => {
+            Layout::V2 | Layout::V3 => {
                 // Group by group: one read of the entries, one of the ciphertext pages (read
                 // straight into `out` and opened in place).
                 let mut ents = [0u8; GROUP_ENTRIES];
                 let mut b = first;
                 while b <= last {
-                    let gl = last.min(v2::group_last(b));
+                    let gl = last.min(g.group_last(b));
                     let n = (gl - b + 1) as usize;
-                    read_or_zero(f, &mut ents[..n * EL], v2::entry_offset(b))?;
+                    read_or_zero(f, &mut ents[..n * el], g.entry_offset(b))?;
                     let o0 = ((b - first) * BS) as usize;
                     let o1 = (((gl + 1 - first) * BS) as usize).min(out.len());
-                    read_exact(f, &mut out[o0..o1], v2::data_offset(b), gl)?;
+                    read_exact(f, &mut out[o0..o1], g.data_offset(b), gl)?;
                     for k in 0..n {
                         let p0 = o0 + k * BS as usize;
                         let p1 = (p0 + BS as usize).min(o1);
-                        self.open_v2(c, b + k as u64, &Entry::parse(&ents[k * EL..][..EL]), &mut out[p0..p1])?;
+                        self.open_v2(c, b + k as u64, &g.parse(&ents[k * el..][..el]), &mut out[p0..p1])?;
                     }
                     b = gl + 1;
                 }
@@ -120,6 +122,8 @@ impl<'a> Backing<'a> {
 
     /// Reads and opens block `b`, whose plaintext length is `len`, into `out[..len]`.
     pub fn read_block(self, c: &ContentCipher, b: u64, len: usize, out: &mut [u8]) -> Result<BlockRead, ReadError> {
+        let g = self.layout.geo();
+        let el = g.entry_len as usize;
         let out = &mut out[..len];
         match self.layout {
             Layout::V1 => {
@@ -132,11 +136,12 @@ impl<'a> Backing<'a> {
                 c.open_block(b, &stored, out).map_err(|e| ReadError::Bad(b, e))?;
                 Ok(BlockRead::Data)
             }
-            Layout::V2 => {
-                let mut ent = [0u8; EL];
-                read_or_zero(self.file, &mut ent, v2::entry_offset(b))?;
-                read_exact(self.file, out, v2::data_offset(b), b)?;
-                self.open_v2(c, b, &Entry::parse(&ent), out)
+            Layout::V2 | Layout::V3 => {
+                let mut ent = [0u8; 128];
+                let ent = &mut ent[..el];
+                read_or_zero(self.file, ent, g.entry_offset(b))?;
+                read_exact(self.file, out, g.data_offset(b), b)?;
+                self.open_v2(c, b, &g.parse(ent), out)
             }
         }
     }
@@ -145,11 +150,12 @@ impl<'a> Backing<'a> {
     /// current slot, else the other one, after reading the ciphertext again when the failed
     /// attempt left `buf` unspecified.
     fn open_v2(self, c: &ContentCipher, b: u64, e: &Entry, buf: &mut [u8]) -> Result<BlockRead, ReadError> {
+        let g = self.layout.geo();
         match v2::open_current(c, b, e, buf) {
             Ok(r) => Ok(r),
             Err(v2::TryPrevious { reread }) => {
                 if reread {
-                    read_exact(self.file, buf, v2::data_offset(b), b)?;
+                    read_exact(self.file, buf, g.data_offset(b), b)?;
                 }
                 v2::open_previous(c, b, e, buf).map_err(|x| ReadError::Bad(b, x))
             }
@@ -183,6 +189,7 @@ impl<'a> Backing<'a> {
     /// Reads the plan's entries and finds which slot of each suspect entry authenticates the
     /// ciphertext on disk.
     fn prepare(self, c: &ContentCipher, stamps: &WriterStamps, plan: &mut WritePlan) -> io::Result<()> {
+        let g = self.layout.geo();
         for (off, region) in plan.entry_regions() {
             read_or_zero(self.file, region, off)?;
         }
@@ -190,7 +197,7 @@ impl<'a> Backing<'a> {
             let mut ct = zeroize::Zeroizing::new(vec![0u8; len]);
             let mut found = None;
             for s in v2::filled_slots(&e) {
-                if read_full_at(self.file, &mut ct, v2::data_offset(b))? < len {
+                if read_full_at(self.file, &mut ct, g.data_offset(b))? < len {
                     break;
                 }
                 if v2::slot_opens(c, b, &e, s, &mut ct) {
@@ -239,6 +246,8 @@ impl<'a> Backing<'a> {
     /// The first block in `from..nblocks` holding data (not a hole), if any. A block is a
     /// hole by the same rule reads use, so results agree with what reads return.
     pub fn next_data(self, from: u64, nblocks: u64, clen: u64) -> io::Result<Option<u64>> {
+        let g = self.layout.geo();
+        let el = g.entry_len as usize;
         let fd = self.file.as_fd();
         let mut b = from;
         match self.layout {
@@ -259,24 +268,24 @@ impl<'a> Backing<'a> {
                 }
                 b = db + 1;
             },
-            Layout::V2 => {
+            Layout::V2 | Layout::V3 => {
                 let mut ents = [0u8; GROUP_ENTRIES];
                 while b < nblocks {
                     // Skip groups whose entry page is a backing hole.
-                    match sys::lseek(fd, v2::group_offset(v2::group(b).0), libc::SEEK_DATA)? {
+                    match sys::lseek(fd, g.group_offset(g.group(b).0), libc::SEEK_DATA)? {
                         Some(d) if d < clen => {
-                            let dg = d / v2::PAGE / v2::GROUP_PAGES;
-                            if dg > v2::group(b).0 {
-                                b = dg * v2::GROUP_BLOCKS;
+                            let dg = d / v2::PAGE / g.group_pages();
+                            if dg > g.group(b).0 {
+                                b = dg * g.group_blocks();
                                 continue;
                             }
                         }
                         _ => return Ok(None),
                     }
-                    let gl = (nblocks - 1).min(v2::group_last(b));
+                    let gl = (nblocks - 1).min(g.group_last(b));
                     let n = (gl - b + 1) as usize;
-                    read_or_zero(self.file, &mut ents[..n * EL], v2::entry_offset(b))?;
-                    if let Some(k) = (0..n).find(|&k| !Entry::parse(&ents[k * EL..][..EL]).is_hole()) {
+                    read_or_zero(self.file, &mut ents[..n * el], g.entry_offset(b))?;
+                    if let Some(k) = (0..n).find(|&k| !g.parse(&ents[k * el..][..el]).is_hole()) {
                         return Ok(Some(b + k as u64));
                     }
                     b = gl + 1;
@@ -288,6 +297,8 @@ impl<'a> Backing<'a> {
 
     /// The first hole in `from..nblocks`, or `nblocks` when there is none.
     pub fn next_hole(self, from: u64, nblocks: u64, clen: u64) -> io::Result<u64> {
+        let g = self.layout.geo();
+        let el = g.entry_len as usize;
         let mut b = from;
         match self.layout {
             Layout::V1 => loop {
@@ -302,13 +313,13 @@ impl<'a> Backing<'a> {
                     _ => return Ok(nblocks),
                 }
             },
-            Layout::V2 => {
+            Layout::V2 | Layout::V3 => {
                 let mut ents = [0u8; GROUP_ENTRIES];
                 while b < nblocks {
-                    let gl = (nblocks - 1).min(v2::group_last(b));
+                    let gl = (nblocks - 1).min(g.group_last(b));
                     let n = (gl - b + 1) as usize;
-                    read_or_zero(self.file, &mut ents[..n * EL], v2::entry_offset(b))?;
-                    if let Some(k) = (0..n).find(|&k| Entry::parse(&ents[k * EL..][..EL]).is_hole()) {
+                    read_or_zero(self.file, &mut ents[..n * el], g.entry_offset(b))?;
+                    if let Some(k) = (0..n).find(|&k| g.parse(&ents[k * el..][..el]).is_hole()) {
                         return Ok(b + k as u64);
                     }
                     b = gl + 1;
@@ -392,7 +403,7 @@ mod tests {
                 rng ^= rng << 17;
                 let landed = round == 0 || rng % 2 == 0;
                 if !landed {
-                    let o = v2::data_offset(b) as usize;
+                    let o = v2::GEO2.data_offset(b) as usize;
                     mixed[o..o + PAGE].copy_from_slice(&s0[o..o + PAGE]);
                 }
                 new.push(landed);
@@ -422,7 +433,7 @@ mod tests {
         assert_eq!(out, content(0)(7));
         // A flipped bit in a page fails both slots: EIO, never plaintext.
         let mut bad = s1.clone();
-        bad[v2::data_offset(5) as usize + 9] ^= 4;
+        bad[v2::GEO2.data_offset(5) as usize + 9] ^= 4;
         f.write_all_at(&bad, 0).unwrap();
         assert!(matches!(
             backing.read_block(&c, 5, BS as usize, &mut out),
@@ -450,7 +461,7 @@ mod tests {
             crashed: vec![],
         };
         write(&f, &c, &crashed, 1, 0, blk(1));
-        let page = v2::data_offset(0);
+        let page = v2::GEO2.data_offset(0);
         let mut original = vec![0u8; PAGE];
         f.read_exact_at(&mut original, page).unwrap();
         // Session 7 writes again but dies after the entries: its new slot is current and does

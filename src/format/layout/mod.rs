@@ -21,12 +21,11 @@ use crate::crypto::{NONCE_LEN, TAG_LEN};
 use super::content::{ContentCipher, BLOCK_OVERHEAD, BLOCK_SIZE, CIPHER_BLOCK_SIZE};
 use super::file_header::FILE_HEADER_LEN;
 
-pub use v2::{Entry, WriterStamps, UNSURE_STAMP};
+pub use v2::{Entry, Geo, WriterStamps, UNSURE_STAMP};
 
 const BS: u64 = BLOCK_SIZE;
 const CB: u64 = CIPHER_BLOCK_SIZE;
 const OVH: usize = BLOCK_OVERHEAD as usize;
-const EL: usize = v2::EL;
 
 /// How a volume lays out file content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +34,9 @@ pub enum Layout {
     V1,
     /// Format 2: page-aligned ciphertext, nonce and tag in two-slot entries.
     V2,
+    /// Format 3: layout 2's shape with XAES-256-GCM's 24-byte nonces (88-byte entries, 45
+    /// blocks per group).
+    V3,
 }
 
 /// What reading one block found.
@@ -62,10 +64,10 @@ pub struct Punch {
 impl Layout {
     /// The layout of a volume format version.
     pub fn for_format(version: u32) -> Layout {
-        if version <= 1 {
-            Layout::V1
-        } else {
-            Layout::V2
+        match version {
+            0 | 1 => Layout::V1,
+            2 => Layout::V2,
+            _ => Layout::V3,
         }
     }
 
@@ -74,32 +76,55 @@ impl Layout {
         match self {
             Layout::V1 => 1,
             Layout::V2 => 2,
+            Layout::V3 => 3,
         }
+    }
+
+    /// Layouts 2 and 3 keep nonces and tags in two-slot entries.
+    pub fn slotted(self) -> bool {
+        self != Layout::V1
+    }
+
+    /// The entry geometry of a slotted layout (layout 1 has none; layout 2's is returned).
+    pub fn geo(self) -> Geo {
+        if self == Layout::V3 {
+            v2::GEO3
+        } else {
+            v2::GEO2
+        }
+    }
+
+    /// Length of the content nonces: 12 bytes (AES-256-GCM), 24 in layout 3 (XAES-256-GCM).
+    pub fn nonce_len(self) -> usize {
+        self.geo().nonce_len
     }
 
     /// Plaintext size of a file whose backing file is `clen` bytes long.
     pub fn plain_size(self, clen: u64) -> u64 {
+        let g = self.geo();
         match self {
             Layout::V1 => v1::plain_size(clen),
-            Layout::V2 => v2::plain_size(clen),
+            Layout::V2 | Layout::V3 => g.plain_size(clen),
         }
     }
 
     /// Backing length for a plaintext size (0 stays 0: an empty file has no header).
     pub fn cipher_size(self, plain: u64) -> u64 {
+        let g = self.geo();
         match self {
             Layout::V1 => v1::cipher_size(plain),
-            Layout::V2 => v2::cipher_size(plain),
+            Layout::V2 | Layout::V3 => g.cipher_size(plain),
         }
     }
 
     /// Backing byte range to preallocate for blocks `first..end`.
     pub fn span(self, first: u64, end: u64) -> (u64, u64) {
+        let g = self.geo();
         match self {
             Layout::V1 => (v1::block_offset(first), v1::block_offset(end)),
-            Layout::V2 => (
-                v2::group_offset(v2::group(first).0),
-                v2::data_offset(end - 1) + v2::PAGE,
+            Layout::V2 | Layout::V3 => (
+                g.group_offset(g.group(first).0),
+                g.data_offset(end - 1) + v2::PAGE,
             ),
         }
     }
@@ -110,7 +135,7 @@ impl Layout {
     pub fn units(self, len: u64) -> Vec<(u64, usize)> {
         let (start, step) = match self {
             Layout::V1 => (FILE_HEADER_LEN, CB),
-            Layout::V2 => (0, v2::PAGE),
+            Layout::V2 | Layout::V3 => (0, v2::PAGE),
         };
         let mut v = vec![];
         let mut off = start;
@@ -125,27 +150,29 @@ impl Layout {
     pub fn max_unit(self) -> usize {
         match self {
             Layout::V1 => CB as usize,
-            Layout::V2 => v2::PAGE as usize,
+            Layout::V2 | Layout::V3 => v2::PAGE as usize,
         }
     }
 
     /// How to make blocks `first..end` holes: layout 1 deallocates their stored bytes;
     /// layout 2 zeroes their entries and deallocates their ciphertext pages, group by group.
     pub fn punch(self, first: u64, end: u64) -> Vec<Punch> {
+        let g = self.geo();
+        let el = g.entry_len as usize;
         match self {
             Layout::V1 => vec![Punch {
                 zero: None,
                 dealloc: (v1::block_offset(first), v1::block_offset(end)),
             }],
-            Layout::V2 => {
+            Layout::V2 | Layout::V3 => {
                 let mut v = vec![];
                 let mut b = first;
                 while b < end {
-                    let gl = (end - 1).min(v2::group_last(b));
+                    let gl = (end - 1).min(g.group_last(b));
                     let n = (gl - b + 1) as usize;
                     v.push(Punch {
-                        zero: Some((v2::entry_offset(b), n * EL)),
-                        dealloc: (v2::data_offset(b), v2::data_offset(gl) + v2::PAGE),
+                        zero: Some((g.entry_offset(b), n * el)),
+                        dealloc: (g.data_offset(b), g.data_offset(gl) + v2::PAGE),
                     });
                     b = gl + 1;
                 }
@@ -159,20 +186,24 @@ impl Layout {
     /// `(offset, length to read, length to zero)`. Blocks that come into existence later as
     /// holes must not inherit their stale tags. `None` when there is nothing to check.
     pub fn stale_entries(self, nblocks: u64, clen: u64) -> Option<(u64, usize, usize)> {
-        if self == Layout::V1 {
+        let g = self.geo();
+        let el = g.entry_len as usize;
+        if !self.slotted() {
             return None;
         }
-        let off = v2::entry_offset(nblocks);
+        let off = g.entry_offset(nblocks);
         if off >= clen {
             return None;
         }
-        let n = (v2::group_last(nblocks) - nblocks + 1) as usize * EL;
+        let n = (g.group_last(nblocks) - nblocks + 1) as usize * el;
         Some((off, n, (n as u64).min(clen - off) as usize))
     }
 
     /// Plans writing blocks `first..=last` of a file whose plaintext size goes from
     /// `old_size` to `new_size` (blocks at or past the old end get fresh entries).
     pub fn plan_write(self, first: u64, last: u64, new_size: u64, old_size: u64) -> WritePlan {
+        let g = self.geo();
+        let el = g.entry_len as usize;
         debug_assert!(first <= last && last * BS < new_size);
         let blen_last = (new_size - last * BS).min(BS) as usize;
         let (start, len, gl0) = match self {
@@ -181,16 +212,16 @@ impl Layout {
                 (last - first) * CB + (blen_last + OVH) as u64,
                 last,
             ),
-            Layout::V2 => {
-                let start = v2::data_offset(first);
+            Layout::V2 | Layout::V3 => {
+                let start = g.data_offset(first);
                 (
                     start,
-                    v2::data_offset(last) + blen_last as u64 - start,
-                    last.min(v2::group_last(first)),
+                    g.data_offset(last) + blen_last as u64 - start,
+                    last.min(g.group_last(first)),
                 )
             }
         };
-        let n0 = if self == Layout::V2 {
+        let n0 = if self.slotted() {
             (gl0 - first + 1) as usize
         } else {
             0
@@ -203,7 +234,7 @@ impl Layout {
             old_size,
             start,
             buf: vec![0u8; len as usize],
-            ents0: vec![0u8; n0 * EL],
+            ents0: vec![0u8; n0 * el],
             gl0,
             verified: vec![],
         }
@@ -249,9 +280,10 @@ impl WritePlan {
 
     /// Offset of block `b`'s body (its plaintext, then ciphertext) in `buf`.
     fn body_at(&self, b: u64) -> usize {
+        let g = self.layout.geo();
         match self.layout {
             Layout::V1 => ((b - self.first) * CB) as usize + NONCE_LEN,
-            Layout::V2 => (v2::data_offset(b) - self.start) as usize,
+            Layout::V2 | Layout::V3 => (g.data_offset(b) - self.start) as usize,
         }
     }
 
@@ -263,28 +295,34 @@ impl WritePlan {
 
     /// Layout 2: where block `b`'s entry is, in `ents0` (true) or in `buf`.
     fn entry_at(&self, b: u64) -> (bool, usize) {
+        let g = self.layout.geo();
+        let el = g.entry_len as usize;
         if b <= self.gl0 {
-            (true, (b - self.first) as usize * EL)
+            (true, (b - self.first) as usize * el)
         } else {
-            (false, (v2::entry_offset(b) - self.start) as usize)
+            (false, (g.entry_offset(b) - self.start) as usize)
         }
     }
 
     fn entry(&self, b: u64) -> Entry {
+        let g = self.layout.geo();
+        let el = g.entry_len as usize;
         let (in0, at) = self.entry_at(b);
-        Entry::parse(if in0 {
-            &self.ents0[at..at + EL]
+        g.parse(if in0 {
+            &self.ents0[at..at + el]
         } else {
-            &self.buf[at..at + EL]
+            &self.buf[at..at + el]
         })
     }
 
     fn put_entry(&mut self, b: u64, e: &Entry) {
+        let g = self.layout.geo();
+        let el = g.entry_len as usize;
         let (in0, at) = self.entry_at(b);
         e.encode(if in0 {
-            &mut self.ents0[at..at + EL]
+            &mut self.ents0[at..at + el]
         } else {
-            &mut self.buf[at..at + EL]
+            &mut self.buf[at..at + el]
         });
     }
 
@@ -292,14 +330,15 @@ impl WritePlan {
     /// reads as zeros) before sealing: the first group's entries and the entry page of every
     /// later group, which the data write covers whole. Empty for layout 1.
     pub fn entry_regions(&mut self) -> Vec<(u64, &mut [u8])> {
-        if self.layout == Layout::V1 {
+        let g = self.layout.geo();
+        if !self.layout.slotted() {
             return vec![];
         }
-        let mut v: Vec<(u64, &mut [u8])> = vec![(v2::entry_offset(self.first), &mut self.ents0[..])];
+        let mut v: Vec<(u64, &mut [u8])> = vec![(g.entry_offset(self.first), &mut self.ents0[..])];
         let mut rest: &mut [u8] = &mut self.buf;
         let mut base = self.start;
-        for g in v2::group(self.first).0 + 1..=v2::group(self.last).0 {
-            let page = v2::group_offset(g);
+        for grp in g.group(self.first).0 + 1..=g.group(self.last).0 {
+            let page = g.group_offset(grp);
             let (_, tail) = std::mem::take(&mut rest).split_at_mut((page - base) as usize);
             let (p, tail) = tail.split_at_mut(v2::PAGE as usize);
             v.push((page, p));
@@ -314,7 +353,7 @@ impl WritePlan {
     /// plaintext length)`. The store finds which slot authenticates each one's ciphertext on
     /// disk and reports it with [`WritePlan::set_verified`] before [`WritePlan::seal`].
     pub fn suspects(&self, stamps: &WriterStamps) -> Vec<(u64, Entry, usize)> {
-        if self.layout == Layout::V1 {
+        if !self.layout.slotted() {
             return vec![];
         }
         let old_blocks = self.old_size.div_ceil(BS);
@@ -333,16 +372,16 @@ impl WritePlan {
 
     /// Encrypts every block's body in place under a fresh random nonce and stores nonces and
     /// tags: inline (layout 1), or in the slot of each entry that does not authenticate the
-    /// ciphertext on disk (layout 2).
+    /// ciphertext on disk (layouts 2 and 3).
     pub fn seal(&mut self, c: &ContentCipher, stamps: &WriterStamps) {
         let nb = (self.last - self.first + 1) as usize;
-        let mut nonces = vec![0u8; NONCE_LEN * nb];
+        let nl = c.nonce_len();
+        debug_assert!(!self.layout.slotted() || nl == self.layout.nonce_len());
+        let mut nonces = vec![0u8; nl * nb];
         crate::crypto::fill_random(&mut nonces);
         let old_blocks = self.old_size.div_ceil(BS);
         for b in self.blocks() {
-            let nonce: &[u8; NONCE_LEN] = nonces[NONCE_LEN * (b - self.first) as usize..][..NONCE_LEN]
-                .try_into()
-                .unwrap();
+            let nonce = &nonces[nl * (b - self.first) as usize..][..nl];
             let (at, len) = (self.body_at(b), self.block_len(b));
             let tag = c.seal_detached(b, nonce, &mut self.buf[at..at + len]);
             match self.layout {
@@ -350,10 +389,10 @@ impl WritePlan {
                     self.buf[at - NONCE_LEN..at].copy_from_slice(nonce);
                     self.buf[at + len..at + len + TAG_LEN].copy_from_slice(&tag);
                 }
-                Layout::V2 => {
+                Layout::V2 | Layout::V3 => {
                     let old = self.entry(b);
                     let (mut e, target) = if b >= old_blocks || old.is_hole() {
-                        (Entry::default(), 0)
+                        (self.layout.geo().empty(), 0)
                     } else if !stamps.suspect(old.stamp) {
                         (old, 1 - old.cur)
                     } else {
@@ -381,7 +420,8 @@ impl WritePlan {
     /// Layout 2: the first group's entries, `(offset, bytes)`, written before the data:
     /// until the ciphertext lands, the other slot still authenticates the old ciphertext.
     pub fn entries(&self) -> Option<(u64, &[u8])> {
-        (self.layout == Layout::V2).then(|| (v2::entry_offset(self.first), &self.ents0[..]))
+        let g = self.layout.geo();
+        (self.layout.slotted()).then(|| (g.entry_offset(self.first), &self.ents0[..]))
     }
 
     /// The data write, `(offset, bytes)`: stored blocks (layout 1), or ciphertext pages with
@@ -397,7 +437,9 @@ impl WritePlan {
     /// works instead of assuming the current one does, and returns the entry bytes to write
     /// again, `(offset, bytes)` per group.
     pub fn mark_unsure(&mut self) -> Vec<(u64, &[u8])> {
-        if self.layout == Layout::V1 {
+        let g = self.layout.geo();
+        let el = g.entry_len as usize;
+        if !self.layout.slotted() {
             return vec![];
         }
         for b in self.blocks() {
@@ -405,12 +447,12 @@ impl WritePlan {
             e.stamp = UNSURE_STAMP;
             self.put_entry(b, &e);
         }
-        let mut v: Vec<(u64, &[u8])> = vec![(v2::entry_offset(self.first), &self.ents0[..])];
+        let mut v: Vec<(u64, &[u8])> = vec![(g.entry_offset(self.first), &self.ents0[..])];
         let mut b = self.gl0 + 1;
         while b <= self.last {
-            let gl = self.last.min(v2::group_last(b));
-            let at = (v2::entry_offset(b) - self.start) as usize;
-            v.push((v2::entry_offset(b), &self.buf[at..at + (gl - b + 1) as usize * EL]));
+            let gl = self.last.min(g.group_last(b));
+            let at = (g.entry_offset(b) - self.start) as usize;
+            v.push((g.entry_offset(b), &self.buf[at..at + (gl - b + 1) as usize * el]));
             b = gl + 1;
         }
         v

@@ -38,26 +38,121 @@
 //!
 //! Pure: offsets, entries, slot choice and the opening of buffers; the store does the I/O.
 
-use crate::crypto::{NONCE_LEN, TAG_LEN};
+use crate::crypto::{NONCE_LEN, TAG_LEN, XNONCE_LEN};
 use crate::format::content::{is_zero, BlockError, ContentCipher, BLOCK_SIZE};
 
 use super::BlockRead;
 
-/// Backing page size that layout 2 aligns ciphertext to.
+/// Backing page size that layouts 2 and 3 align ciphertext to.
 pub const PAGE: u64 = 4096;
 /// Bytes at the start of every entry page before the first entry (the file header in page 0).
 pub const ENTRY_AREA: u64 = 128;
-/// Bytes per entry.
-pub const ENTRY_LEN: u64 = 64;
-/// Blocks per group (entries per entry page).
-pub const GROUP_BLOCKS: u64 = (PAGE - ENTRY_AREA) / ENTRY_LEN;
-/// Backing pages per group: the entry page and one page per block.
-pub const GROUP_PAGES: u64 = GROUP_BLOCKS + 1;
-const SLOT_LEN: usize = NONCE_LEN + TAG_LEN;
-pub(super) const EL: usize = ENTRY_LEN as usize;
+/// Longest slot: a 24-byte XAES nonce and a tag.
+const MAX_SLOT: usize = XNONCE_LEN + TAG_LEN;
 
 /// Stamp of entries whose ciphertext write failed (never a session stamp): always checked.
 pub const UNSURE_STAMP: u32 = u32::MAX;
+
+/// The shape of a slotted layout: layout 2 (12-byte nonces, 64-byte entries, 62 blocks per
+/// group) and layout 3 (24-byte XAES nonces, 88-byte entries, 45 blocks per group) differ only
+/// in these numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geo {
+    /// Nonce bytes per slot.
+    pub nonce_len: usize,
+    /// Bytes per entry.
+    pub entry_len: u64,
+}
+
+/// Layout 2.
+pub const GEO2: Geo = Geo {
+    nonce_len: NONCE_LEN,
+    entry_len: 64,
+};
+/// Layout 3.
+pub const GEO3: Geo = Geo {
+    nonce_len: XNONCE_LEN,
+    entry_len: 88,
+};
+
+impl Geo {
+    /// Bytes per slot (nonce and tag).
+    pub const fn slot_len(self) -> usize {
+        self.nonce_len + TAG_LEN
+    }
+    /// Blocks per group (entries per entry page).
+    pub const fn group_blocks(self) -> u64 {
+        (PAGE - ENTRY_AREA) / self.entry_len
+    }
+    /// Backing pages per group: the entry page and one page per block.
+    pub const fn group_pages(self) -> u64 {
+        self.group_blocks() + 1
+    }
+    /// (group, index in group) of block `b`.
+    pub fn group(self, b: u64) -> (u64, u64) {
+        (b / self.group_blocks(), b % self.group_blocks())
+    }
+    /// Offset of group `g`'s entry page.
+    pub fn group_offset(self, g: u64) -> u64 {
+        g * self.group_pages() * PAGE
+    }
+    /// Offset of block `b`'s ciphertext page.
+    pub fn data_offset(self, b: u64) -> u64 {
+        let (g, i) = self.group(b);
+        (g * self.group_pages() + 1 + i) * PAGE
+    }
+    /// Offset of block `b`'s entry.
+    pub fn entry_offset(self, b: u64) -> u64 {
+        let (g, i) = self.group(b);
+        self.group_offset(g) + ENTRY_AREA + i * self.entry_len
+    }
+    /// Last block of the group holding `b`.
+    pub fn group_last(self, b: u64) -> u64 {
+        self.group(b).0 * self.group_blocks() + self.group_blocks() - 1
+    }
+    /// Plaintext size of a file whose backing file is `clen` bytes long.
+    pub fn plain_size(self, clen: u64) -> u64 {
+        if clen <= PAGE {
+            return 0;
+        }
+        let page = (clen - 1) / PAGE;
+        let (g, r) = (page / self.group_pages(), page % self.group_pages());
+        if r == 0 {
+            // Ends in an entry page: entries of an unfinished append, no block yet.
+            g * self.group_blocks() * BLOCK_SIZE
+        } else {
+            (g * self.group_blocks() + r - 1) * BLOCK_SIZE + (clen - page * PAGE)
+        }
+    }
+    /// Backing length for a plaintext size (0 stays 0: an empty file has no header).
+    pub fn cipher_size(self, plain: u64) -> u64 {
+        if plain == 0 {
+            return 0;
+        }
+        let last = (plain - 1) / BLOCK_SIZE;
+        self.data_offset(last) + (plain - last * BLOCK_SIZE)
+    }
+    /// Parses one entry (any bytes parse; the tags decide what is valid).
+    pub fn parse(self, b: &[u8]) -> Entry {
+        let sl = self.slot_len();
+        let mut e = Entry {
+            slot_len: sl,
+            ..Entry::default()
+        };
+        e.slots[0][..sl].copy_from_slice(&b[..sl]);
+        e.slots[1][..sl].copy_from_slice(&b[sl..2 * sl]);
+        e.stamp = u32::from_be_bytes(b[2 * sl..2 * sl + 4].try_into().unwrap());
+        e.cur = (b[2 * sl + 4] & 1) as usize;
+        e
+    }
+    /// An empty entry (a hole) of this geometry.
+    pub fn empty(self) -> Entry {
+        Entry {
+            slot_len: self.slot_len(),
+            ..Entry::default()
+        }
+    }
+}
 
 /// The session stamps a writer needs to choose slots: its own, stored in every entry it
 /// writes, and those of earlier sessions that ended without unmounting. The mount makes one
@@ -78,113 +173,72 @@ impl WriterStamps {
 }
 
 /// One entry: two `nonce || tag` slots, the session stamp of its last writer and the
-/// current slot.
+/// current slot. With slots of `s` bytes (28 in layout 2, 40 in layout 3):
 ///
 /// ```text
-/// 0..28   slot 0 (nonce 12, tag 16)     56..60  stamp, u32 big-endian
-/// 28..56  slot 1                        60      current slot (0 or 1)   61..64 zero
+/// 0..s     slot 0 (nonce, tag 16)          2s..2s+4  stamp, u32 big-endian
+/// s..2s    slot 1                          2s+4      current slot (0 or 1), then zeros
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
-    /// The two slots; all zeros is an empty slot.
-    pub slots: [[u8; SLOT_LEN]; 2],
+    /// The two slots (the first `slot_len` bytes of each); all zeros is an empty slot.
+    pub slots: [[u8; MAX_SLOT]; 2],
+    slot_len: usize,
     /// Session stamp of the write that set the current slot.
     pub stamp: u32,
     /// Index of the current slot.
     pub cur: usize,
 }
 
+impl Default for Entry {
+    fn default() -> Self {
+        Entry {
+            slots: [[0; MAX_SLOT]; 2],
+            slot_len: GEO2.slot_len(),
+            stamp: 0,
+            cur: 0,
+        }
+    }
+}
+
 impl Entry {
-    /// Parses 64 entry bytes (any bytes parse; the tags decide what is valid).
+    /// Parses a layout-2 entry (64 bytes).
     pub fn parse(b: &[u8]) -> Entry {
-        let mut e = Entry::default();
-        e.slots[0].copy_from_slice(&b[..SLOT_LEN]);
-        e.slots[1].copy_from_slice(&b[SLOT_LEN..2 * SLOT_LEN]);
-        e.stamp = u32::from_be_bytes(b[56..60].try_into().unwrap());
-        e.cur = (b[60] & 1) as usize;
-        e
+        GEO2.parse(b)
     }
 
-    /// Serialises into 64 bytes.
+    /// Serialises into the entry's length (64 or 88 bytes).
     pub fn encode(&self, out: &mut [u8]) {
-        out[..SLOT_LEN].copy_from_slice(&self.slots[0]);
-        out[SLOT_LEN..2 * SLOT_LEN].copy_from_slice(&self.slots[1]);
-        out[56..60].copy_from_slice(&self.stamp.to_be_bytes());
-        out[60] = self.cur as u8;
-        out[61..64].fill(0);
+        let sl = self.slot_len;
+        out[..sl].copy_from_slice(&self.slots[0][..sl]);
+        out[sl..2 * sl].copy_from_slice(&self.slots[1][..sl]);
+        out[2 * sl..2 * sl + 4].copy_from_slice(&self.stamp.to_be_bytes());
+        out[2 * sl + 4] = self.cur as u8;
+        out[2 * sl + 5..].fill(0);
     }
 
     /// An entry with both slots empty: a hole.
     pub fn is_hole(&self) -> bool {
-        slot_empty(&self.slots[0]) && slot_empty(&self.slots[1])
+        self.slot_empty(0) && self.slot_empty(1)
+    }
+
+    fn slot_empty(&self, s: usize) -> bool {
+        self.slots[s].iter().all(|&b| b == 0)
+    }
+
+    fn split_slot(&self, s: usize) -> (&[u8], &[u8; TAG_LEN]) {
+        let n = self.slot_len - TAG_LEN;
+        (&self.slots[s][..n], self.slots[s][n..self.slot_len].try_into().unwrap())
     }
 
     /// Puts `nonce || tag` into slot `s`, makes it current and stamps the entry.
-    pub fn set(&mut self, s: usize, nonce: &[u8; NONCE_LEN], tag: &[u8; TAG_LEN], stamp: u32) {
-        self.slots[s][..NONCE_LEN].copy_from_slice(nonce);
-        self.slots[s][NONCE_LEN..].copy_from_slice(tag);
+    pub fn set(&mut self, s: usize, nonce: &[u8], tag: &[u8; TAG_LEN], stamp: u32) {
+        debug_assert_eq!(nonce.len() + TAG_LEN, self.slot_len);
+        self.slots[s][..nonce.len()].copy_from_slice(nonce);
+        self.slots[s][nonce.len()..self.slot_len].copy_from_slice(tag);
         self.cur = s;
         self.stamp = stamp;
     }
-}
-
-fn slot_empty(s: &[u8; SLOT_LEN]) -> bool {
-    s.iter().all(|&b| b == 0)
-}
-
-fn split_slot(s: &[u8; SLOT_LEN]) -> (&[u8; NONCE_LEN], &[u8; TAG_LEN]) {
-    (s[..NONCE_LEN].try_into().unwrap(), s[NONCE_LEN..].try_into().unwrap())
-}
-
-/// (group, index in group) of block `b`.
-pub fn group(b: u64) -> (u64, u64) {
-    (b / GROUP_BLOCKS, b % GROUP_BLOCKS)
-}
-
-/// Offset of group `g`'s entry page.
-pub fn group_offset(g: u64) -> u64 {
-    g * GROUP_PAGES * PAGE
-}
-
-/// Offset of block `b`'s ciphertext page.
-pub fn data_offset(b: u64) -> u64 {
-    let (g, i) = group(b);
-    (g * GROUP_PAGES + 1 + i) * PAGE
-}
-
-/// Offset of block `b`'s entry.
-pub fn entry_offset(b: u64) -> u64 {
-    let (g, i) = group(b);
-    group_offset(g) + ENTRY_AREA + i * ENTRY_LEN
-}
-
-/// Last block of the group holding `b`.
-pub fn group_last(b: u64) -> u64 {
-    group(b).0 * GROUP_BLOCKS + GROUP_BLOCKS - 1
-}
-
-/// Plaintext size of a file whose backing file is `clen` bytes long.
-pub fn plain_size(clen: u64) -> u64 {
-    if clen <= PAGE {
-        return 0;
-    }
-    let page = (clen - 1) / PAGE;
-    let (g, r) = (page / GROUP_PAGES, page % GROUP_PAGES);
-    if r == 0 {
-        // Ends in an entry page: entries of an unfinished append, no block yet.
-        g * GROUP_BLOCKS * BLOCK_SIZE
-    } else {
-        (g * GROUP_BLOCKS + r - 1) * BLOCK_SIZE + (clen - page * PAGE)
-    }
-}
-
-/// Backing length for a plaintext size (0 stays 0: an empty file has no header).
-pub fn cipher_size(plain: u64) -> u64 {
-    if plain == 0 {
-        return 0;
-    }
-    let last = (plain - 1) / BLOCK_SIZE;
-    data_offset(last) + (plain - last * BLOCK_SIZE)
 }
 
 /// Why the current slot did not open a block: try [`open_previous`] next.
@@ -200,10 +254,10 @@ pub fn open_current(c: &ContentCipher, b: u64, e: &Entry, buf: &mut [u8]) -> Res
         buf.fill(0);
         return Ok(BlockRead::Hole);
     }
-    if slot_empty(&e.slots[e.cur]) {
+    if e.slot_empty(e.cur) {
         return Err(TryPrevious { reread: false });
     }
-    let (n, t) = split_slot(&e.slots[e.cur]);
+    let (n, t) = e.split_slot(e.cur);
     match c.open_detached(b, n, t, buf) {
         Ok(()) => Ok(BlockRead::Data),
         Err(_) => Err(TryPrevious { reread: true }),
@@ -214,27 +268,26 @@ pub fn open_current(c: &ContentCipher, b: u64, e: &Entry, buf: &mut [u8]) -> Res
 /// asked) with the other slot. An empty other slot means the block was a hole before an
 /// unfinished write: zeros if the page still is, otherwise a failure (never plaintext).
 pub fn open_previous(c: &ContentCipher, b: u64, e: &Entry, buf: &mut [u8]) -> Result<BlockRead, BlockError> {
-    let other = &e.slots[1 - e.cur];
-    if slot_empty(other) {
+    if e.slot_empty(1 - e.cur) {
         if is_zero(buf) {
             return Ok(BlockRead::Hole);
         }
         buf.fill(0);
         return Err(BlockError::Auth);
     }
-    let (n, t) = split_slot(other);
+    let (n, t) = e.split_slot(1 - e.cur);
     c.open_detached(b, n, t, buf).map(|()| BlockRead::Previous)
 }
 
 /// The slots worth trying, current first, to find which one authenticates a ciphertext.
 pub fn filled_slots(e: &Entry) -> impl Iterator<Item = usize> + '_ {
-    [e.cur, 1 - e.cur].into_iter().filter(|&s| !slot_empty(&e.slots[s]))
+    [e.cur, 1 - e.cur].into_iter().filter(|&s| !e.slot_empty(s))
 }
 
 /// True when slot `s` of `e` authenticates `buf` as block `b` (decrypted in place; on
 /// `false` `buf` is zeroed and must be read again before another try).
 pub fn slot_opens(c: &ContentCipher, b: u64, e: &Entry, s: usize, buf: &mut [u8]) -> bool {
-    let (n, t) = split_slot(&e.slots[s]);
+    let (n, t) = e.split_slot(s);
     c.open_detached(b, n, t, buf).is_ok()
 }
 
@@ -244,7 +297,9 @@ mod tests {
 
     #[test]
     fn sizes_roundtrip() {
-        assert_eq!(GROUP_BLOCKS, 62);
+        let g = GEO2;
+        assert_eq!(g.group_blocks(), 62);
+        assert_eq!(GEO3.group_blocks(), 45);
         for p in [
             0u64,
             1,
@@ -258,29 +313,33 @@ mod tests {
             62 * 4096 + 1,
             123_456_789,
         ] {
-            assert_eq!(plain_size(cipher_size(p)), p, "plain {p}");
+            assert_eq!(g.plain_size(g.cipher_size(p)), p, "plain {p}");
+            assert_eq!(GEO3.plain_size(GEO3.cipher_size(p)), p, "plain {p}, layout 3");
         }
-        assert_eq!(cipher_size(1), 4097);
-        assert_eq!(data_offset(61), 62 * 4096);
-        assert_eq!(data_offset(62), 64 * 4096);
-        assert_eq!(entry_offset(62), 63 * 4096 + 128);
+        assert_eq!(g.cipher_size(1), 4097);
+        assert_eq!(g.data_offset(61), 62 * 4096);
+        assert_eq!(g.data_offset(62), 64 * 4096);
+        assert_eq!(g.entry_offset(62), 63 * 4096 + 128);
+        assert_eq!(GEO3.data_offset(45), 47 * 4096);
+        assert_eq!(GEO3.entry_offset(46), 46 * 4096 + 128 + 88);
         // A file ending in an entry page (an append whose ciphertext never landed).
-        assert_eq!(plain_size(63 * 4096 + 192), 62 * 4096);
-        assert_eq!(plain_size(84), 0);
-        assert_eq!(plain_size(4096 + 128), 128);
+        assert_eq!(g.plain_size(63 * 4096 + 192), 62 * 4096);
+        assert_eq!(g.plain_size(84), 0);
+        assert_eq!(g.plain_size(4096 + 128), 128);
     }
 
     #[test]
     fn entry_roundtrip() {
-        let mut e = Entry::default();
-        assert!(e.is_hole());
-        e.slots[1] = [7; SLOT_LEN];
-        e.stamp = 0xdeadbeef;
-        e.cur = 1;
-        let mut b = [0u8; EL];
-        e.encode(&mut b);
-        assert_eq!(Entry::parse(&b), e);
-        assert!(!e.is_hole());
+        for g in [GEO2, GEO3] {
+            let mut e = g.empty();
+            assert!(e.is_hole());
+            e.set(1, &vec![7; g.nonce_len], &[8; 16], 0xdeadbeef);
+            let mut b = vec![0u8; g.entry_len as usize];
+            e.encode(&mut b);
+            assert_eq!(g.parse(&b), e);
+            assert!(!e.is_hole());
+            assert_eq!(e.cur, 1);
+        }
     }
 
     #[test]
