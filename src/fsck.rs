@@ -46,6 +46,13 @@ pub enum DamageKind {
     Blocks,
     /// An extended attribute value fails authentication.
     Xattr,
+    /// Format 3: a backing name that does not decrypt (planted, damaged, or a long name
+    /// whose side file is missing or does not match): hidden from the mount.
+    Name,
+    /// Format 3: a directory without a usable IV: none of its names can be read.
+    DirIv,
+    /// Format 3: a symlink target that fails authentication (readlink returns EIO).
+    Symlink,
 }
 
 /// One damaged file.
@@ -63,6 +70,9 @@ pub struct Damage {
     /// Where the file was moved, with `--quarantine`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantined_to: Option<String>,
+    /// Its backing path (differs from `path` in format 3).
+    #[serde(skip)]
+    pub backing: PathBuf,
 }
 
 /// The result of a check.
@@ -157,13 +167,24 @@ pub fn check(dir: &Path, keys: &VolumeKeys, volume_id: &str, opts: Options<'_>) 
         ..Default::default()
     };
     let mut entries = vec![];
-    collect(dir, dir, &mut entries, &mut report);
-    let total = entries.iter().filter(|(_, t)| *t == Kind::File).count() as u64;
+    let mut walk = Walk {
+        keys,
+        out: &mut entries,
+        report: &mut report,
+    };
+    walk.dir(dir, Path::new(""), true);
+    let total = entries.iter().filter(|e| e.kind == Kind::File).count() as u64;
     let mut done = 0;
-    for (path, kind) in entries {
-        let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().into_owned();
-        check_xattrs(&path, &rel, keys, &mut report);
-        if kind != Kind::File {
+    for e in entries {
+        let rel = e.rel.to_string_lossy().into_owned();
+        let path = e.backing;
+        let file_id = if e.kind == Kind::File { file_id_of(&path, keys) } else { None };
+        let binding = if e.kind == Kind::Dir { e.diriv } else { file_id };
+        check_xattrs(&path, &rel, keys, binding, &mut report);
+        if e.kind == Kind::Symlink {
+            check_symlink(&path, &rel, keys, &mut report);
+        }
+        if e.kind != Kind::File {
             continue;
         }
         report.files += 1;
@@ -183,7 +204,7 @@ pub fn check(dir: &Path, keys: &VolumeKeys, volume_id: &str, opts: Options<'_>) 
             let moved = target
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|_| move_file(&dir.join(&d.path), &target));
+                .and_then(|_| move_file(&d.backing, &target));
             match moved {
                 Ok(()) => d.quarantined_to = Some(target.display().to_string()),
                 Err(e) => d
@@ -199,38 +220,160 @@ pub fn check(dir: &Path, keys: &VolumeKeys, volume_id: &str, opts: Options<'_>) 
 enum Kind {
     File,
     Dir,
+    Symlink,
     Other,
 }
 
-fn collect(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Kind)>, report: &mut Report) {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(r) => r,
-        Err(e) => {
-            report.unreadable.push(format!("{}: {e}", dir.display()));
-            return;
-        }
-    };
-    let mut names: Vec<_> = rd.filter_map(Result::ok).collect();
-    names.sort_by_key(|e| e.file_name());
-    for e in names {
-        let name = e.file_name();
-        if dir == root && is_reserved_root_name(name.as_bytes()) {
-            continue;
-        }
-        let path = e.path();
-        match e.file_type() {
-            Ok(t) if t.is_file() => out.push((path, Kind::File)),
-            Ok(t) if t.is_dir() => {
-                report.directories += 1;
-                out.push((path.clone(), Kind::Dir));
-                collect(root, &path, out, report);
+/// One entry found by the walk.
+struct Entry {
+    backing: PathBuf,
+    /// Plaintext path relative to the volume's root.
+    rel: PathBuf,
+    kind: Kind,
+    /// Format 3 directories: their IV.
+    diriv: Option<[u8; 16]>,
+}
+
+fn damage_at(rel: &Path, backing: &Path, kind: DamageKind, detail: String) -> Damage {
+    Damage {
+        path: rel.to_string_lossy().into_owned(),
+        kind,
+        detail,
+        byte_ranges: vec![],
+        quarantined_to: None,
+        backing: backing.to_path_buf(),
+    }
+}
+
+/// The walk of the cipher directory: every entry with its plaintext path (format 3 names
+/// decrypted; names that do not decrypt and directories without an IV reported).
+struct Walk<'a> {
+    keys: &'a VolumeKeys,
+    out: &'a mut Vec<Entry>,
+    report: &'a mut Report,
+}
+
+impl Walk<'_> {
+    fn dir(&mut self, dir: &Path, rel: &Path, is_root: bool) {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(r) => r,
+            Err(e) => {
+                self.report.unreadable.push(format!("{}: {e}", dir.display()));
+                return;
             }
-            Ok(_) => {
-                report.other += 1;
-                out.push((path, Kind::Other));
+        };
+        let mut names: Vec<_> = rd.filter_map(Result::ok).collect();
+        names.sort_by_key(|e| e.file_name());
+        let nk = self.keys.names();
+        let (dfd, iv) = match nk {
+            None => (None, None),
+            Some(_) => {
+                let dfd = crate::sys::openat(
+                    crate::sys::cwd(),
+                    &std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                )
+                .ok();
+                let iv = dfd.as_ref().and_then(|d| crate::store::names::read_diriv(std::os::fd::AsFd::as_fd(d)));
+                if iv.is_none() {
+                    self.report.damaged.push(damage_at(
+                        rel,
+                        dir,
+                        DamageKind::DirIv,
+                        "directory IV (cmkfs.diriv) missing or damaged: no name in this directory can be read (EIO)".into(),
+                    ));
+                    return;
+                }
+                (dfd, iv)
             }
-            Err(e) => report.unreadable.push(format!("{}: {e}", path.display())),
+        };
+        if let Some(e) = self.out.last_mut().filter(|e| e.backing == dir) {
+            e.diriv = iv;
         }
+        for e in names {
+            let name = e.file_name();
+            let path = e.path();
+            let plain = match (nk, &dfd, &iv) {
+                (None, ..) => {
+                    if is_root && is_reserved_root_name(name.as_bytes()) {
+                        continue;
+                    }
+                    name.clone()
+                }
+                (Some(nk), Some(dfd), Some(iv)) => {
+                    if crate::format::names::kind(name.as_bytes()) == crate::format::names::Kind::Other {
+                        continue; // cmkfs's own: IV, side files, the volume header
+                    }
+                    match crate::store::names::plain_name(nk, iv, std::os::fd::AsFd::as_fd(dfd), name.as_bytes()) {
+                        Some(p) => std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&p)),
+                        None => {
+                            self.report.damaged.push(damage_at(
+                                &rel.join(&name),
+                                &path,
+                                DamageKind::Name,
+                                "backing name does not decrypt in its directory (planted, renamed outside the mount, or a long name without its side file): hidden from the mount".into(),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                _ => continue,
+            };
+            let prel = rel.join(&plain);
+            let kind = match e.file_type() {
+                Ok(t) if t.is_file() => Kind::File,
+                Ok(t) if t.is_dir() => Kind::Dir,
+                Ok(t) if t.is_symlink() => Kind::Symlink,
+                Ok(_) => Kind::Other,
+                Err(err) => {
+                    self.report.unreadable.push(format!("{}: {err}", path.display()));
+                    continue;
+                }
+            };
+            match kind {
+                Kind::Dir => self.report.directories += 1,
+                Kind::File => {}
+                _ => self.report.other += 1,
+            }
+            self.out.push(Entry {
+                backing: path.clone(),
+                rel: prel.clone(),
+                kind,
+                diriv: None,
+            });
+            if kind == Kind::Dir {
+                self.dir(&path, &prel, false);
+            }
+        }
+    }
+}
+
+/// Format 3: the authenticated file id of a regular file (what its xattr values are bound to).
+fn file_id_of(path: &Path, keys: &VolumeKeys) -> Option<[u8; 16]> {
+    keys.names()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let mut hdr = [0u8; FILE_HEADER_LEN as usize];
+    let n = read_full_at(&f, &mut hdr, 0).ok()?;
+    FileHeader::open(&hdr[..n], keys).ok().map(|c| *c.file_id())
+}
+
+/// Format 3: a symlink's target must authenticate.
+fn check_symlink(path: &Path, rel: &str, keys: &VolumeKeys, report: &mut Report) {
+    let Some(nk) = keys.names() else { return };
+    let Ok(t) = std::fs::read_link(path) else { return };
+    if nk.open_symlink(t.as_os_str().as_bytes()).is_err() {
+        report.damaged.push(damage_at(
+            Path::new(rel),
+            path,
+            DamageKind::Symlink,
+            "symlink target fails authentication; readlink returns EIO".into(),
+        ));
     }
 }
 
@@ -265,6 +408,7 @@ fn check_file(
         detail,
         byte_ranges,
         quarantined_to: None,
+        backing: path.to_path_buf(),
     };
     let mut hdr = [0u8; FILE_HEADER_LEN as usize];
     let n = read_full_at(&f, &mut hdr, 0)?;
@@ -350,7 +494,7 @@ fn check_file(
     )))
 }
 
-fn check_xattrs(path: &Path, rel: &str, keys: &VolumeKeys, report: &mut Report) {
+fn check_xattrs(path: &Path, rel: &str, keys: &VolumeKeys, binding: Option<[u8; 16]>, report: &mut Report) {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return;
     };
@@ -358,26 +502,30 @@ fn check_xattrs(path: &Path, rel: &str, keys: &VolumeKeys, report: &mut Report) 
         return;
     };
     for name in names.split(|&b| b == 0).filter(|n| n.starts_with(b"user.")) {
+        let (plain, ok): (Vec<u8>, Box<dyn Fn(&[u8]) -> bool>) = match keys.names() {
+            None => (name.to_vec(), Box::new(|v: &[u8]| keys.xattr().open_message(&crate::format::xattr_aad(name), v).is_ok())),
+            Some(nk) => {
+                // Names that are not ours (the root's `user.cmkfs.root`) are not values.
+                let Some(p) = nk.xattr_plain_name(name) else { continue };
+                let pn = p.clone();
+                (p, Box::new(move |v: &[u8]| binding.is_some_and(|b| nk.open_xattr(&b, &pn, v).is_some())))
+            }
+        };
         let Ok(cn) = std::ffi::CString::new(name) else { continue };
         let Ok(val) = crate::sys::lgetxattr(&c, &cn) else {
             continue;
         };
         report.xattrs += 1;
-        if keys
-            .xattr()
-            .open_message(&crate::format::xattr_aad(name), &val)
-            .is_err()
-        {
-            report.damaged.push(Damage {
-                path: rel.to_string(),
-                kind: DamageKind::Xattr,
-                detail: format!(
+        if !ok(&val) {
+            report.damaged.push(damage_at(
+                Path::new(rel),
+                path,
+                DamageKind::Xattr,
+                format!(
                     "extended attribute {} fails authentication; reading it returns EIO",
-                    String::from_utf8_lossy(name)
+                    String::from_utf8_lossy(&plain)
                 ),
-                byte_ranges: vec![],
-                quarantined_to: None,
-            });
+            ));
         }
     }
 }

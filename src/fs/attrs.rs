@@ -58,6 +58,9 @@ pub(super) fn attr(layout: crate::format::Layout, id: u64, st: &sys::Stat) -> Fi
     let kind = file_type(st.st_mode);
     let size = if kind == FileType::RegularFile {
         layout.plain_size(st.st_size as u64)
+    } else if kind == FileType::Symlink && layout == crate::format::Layout::V3 {
+        // Format 3 symlink targets are sealed: show the plaintext target's length.
+        crate::format::names::symlink_plain_len(st.st_size as u64)
     } else {
         st.st_size as u64
     };

@@ -6,16 +6,13 @@
 //! [`CmkFs::cache_control`]: super::CmkFs::cache_control
 
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use fuser::Errno;
 
 use super::data::MountData;
-use super::inode::{InodeTable, ROOT_ID};
-use super::open_child;
-use crate::format::volume_header::is_reserved_root_name;
+use super::inode::InodeTable;
 use crate::sys;
 
 /// Lets the daemon's other threads (revalidation, control socket) reach the filesystem's
@@ -68,10 +65,9 @@ impl CacheControl {
         let res = (|| {
             for (i, c) in comps.iter().enumerate() {
                 let name = c.as_os_str();
-                if cur.id == ROOT_ID && is_reserved_root_name(name.as_bytes()) {
-                    return Err(format!("{}: no such file", rel.display()));
-                }
-                let fd = open_child(self.inodes.fd(&cur).map_err(|e| e.to_string())?.as_fd(), name).map_err(errs)?;
+                let pfd = self.inodes.fd(&cur).map_err(|e| e.to_string())?;
+                let r = super::names::resolve(keys, &cur, pfd.as_fd(), name, Errno::ENOENT).map_err(errs)?;
+                let fd = super::names::open_resolved(pfd.as_fd(), &r).map_err(errs)?;
                 let st = sys::fstat(fd.as_fd()).map_err(|e| e.to_string())?;
                 let next = self.inodes.lookup_insert(fd, &st);
                 taken.push(next.id);
@@ -92,7 +88,19 @@ impl CacheControl {
                     true,
                 )
                 .map_err(errs)?;
+            let fd = self.inodes.fd(&cur).map_err(|e| e.to_string())?;
+            let old_id = match keys.names() {
+                Some(_) => cur.data.file_id(fd.as_fd(), keys, &self.mount_data, false).map_err(errs)?,
+                None => None,
+            };
             let r = cur.data.rekey(keys, &root);
+            // Format 3: the file's xattr values are bound to its id, which the rekey replaced.
+            if let (Ok(_), Some(nk), Some(old)) = (&r, keys.names(), old_id) {
+                let new = cur.data.file_id(fd.as_fd(), keys, &self.mount_data, false).map_err(errs)?;
+                if let Some(new) = new {
+                    super::names::reseal_xattrs(nk, fd.as_fd(), &old, &new).map_err(|e| e.to_string())?;
+                }
+            }
             cur.data.release();
             r.map_err(errs)
         })();

@@ -522,6 +522,30 @@ impl FileData {
         }
     }
 
+    /// Format 3: the file's id from its authenticated header (what its extended attribute
+    /// values are bound to). With `create`, an empty file without a header gets one first;
+    /// without, such a file has no id (`None`). Opens and releases the file around the check,
+    /// under the same lock every write takes, so a header is never made twice.
+    pub fn file_id(
+        &self,
+        path_fd: BorrowedFd<'_>,
+        keys: &VolumeKeys,
+        mount: &Arc<MountData>,
+        create: bool,
+    ) -> Result<Option<[u8; 16]>, Errno> {
+        self.open(path_fd, keys, mount, create)?;
+        let r = {
+            let mut st = self.inner.write();
+            match &st.cipher {
+                CipherState::Ready(c) => Ok(Some(*c.file_id())),
+                CipherState::Empty if !create => Ok(None),
+                _ => Self::ensure_cipher(&mut st, keys).map(|c| Some(*c.file_id())),
+            }
+        };
+        self.release();
+        r
+    }
+
     /// Replaces the file's DEK and file id and re-encrypts its content through a redo journal
     /// (see [`crate::store::journal`]). Holds the file exclusively throughout. Returns the bytes
     /// re-encrypted (ciphertext length).
@@ -682,6 +706,19 @@ impl FileData {
             return Ok(());
         }
         self.clen.store(UNKNOWN, Relaxed);
+        if new_size == 0 && layout == Layout::V3 {
+            // Format 3 keeps a good header: its file id binds the file's extended attribute
+            // values, and XAES nonces need no fresh DEK.
+            if matches!(st.cipher, CipherState::Unknown) {
+                st.cipher = load_cipher(&f, keys).map_err(errno)?;
+            }
+            if matches!(st.cipher, CipherState::Ready(_)) {
+                f.set_len(FILE_HEADER_LEN).map_err(errno)?;
+                st.tail_clean = true;
+                self.clen.store(FILE_HEADER_LEN, Relaxed);
+                return Ok(());
+            }
+        }
         if new_size == 0 {
             // Dropping the header too: the next write starts a new file id and DEK.
             f.set_len(0).map_err(errno)?;

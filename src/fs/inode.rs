@@ -48,6 +48,8 @@ pub struct Inode {
     lookups: AtomicU64,
     /// Content state (used for regular files only).
     pub data: FileData,
+    /// Format 3 directories: the directory IV, read once (see `fs::names`).
+    pub diriv: std::sync::OnceLock<[u8; crate::format::names::DIRIV_LEN]>,
 }
 
 impl Inode {
@@ -99,6 +101,7 @@ impl InodeTable {
             pinned: Some(Arc::new(root_fd)),
             lookups: AtomicU64::new(1),
             data: FileData::default(),
+            diriv: std::sync::OnceLock::new(),
         });
         let mut maps = Maps::default();
         maps.by_id.insert(ROOT_ID, root.clone());
@@ -197,6 +200,7 @@ impl InodeTable {
             pinned,
             lookups: AtomicU64::new(1),
             data: FileData::default(),
+            diriv: std::sync::OnceLock::new(),
         });
         if ino.pinned.is_none() {
             self.fds.lock().put(id, fd);

@@ -27,10 +27,10 @@ mod control;
 pub mod data;
 mod handles;
 pub mod inode;
+mod names;
 mod ops;
 mod reply;
 
-use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
@@ -139,17 +139,6 @@ impl CmkFs {
         let a = self.attr(inode.id, &st);
         Ok((inode, a))
     }
-}
-
-/// Opens `parent/name` as O_PATH without following a final symlink.
-fn open_child(parent: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> R<OwnedFd> {
-    sys::openat(
-        parent,
-        &sys::cstr(name).map_err(io)?,
-        libc::O_PATH | libc::O_NOFOLLOW,
-        0,
-    )
-    .map_err(io)
 }
 
 /// How many O_PATH descriptors the inode table may cache: a quarter of the descriptor limit

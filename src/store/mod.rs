@@ -13,6 +13,7 @@
 //!   shown mode and owner ([`root::RootAttr`]).
 
 pub mod journal;
+pub mod names;
 pub mod root;
 pub mod session;
 

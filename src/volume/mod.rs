@@ -239,7 +239,14 @@ pub fn init(dir: &Path, kek_uri: &str, name: Option<&str>) -> Result<Created, Vo
     let mut header = VolumeHeader::new(volume_id, util::now_rfc3339());
     let allowed = vec![slot.kek_uri.clone()];
     header.keyslots.push(slot);
-    let keys = VolumeKeys::derive(&volume_key, volume_id);
+    let keys = VolumeKeys::derive(&volume_key, volume_id).for_format(header.version);
+    if keys.names().is_some() {
+        // Format 3: the root directory's IV, before the header that makes this a volume.
+        let mut iv = [0u8; crate::format::names::DIRIV_LEN];
+        crypto::fill_random(&mut iv);
+        root.write_atomic(crate::format::names::DIRIV_NAME, &iv, 0o400)
+            .map_err(io(&dir.join(crate::format::names::DIRIV_NAME)))?;
+    }
     root.write_atomic(VOLUME_HEADER_NAME, &header.seal(&keys), 0o600)
         .map_err(io(&header_path(dir)))?;
     let record = trust::create(name, dir, allowed, &header, &keys)?;

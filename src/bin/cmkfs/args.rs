@@ -126,6 +126,25 @@ pub(crate) enum Command {
         /// Cipher directory, or the mountpoint of a mounted volume.
         target: PathBuf,
     },
+    /// Map a plaintext path to its backing path in the cipher directory (or back).
+    ///
+    /// Format 3 encrypts names, so the backing file of `db/base/1/1259` is something like
+    /// `CIPHER/nQ2x.../Zk7d...`; this names it, to restore one file from a backup of the
+    /// cipher directory or to look at it with other tools. Needs the key (unlocks like fsck);
+    /// read-only, also against a mounted volume. Formats 1 and 2 store names as they are.
+    Path {
+        /// Unlock with this KEK URI instead of the keyslots' own.
+        #[arg(long)]
+        kek: Option<String>,
+        /// PATH is a backing path (absolute, or relative to the cipher directory): print the
+        /// plaintext path, relative to the volume's root.
+        #[arg(long)]
+        decrypt: bool,
+        /// Cipher directory, or the mountpoint of a mounted volume.
+        target: PathBuf,
+        /// A path inside the volume, relative to its root.
+        path: PathBuf,
+    },
     /// Work with a KEK through its provider (any scheme).
     #[command(subcommand)]
     Kek(KekCommand),

@@ -1,4 +1,5 @@
 //! `cmkfs fsck`: verify a volume (the checks are [`cmkfs::fsck`]); exit codes as fsck(8).
+//! And `cmkfs path`, which unlocks the same way to map names.
 
 use std::path::Path;
 use std::time::Duration;
@@ -105,4 +106,30 @@ fn check(target: &Path, kek: Option<&str>, json: bool, quarantine: Option<&Path>
         }
     }
     Ok(report.exit_code())
+}
+
+/// `cmkfs path`: prints the backing path of a plaintext path (or, with `decrypt`, the
+/// plaintext path of a backing one).
+pub(crate) fn path(target: &Path, rel: &Path, decrypt: bool, kek: Option<&str>) -> Result<()> {
+    crate::init_logging("warn");
+    let (dir, _) = crate::target::resolve(target)?;
+    let vol = volume::open(&dir, kek).context("mapping names needs the key")?;
+    let root = cmkfs::store::root::CipherRoot::open(&dir)?;
+    let rel = if decrypt && rel.is_absolute() {
+        rel.strip_prefix(&dir)
+            .with_context(|| format!("{} is not inside {}", rel.display(), dir.display()))?
+    } else {
+        rel
+    };
+    let out = match vol.keys().names() {
+        None => rel.to_path_buf(),
+        Some(nk) if decrypt => cmkfs::store::names::decrypt_path(root.fd(), nk, rel)?,
+        Some(nk) => cmkfs::store::names::encrypt_path(root.fd(), nk, rel)?,
+    };
+    if decrypt {
+        println!("{}", out.display());
+    } else {
+        println!("{}", dir.join(out).display());
+    }
+    Ok(())
 }

@@ -96,6 +96,12 @@ fn run() -> Result<()> {
             quarantine,
             target,
         } => fsck::run(&target, kek.as_deref(), json, quarantine.as_deref(), &audit),
+        Command::Path {
+            kek,
+            decrypt,
+            target,
+            path,
+        } => fsck::path(&target, &path, decrypt, kek.as_deref()),
         Command::Audit(AuditCommand::Verify { json, log }) => audit::verify(&log.unwrap_or(audit_path), json),
     }
 }

@@ -7,9 +7,7 @@ use fuser::{Errno, FileHandle, INodeNo};
 use parking_lot::Mutex;
 use std::os::fd::AsFd;
 
-use crate::format::volume_header::is_reserved_root_name;
 use crate::fs::handles::Handle;
-use crate::fs::inode::ROOT_ID;
 use crate::fs::reply::DirPage;
 use crate::fs::{io, CmkFs, R};
 use crate::sys;
@@ -35,10 +33,9 @@ impl CmkFs {
         let mut e = entries.lock();
         if offset == 0 || e.is_none() {
             let fd = sys::openat(self.pfd(inode)?.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(io)?;
-            let mut list = sys::read_dir(fd).map_err(io)?;
-            if inode.id == ROOT_ID {
-                list.retain(|d| !is_reserved_root_name(&d.name));
-            }
+            let dup = fd.try_clone().map_err(io)?;
+            let list = sys::read_dir(dup).map_err(io)?;
+            let list = self.plain_listing(inode, fd.as_fd(), list)?;
             *e = Some(Arc::new(list));
         }
         Ok(DirPage {

@@ -1,28 +1,21 @@
 //! Names: lookup, readlink, mknod, mkdir, symlink, link, unlink/rmdir, rename, and create
 //! (which makes an entry and opens it). New entries are given to the caller, as a local
-//! filesystem does; the volume header's names are reserved in the root.
+//! filesystem does. Every plaintext name goes through [`CmkFs::resolve`] (`fs::names`): as
+//! is in formats 1 and 2 (the volume header's names reserved in the root), encrypted in
+//! format 3 (long names with their side file written before the entry and removed after it).
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use fuser::{Errno, FileAttr, FileHandle, FopenFlags, INodeNo, RenameFlags, Request};
 
-use crate::format::volume_header::is_reserved_root_name;
 use crate::fs::attrs::attr;
 use crate::fs::handles::Handle;
-use crate::fs::inode::{Inode, ROOT_ID};
-use crate::fs::{io, open_child, CmkFs, R};
+use crate::fs::inode::Inode;
+use crate::fs::names::open_resolved;
+use crate::fs::{io, CmkFs, R};
 use crate::sys;
-
-/// Whether a name may be used in `parent`: the volume header's names are reserved in the root.
-fn check_name(parent: &Inode, name: &OsStr) -> R<()> {
-    if parent.id == ROOT_ID && is_reserved_root_name(name.as_bytes()) {
-        return Err(Errno::EPERM);
-    }
-    Ok(())
-}
 
 impl CmkFs {
     pub(super) fn do_lookup(&self, parent: INodeNo, name: &OsStr) -> R<FileAttr> {
@@ -32,72 +25,88 @@ impl CmkFs {
         if crate::config::env().test.panic_on_lookup.as_deref() == Some(name) {
             panic!("test panic requested for lookup of {name:?}");
         }
+        let keys = self.access.keys()?;
         let p = self.inode(parent)?;
-        if p.id == ROOT_ID && is_reserved_root_name(name.as_bytes()) {
-            return Err(Errno::ENOENT);
-        }
-        let fd = open_child(self.pfd(&p)?.as_fd(), name)?;
+        let r = self.resolve(&keys, &p, name, Errno::ENOENT)?;
+        let fd = open_resolved(self.pfd(&p)?.as_fd(), &r)?;
         Ok(self.lookup_fd(fd)?.1)
     }
 
     pub(super) fn do_readlink(&self, ino: INodeNo) -> R<Vec<u8>> {
-        sys::readlink(self.pfd(&*self.inode(ino)?)?.as_fd()).map_err(io)
+        let keys = self.access.keys()?;
+        let fd = self.pfd(&*self.inode(ino)?)?;
+        let backing = sys::readlink(fd.as_fd()).map_err(io)?;
+        self.plain_target(&keys, fd.as_fd(), backing)
     }
 
     pub(super) fn do_mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, rdev: u32) -> R<FileAttr> {
+        let keys = self.access.keys()?;
         let p = self.inode(parent)?;
-        check_name(&p, name)?;
-        let c = sys::cstr(name).map_err(io)?;
-        sys::mknodat(self.pfd(&p)?.as_fd(), &c, mode, rdev as libc::dev_t).map_err(io)?;
-        self.new_entry(req, &p, name, mode)
+        let r = self.resolve(&keys, &p, name, Errno::EPERM)?;
+        let pfd = self.pfd(&p)?;
+        r.write_record(pfd.as_fd())?;
+        if let Err(e) = sys::mknodat(pfd.as_fd(), &r.name, mode, rdev as libc::dev_t) {
+            return Err(io(e));
+        }
+        self.new_entry(req, &p, &r, mode)
     }
 
     pub(super) fn do_mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32) -> R<FileAttr> {
+        let keys = self.access.keys()?;
         let p = self.inode(parent)?;
-        check_name(&p, name)?;
-        sys::mkdirat(self.pfd(&p)?.as_fd(), &sys::cstr(name).map_err(io)?, mode & 0o7777).map_err(io)?;
-        self.new_entry(req, &p, name, libc::S_IFDIR | mode)
+        let r = self.resolve(&keys, &p, name, Errno::EPERM)?;
+        let pfd = self.pfd(&p)?;
+        if keys.names().is_some() {
+            self.mkdir_v3(pfd.as_fd(), &r, mode)?;
+        } else {
+            sys::mkdirat(pfd.as_fd(), &r.name, mode & 0o7777).map_err(io)?;
+        }
+        self.new_entry(req, &p, &r, libc::S_IFDIR | mode)
     }
 
     pub(super) fn do_symlink(&self, req: &Request, parent: INodeNo, name: &OsStr, target: &Path) -> R<FileAttr> {
+        let keys = self.access.keys()?;
         let p = self.inode(parent)?;
-        check_name(&p, name)?;
-        sys::symlinkat(
-            &sys::cstr(target.as_os_str()).map_err(io)?,
-            self.pfd(&p)?.as_fd(),
-            &sys::cstr(name).map_err(io)?,
-        )
-        .map_err(io)?;
-        self.new_entry(req, &p, name, libc::S_IFLNK)
+        let r = self.resolve(&keys, &p, name, Errno::EPERM)?;
+        let t = self.backing_target(&keys, target.as_os_str())?;
+        let pfd = self.pfd(&p)?;
+        r.write_record(pfd.as_fd())?;
+        sys::symlinkat(&t, pfd.as_fd(), &r.name).map_err(io)?;
+        self.new_entry(req, &p, &r, libc::S_IFLNK)
     }
 
-    /// Looks up the entry `name` just made in `p`, after giving it to the caller
+    /// Looks up the entry just made in `p`, after giving it to the caller
     /// ([`Self::set_owner`]).
-    fn new_entry(&self, req: &Request, p: &Inode, name: &OsStr, mode: u32) -> R<FileAttr> {
-        let fd = open_child(self.pfd(p)?.as_fd(), name)?;
+    fn new_entry(&self, req: &Request, p: &Inode, r: &crate::fs::names::Resolved, mode: u32) -> R<FileAttr> {
+        let fd = open_resolved(self.pfd(p)?.as_fd(), r)?;
         self.set_owner(req, p, &fd, mode)?;
         Ok(self.lookup_fd(fd)?.1)
     }
 
     pub(super) fn do_link(&self, ino: INodeNo, newparent: INodeNo, newname: &OsStr) -> R<FileAttr> {
+        let keys = self.access.keys()?;
         let i = self.inode(ino)?;
         let np = self.inode(newparent)?;
-        check_name(&np, newname)?;
-        sys::link_fd(
-            self.pfd(&i)?.as_fd(),
-            self.pfd(&np)?.as_fd(),
-            &sys::cstr(newname).map_err(io)?,
-        )
-        .map_err(io)?;
-        let fd = open_child(self.pfd(&np)?.as_fd(), newname)?;
+        let r = self.resolve(&keys, &np, newname, Errno::EPERM)?;
+        let npfd = self.pfd(&np)?;
+        r.write_record(npfd.as_fd())?;
+        sys::link_fd(self.pfd(&i)?.as_fd(), npfd.as_fd(), &r.name).map_err(io)?;
+        let fd = open_resolved(npfd.as_fd(), &r)?;
         Ok(self.lookup_fd(fd)?.1)
     }
 
     /// unlink (`flags` 0) or rmdir (`AT_REMOVEDIR`).
     pub(super) fn do_remove(&self, parent: INodeNo, name: &OsStr, flags: i32) -> R<()> {
+        let keys = self.access.keys()?;
         let p = self.inode(parent)?;
-        check_name(&p, name)?;
-        sys::unlinkat(self.pfd(&p)?.as_fd(), &sys::cstr(name).map_err(io)?, flags).map_err(io)
+        let r = self.resolve(&keys, &p, name, Errno::EPERM)?;
+        let pfd = self.pfd(&p)?;
+        if flags == libc::AT_REMOVEDIR && keys.names().is_some() {
+            return self.rmdir_v3(pfd.as_fd(), &r);
+        }
+        sys::unlinkat(pfd.as_fd(), &r.name, flags).map_err(io)?;
+        r.remove_record(pfd.as_fd());
+        Ok(())
     }
 
     pub(super) fn do_rename(
@@ -108,21 +117,23 @@ impl CmkFs {
         newname: &OsStr,
         flags: RenameFlags,
     ) -> R<()> {
+        let keys = self.access.keys()?;
         let p = self.inode(parent)?;
         let np = self.inode(newparent)?;
-        check_name(&p, name)?;
-        check_name(&np, newname)?;
+        let from = self.resolve(&keys, &p, name, Errno::EPERM)?;
+        let to = self.resolve(&keys, &np, newname, Errno::EPERM)?;
         if flags.contains(RenameFlags::RENAME_WHITEOUT) {
             return Err(Errno::EINVAL);
         }
-        sys::renameat2(
-            self.pfd(&p)?.as_fd(),
-            &sys::cstr(name).map_err(io)?,
-            self.pfd(&np)?.as_fd(),
-            &sys::cstr(newname).map_err(io)?,
-            flags.bits(),
-        )
-        .map_err(io)
+        let (pfd, npfd) = (self.pfd(&p)?, self.pfd(&np)?);
+        to.write_record(npfd.as_fd())?;
+        sys::renameat2(pfd.as_fd(), &from.name, npfd.as_fd(), &to.name, flags.bits()).map_err(io)?;
+        // The old name is gone (unless the two were exchanged, or were the same entry).
+        let same = p.id == np.id && from.name == to.name;
+        if !flags.contains(RenameFlags::RENAME_EXCHANGE) && !same {
+            from.remove_record(pfd.as_fd());
+        }
+        Ok(())
     }
 
     /// Creates (or, without `O_EXCL`, opens) a regular file and opens it (see
@@ -137,18 +148,19 @@ impl CmkFs {
     ) -> R<(FileAttr, FileHandle, FopenFlags)> {
         let keys = self.access.keys()?;
         let p = self.inode(parent)?;
-        check_name(&p, name)?;
-        let c = sys::cstr(name).map_err(io)?;
+        let r = self.resolve(&keys, &p, name, Errno::EPERM)?;
+        let pfd = self.pfd(&p)?;
+        r.write_record(pfd.as_fd())?;
         let created = sys::openat(
-            self.pfd(&p)?.as_fd(),
-            &c,
+            pfd.as_fd(),
+            &r.name,
             libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_NOFOLLOW,
             mode & 0o7777,
         );
         let (fd, new) = match created {
             Ok(fd) => (fd, true),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
-                (open_child(self.pfd(&p)?.as_fd(), name)?, false)
+                (open_resolved(pfd.as_fd(), &r)?, false)
             }
             Err(e) => return Err(io(e)),
         };

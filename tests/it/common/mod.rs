@@ -295,8 +295,20 @@ impl Vol {
         self.mnt.join(rel)
     }
 
-    /// Path in the cipher directory.
+    /// The backing path of plaintext path `rel` in the cipher directory. Format 3 encrypts
+    /// names, so this asks `cmkfs path` (which unlocks the volume, mounted or not); cmkfs's
+    /// own names (`cmkfs.*` in the root) are given as they are.
     pub fn c(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() || rel.starts_with("cmkfs.") {
+            return self.cipher.join(rel);
+        }
+        let out = self.run([OsStr::new("path"), self.cipher.as_os_str(), OsStr::new(rel)]);
+        PathBuf::from(succeeded(&out, &format!("cmkfs path {rel}")).trim_end())
+    }
+
+    /// The cipher directory's own path joined with `rel`, names as given (no encryption):
+    /// for planting files under names of the attacker's choosing.
+    pub fn c_raw(&self, rel: &str) -> PathBuf {
         self.cipher.join(rel)
     }
 
