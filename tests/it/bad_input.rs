@@ -6,16 +6,16 @@ use std::process::Command;
 
 use crate::common::*;
 
-// Format 2 (docs/FORMAT.md): block `i`'s ciphertext is one page ([`data_off`]), its nonce
-// and tag are in a 64-byte entry in the entry page of its group of 62 ([`entry_off`]).
+// Format 3 (docs/FORMAT.md): block `i`'s ciphertext is one page ([`data_off`]), its nonce
+// and tag are in an entry in the entry page of its group ([`entry_off`], [`ENTRY`] bytes).
 /// A stored block of a full-block file: (entry, ciphertext page).
 fn blk(d: &[u8], i: u64) -> (Vec<u8>, Vec<u8>) {
     let (e, c) = (entry_off(i) as usize, data_off(i) as usize);
-    (d[e..e + 64].to_vec(), d[c..c + 4096].to_vec())
+    (d[e..e + ENTRY].to_vec(), d[c..c + 4096].to_vec())
 }
 fn put(d: &mut [u8], i: u64, b: &(Vec<u8>, Vec<u8>)) {
     let (e, c) = (entry_off(i) as usize, data_off(i) as usize);
-    d[e..e + 64].copy_from_slice(&b.0);
+    d[e..e + ENTRY].copy_from_slice(&b.0);
     d[c..c + 4096].copy_from_slice(&b.1);
 }
 
@@ -29,15 +29,19 @@ fn flipped_bit_is_eio_for_that_block_only_and_logged() {
     let data = pattern(1, 3 * 4096);
     fs::write(v.p("victim"), &data).unwrap();
     v.umount();
-    flip(&v.c("victim"), data_off(1) + 100, 0x10);
+    let backing = v.c("victim");
+    flip(&backing, data_off(1) + 100, 0x10);
     v.mount(&[]);
+    // The log names the backing file (format 3: its encrypted name; `cmkfs path --decrypt`
+    // maps it back).
+    let backing_name = backing.file_name().unwrap().to_string_lossy().into_owned();
     assert_eq!(read_block(&v, "victim", 0).unwrap(), data[..4096]);
     assert!(eio(read_block(&v, "victim", 1)), "tampered block must be EIO");
     assert_eq!(read_block(&v, "victim", 2).unwrap(), data[8192..]);
     assert!(
         wait_until(std::time::Duration::from_secs(5), || {
             let log = v.log_text();
-            log.contains("victim") && log.contains("block=1")
+            log.contains(&backing_name) && log.contains("block=1")
         }),
         "log must name the file and block: {}",
         v.log_text()

@@ -10,14 +10,14 @@ use crate::common::*;
 use rustix::fs::{FallocateFlags, Mode, OFlags, RenameFlags, XattrFlags, CWD};
 use rustix::io::Errno;
 
-/// Backing length of a format-2 file (docs/FORMAT.md): a header/entry page, then each
-/// block's ciphertext in its own page, one more entry page every 62 blocks.
+/// Backing length of a format-3 file (docs/FORMAT.md): a header/entry page, then each
+/// block's ciphertext in its own page, one more entry page every GROUP blocks.
 fn cipher_len(plain: u64) -> u64 {
     if plain == 0 {
         return 0;
     }
     let last = (plain - 1) / 4096;
-    (last / 62 * 63 + 1 + last % 62) * 4096 + (plain - last * 4096)
+    data_off(last) + (plain - last * 4096)
 }
 
 #[test]
@@ -52,11 +52,16 @@ fn contents_sizes_and_ciphertext() {
     // Empty files stay empty on disk too.
     File::create(v.p("empty")).unwrap();
     assert_eq!(fs::metadata(v.c("empty")).unwrap().len(), 0);
-    // The volume header is not visible or creatable through the mount.
+    // The volume header is not visible through the mount. In format 3 every plaintext name,
+    // "cmkfs.volume" too, is encrypted: it is an ordinary file that cannot touch the header.
     assert!(!fs::read_dir(&v.mnt)
         .unwrap()
         .any(|e| e.unwrap().file_name() == "cmkfs.volume"));
-    assert!(File::create(v.p("cmkfs.volume")).is_err());
+    let header = fs::read(v.c("cmkfs.volume")).unwrap();
+    fs::write(v.p("cmkfs.volume"), b"not the header").unwrap();
+    assert_eq!(fs::read(v.p("cmkfs.volume")).unwrap(), b"not the header");
+    assert_eq!(fs::read(v.c_raw("cmkfs.volume")).unwrap(), header, "the real header is untouched");
+    fs::remove_file(v.p("cmkfs.volume")).unwrap();
     let mut v = v;
     v.remount();
     assert_eq!(
@@ -420,7 +425,9 @@ fn xattrs_are_encrypted() {
     // The size query (a zero-length buffer, which rustix spells getxattr_query).
     let size_only = rustix::fs::getxattr_query(v.p("x"), "user.secret");
     assert_eq!(size_only, Ok(15));
-    let rawn = rustix::fs::getxattr(v.c("x"), "user.secret", &mut buf[..]).unwrap();
+    let backing_name = only_backing_xattr(&v.c("x"));
+    assert!(!backing_name.contains("secret"), "xattr name stored in clear: {backing_name}");
+    let rawn = rustix::fs::getxattr(v.c("x"), backing_name.as_str(), &mut buf[..]).unwrap();
     assert!(
         rawn > 15 && !buf[..rawn].windows(9).any(|w| w == b"attribute"),
         "xattr value stored in clear"

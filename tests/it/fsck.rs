@@ -70,10 +70,11 @@ fn damage_is_found_and_located_offline_and_online() {
     flip(&v.c("d/header"), 40, 0x40);
     let c = v.c("xattrs");
     let mut buf = vec![0u8; 256];
-    let len = rustix::fs::getxattr(&c, "user.note", &mut buf[..]).unwrap();
+    let name = only_backing_xattr(&c);
+    let len = rustix::fs::getxattr(&c, name.as_str(), &mut buf[..]).unwrap();
     assert!(len > 0);
     buf[len - 1] ^= 1;
-    rustix::fs::setxattr(&c, "user.note", &buf[..len], rustix::fs::XattrFlags::empty()).unwrap();
+    rustix::fs::setxattr(&c, name.as_str(), &buf[..len], rustix::fs::XattrFlags::empty()).unwrap();
 
     let check = |j: &serde_json::Value| {
         let d = j["damaged"].as_array().unwrap();
@@ -133,7 +134,8 @@ fn damage_is_found_and_located_offline_and_online() {
         lines, 1,
         "a damaged block is logged once, with its file and block:\n{log}"
     );
-    assert!(log.contains("ten-blocks") && log.contains("block=3"), "{log}");
+    let backing = v.c("d/e/ten-blocks").file_name().unwrap().to_string_lossy().into_owned();
+    assert!(log.contains(&backing) && log.contains("block=3"), "{log}");
 }
 
 #[test]
@@ -164,4 +166,24 @@ fn wrong_key_is_an_operational_error_naming_the_key() {
     assert_eq!(code, 8);
     let e = stderr(&out);
     assert!(e.contains("fsck needs the key") && e.contains("other"), "{e}");
+}
+
+#[test]
+fn undecryptable_names_missing_directory_ivs_and_bad_symlink_targets_are_damage() {
+    let v = populated();
+    // A planted backing entry whose name is not an encrypted name of its directory, a
+    // directory whose IV is gone, a symlink whose target was replaced.
+    std::fs::write(v.c("d").join("cGxhbnRlZA"), b"planted").unwrap();
+    std::fs::remove_file(v.c("d/e").join("cmkfs.diriv")).unwrap();
+    let link = v.c("link");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+    let (code, j, _) = fsck(&v, &v.cipher, &[]);
+    assert_eq!(code, 4, "{j}");
+    let d = j["damaged"].as_array().unwrap();
+    let has = |kind: &str, path: &str| d.iter().any(|x| x["kind"] == kind && x["path"] == path);
+    assert!(has("name", "d/cGxhbnRlZA"), "{j}");
+    assert!(has("dir_iv", "d/e"), "{j}");
+    assert!(has("symlink", "link"), "{j}");
+    assert_eq!(d.len(), 3, "{j}");
 }

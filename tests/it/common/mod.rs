@@ -1,7 +1,7 @@
 //! Test harness: real key stores, real volumes, real FUSE mounts through the cmkfs binary.
 //! Shared by every module of this test binary: running cmkfs and other programs and asserting
 //! on the outcome ([`cmkfs_command`], [`ok`], [`run_ok`]), volume fixtures ([`Vol`]), ports for
-//! test servers ([`ports`]), format 2 offsets and byte surgery ([`layout`]), in-process provider
+//! test servers ([`ports`]), format 3 offsets and byte surgery ([`layout`]), in-process provider
 //! calls ([`provider`]), and the only changes tests make to the process environment ([`env`]).
 #![allow(dead_code)]
 
@@ -11,7 +11,10 @@ pub mod ports;
 pub mod provider;
 
 pub use env::set_process_env;
-pub use layout::{data_off, entry_off, flip, read_block, BS};
+pub use layout::{
+    backing_xattr_names, data_off, entry_off, flip, only_backing_xattr, read_block, BS, CUR_AT, ENTRY, GROUP, RESERVED_AT,
+    SLOT1_AT, STAMP_AT, TAG0_AT,
+};
 pub use ports::{free_port, free_ports};
 pub use provider::{expect_provider_err, open_provider};
 
