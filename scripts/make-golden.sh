@@ -31,6 +31,12 @@ setfattr -n user.note -v golden "$M/hello.txt"
 if [ "$N" -ge 2 ]; then
   python3 -c "import sys; sys.stdout.buffer.write(bytes((i*13+5)%251 for i in range(2*4096)))" > "$M/torn.bin"
 fi
+if [ "$N" -ge 3 ]; then
+  # Format 3 encrypts names: a long name (side file), a non-ASCII one, an xattr on a directory.
+  printf 'long\n' > "$M/dir/$(printf 'l%.0s' $(seq 1 200))"
+  printf 'unicode\n' > "$M/dir/Gehaltsübersicht-日本語.txt"
+  setfattr -n user.dirnote -v golden-dir "$M/dir"
+fi
 ( cd "$M" && find . -type f -printf '%P\n' | sort | while read -r f; do
     printf '%s %s %s\n' "$(sha256sum < "$f" | cut -d' ' -f1)" "$(stat -c %s "$f")" "$f"; done ) > "$D/manifest.txt"
 "$B" umount "$M"

@@ -49,6 +49,13 @@ fn golden_v2_mounts_and_reads() {
     golden_mounts_and_reads(2, 6);
 }
 
+/// Format 3 (encrypted names, XAES-256-GCM content) adds a 200-byte name (a long-name side
+/// file), a non-ASCII name and an xattr on a directory.
+#[test]
+fn golden_v3_mounts_and_reads() {
+    golden_mounts_and_reads(3, 8);
+}
+
 fn golden_mounts_and_reads(version: u32, files: usize) {
     require_fuse();
     let g = golden_dir(version);
@@ -99,6 +106,24 @@ fn golden_mounts_and_reads(version: u32, files: usize) {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "golden");
+    if version >= 3 {
+        let out = Command::new("getfattr")
+            .args(["--only-values", "-n", "user.dirnote"])
+            .arg(mnt.join("dir"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "golden-dir");
+        let names: Vec<_> = fs::read_dir(mnt.join("dir"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.contains(&"l".repeat(200)), "{names:?}");
+        assert!(names.contains(&"Gehaltsübersicht-日本語.txt".to_string()), "{names:?}");
+        for e in fs::read_dir(&cipher).unwrap() {
+            let n = e.unwrap().file_name().into_string().unwrap();
+            assert!(n.starts_with("cmkfs.") || !["hello", "dir", "link", "blocks"].iter().any(|p| n.starts_with(p)), "{n} in clear");
+        }
+    }
     let st = cmkfs(["status", "--json", mnt.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(v["format_version"], version);
