@@ -178,7 +178,11 @@ pub fn check(dir: &Path, keys: &VolumeKeys, volume_id: &str, opts: Options<'_>) 
     for e in entries {
         let rel = e.rel.to_string_lossy().into_owned();
         let path = e.backing;
-        let file_id = if e.kind == Kind::File { file_id_of(&path, keys) } else { None };
+        let file_id = if e.kind == Kind::File {
+            file_id_of(&path, keys)
+        } else {
+            None
+        };
         let binding = if e.kind == Kind::Dir { e.diriv } else { file_id };
         check_xattrs(&path, &rel, keys, binding, &mut report);
         if e.kind == Kind::Symlink {
@@ -275,13 +279,16 @@ impl Walk<'_> {
                     0,
                 )
                 .ok();
-                let iv = dfd.as_ref().and_then(|d| crate::store::names::read_diriv(std::os::fd::AsFd::as_fd(d)));
+                let iv = dfd
+                    .as_ref()
+                    .and_then(|d| crate::store::names::read_diriv(std::os::fd::AsFd::as_fd(d)));
                 if iv.is_none() {
                     self.report.damaged.push(damage_at(
                         rel,
                         dir,
                         DamageKind::DirIv,
-                        "directory IV (cmkfs.diriv) missing or damaged: no name in this directory can be read (EIO)".into(),
+                        "directory IV (cmkfs.diriv) missing or damaged: no name in this directory can be read (EIO)"
+                            .into(),
                     ));
                     return;
                 }
@@ -502,14 +509,17 @@ fn check_xattrs(path: &Path, rel: &str, keys: &VolumeKeys, binding: Option<[u8; 
         return;
     };
     for name in names.split(|&b| b == 0).filter(|n| n.starts_with(b"user.")) {
-        let (plain, ok): (Vec<u8>, Box<dyn Fn(&[u8]) -> bool>) = match keys.names() {
-            None => (name.to_vec(), Box::new(|v: &[u8]| keys.xattr().open_message(&crate::format::xattr_aad(name), v).is_ok())),
-            Some(nk) => {
-                // Names that are not ours (the root's `user.cmkfs.root`) are not values.
-                let Some(p) = nk.xattr_plain_name(name) else { continue };
-                let pn = p.clone();
-                (p, Box::new(move |v: &[u8]| binding.is_some_and(|b| nk.open_xattr(&b, &pn, v).is_some())))
-            }
+        // Format 3 names that are not ours (the root's `user.cmkfs.root`) are not values.
+        let plain = match keys.names() {
+            None => name.to_vec(),
+            Some(nk) => match nk.xattr_plain_name(name) {
+                Some(p) => p,
+                None => continue,
+            },
+        };
+        let ok = |v: &[u8]| match keys.names() {
+            None => keys.xattr().open_message(&crate::format::xattr_aad(name), v).is_ok(),
+            Some(nk) => binding.is_some_and(|b| nk.open_xattr(&b, &plain, v).is_some()),
         };
         let Ok(cn) = std::ffi::CString::new(name) else { continue };
         let Ok(val) = crate::sys::lgetxattr(&c, &cn) else {

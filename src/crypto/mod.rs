@@ -28,6 +28,6 @@ pub mod xaes;
 pub use aead::{random_nonce, Aead, AuthFailed, NONCE_LEN, TAG_LEN};
 pub use hex::{hex, unhex};
 pub use kdf::{hmac_sha256, hmac_sha256_verify, sha256};
+pub use secret::{ct_eq, fill_random, read_zeroizing, SecretKey, KEY_LEN};
 pub use siv::Siv;
 pub use xaes::{random_xnonce, Xaes, XNONCE_LEN};
-pub use secret::{ct_eq, fill_random, read_zeroizing, SecretKey, KEY_LEN};

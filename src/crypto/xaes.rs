@@ -141,8 +141,16 @@ mod tests {
     #[test]
     fn c2sp_vectors() {
         for (k, aad, ct) in [
-            (1u8, &b""[..], "ce546ef63c9cc60765923609b33a9a1974e96e52daf2fcf7075e2271"),
-            (3u8, &b"c2sp.org/XAES-256-GCM"[..], "986ec1832593df5443a179437fd083bf3fdb41abd740a21f71eb769d"),
+            (
+                1u8,
+                &b""[..],
+                "ce546ef63c9cc60765923609b33a9a1974e96e52daf2fcf7075e2271",
+            ),
+            (
+                3u8,
+                &b"c2sp.org/XAES-256-GCM"[..],
+                "986ec1832593df5443a179437fd083bf3fdb41abd740a21f71eb769d",
+            ),
         ] {
             let x = Xaes::new(&SecretKey::from_slice(&[k; 32]).unwrap());
             let nonce = *b"ABCDEFGHIJKLMNOPQRSTUVWX";

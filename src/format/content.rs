@@ -114,7 +114,13 @@ impl ContentCipher {
 
     /// Layout 2: checks `tag` and decrypts `buf` in place. On failure `buf` holds garbage
     /// (zeroed here, so it can never be mistaken for plaintext) and must be read again.
-    pub fn open_detached(&self, index: u64, nonce: &[u8], tag: &[u8; TAG_LEN], buf: &mut [u8]) -> Result<(), BlockError> {
+    pub fn open_detached(
+        &self,
+        index: u64,
+        nonce: &[u8],
+        tag: &[u8; TAG_LEN],
+        buf: &mut [u8],
+    ) -> Result<(), BlockError> {
         let r = match (&self.xaes, nonce.len()) {
             (Some(x), XNONCE_LEN) => x.open_in_place(nonce.try_into().unwrap(), &self.aad(index), buf, tag),
             (None, NONCE_LEN) => self
@@ -123,9 +129,9 @@ impl ContentCipher {
             _ => Err(AuthFailed),
         };
         r.map_err(|AuthFailed| {
-                buf.fill(0);
-                BlockError::Auth
-            })
+            buf.fill(0);
+            BlockError::Auth
+        })
     }
 
     /// Opens stored block `index` into `out` (`stored.len() - BLOCK_OVERHEAD` bytes).

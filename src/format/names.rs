@@ -215,9 +215,7 @@ impl NameKeys {
             .names
             .open(&name_nonce(iv), &name_ad(iv), &ct)
             .map_err(|_| NameError::Undecryptable)?;
-        unpad(p)
-            .filter(|n| valid_name(n))
-            .ok_or(NameError::Undecryptable)
+        unpad(p).filter(|n| valid_name(n)).ok_or(NameError::Undecryptable)
     }
 
     /// The backing target of a symlink to `target`.
@@ -360,7 +358,12 @@ mod tests {
         }
         assert_eq!(k.encrypt(&[0; 16], &[b'x'; 256]), Err(NameError::Invalid));
         // Names that look like cmkfs's own encrypt to ordinary names.
-        for n in ["cmkfs.volume", "cmkfs.volume.session.0000", "cmkfs.diriv", "cmkfs.long.x"] {
+        for n in [
+            "cmkfs.volume",
+            "cmkfs.volume.session.0000",
+            "cmkfs.diriv",
+            "cmkfs.long.x",
+        ] {
             let b = k.encrypt(&[0; 16], n.as_bytes()).unwrap();
             assert!(matches!(kind(b.name()), Kind::Short(_)), "{n}");
         }

@@ -90,13 +90,19 @@ impl CacheControl {
                 .map_err(errs)?;
             let fd = self.inodes.fd(&cur).map_err(|e| e.to_string())?;
             let old_id = match keys.names() {
-                Some(_) => cur.data.file_id(fd.as_fd(), keys, &self.mount_data, false).map_err(errs)?,
+                Some(_) => cur
+                    .data
+                    .file_id(fd.as_fd(), keys, &self.mount_data, false)
+                    .map_err(errs)?,
                 None => None,
             };
             let r = cur.data.rekey(keys, &root);
             // Format 3: the file's xattr values are bound to its id, which the rekey replaced.
             if let (Ok(_), Some(nk), Some(old)) = (&r, keys.names(), old_id) {
-                let new = cur.data.file_id(fd.as_fd(), keys, &self.mount_data, false).map_err(errs)?;
+                let new = cur
+                    .data
+                    .file_id(fd.as_fd(), keys, &self.mount_data, false)
+                    .map_err(errs)?;
                 if let Some(new) = new {
                     super::names::reseal_xattrs(nk, fd.as_fd(), &old, &new).map_err(|e| e.to_string())?;
                 }

@@ -15,11 +15,11 @@ use std::os::unix::ffi::OsStrExt;
 use fuser::Errno;
 
 use crate::format::names::{self as fmt, Kind, NameError, NameKeys, DIRIV_LEN, DIRIV_NAME};
-use crate::store::names::{create_diriv, plain_name, read_diriv, write_small};
 use crate::format::volume_header::is_reserved_root_name;
 use crate::format::VolumeKeys;
 use crate::fs::inode::{Inode, ROOT_ID};
 use crate::fs::{io, CmkFs, R};
+use crate::store::names::{create_diriv, plain_name, read_diriv, write_small};
 use crate::sys;
 
 /// A plaintext name resolved to its backing entry.
@@ -83,7 +83,13 @@ pub(crate) fn dir_iv(dir: &Inode, pfd: BorrowedFd<'_>) -> R<[u8; DIRIV_LEN]> {
 /// The backing entry of plaintext `name` in directory `dir` (`pfd` its descriptor). Formats 1
 /// and 2: the name itself, with the volume header's names reserved in the root (answered with
 /// `reserved`: EPERM, or ENOENT for a lookup).
-pub(crate) fn resolve(keys: &VolumeKeys, dir: &Inode, pfd: BorrowedFd<'_>, name: &OsStr, reserved: Errno) -> R<Resolved> {
+pub(crate) fn resolve(
+    keys: &VolumeKeys,
+    dir: &Inode,
+    pfd: BorrowedFd<'_>,
+    name: &OsStr,
+    reserved: Errno,
+) -> R<Resolved> {
     let Some(nk) = keys.names() else {
         if dir.id == ROOT_ID && is_reserved_root_name(name.as_bytes()) {
             return Err(reserved);
@@ -134,7 +140,12 @@ impl CmkFs {
 
     /// The plaintext view of a backing directory listing (`dir` is its inode, `fd` the open
     /// directory): cmkfs's own names hidden, format 3 names decrypted.
-    pub(crate) fn plain_listing(&self, dir: &Inode, fd: BorrowedFd<'_>, list: Vec<sys::DirEntry>) -> R<Vec<sys::DirEntry>> {
+    pub(crate) fn plain_listing(
+        &self,
+        dir: &Inode,
+        fd: BorrowedFd<'_>,
+        list: Vec<sys::DirEntry>,
+    ) -> R<Vec<sys::DirEntry>> {
         let keys = self.access.keys()?;
         let Some(nk) = keys.names() else {
             let mut list = list;
@@ -195,7 +206,13 @@ impl CmkFs {
     /// back. The kernel holds the directory locked throughout, so nothing is created in it
     /// through the mount meanwhile.
     pub(crate) fn rmdir_v3(&self, parent: BorrowedFd<'_>, r: &Resolved) -> R<()> {
-        let d = sys::openat(parent, &r.name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0).map_err(io)?;
+        let d = sys::openat(
+            parent,
+            &r.name,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )
+        .map_err(io)?;
         let dup = d.try_clone().map_err(io)?;
         let list = sys::read_dir(dup).map_err(io)?;
         let mut internal = vec![];

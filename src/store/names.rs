@@ -4,9 +4,9 @@
 //! believed only if it is a small regular file.
 
 use std::ffi::{CStr, CString, OsStr};
-use std::os::unix::ffi::OsStrExt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -49,7 +49,12 @@ pub fn create_diriv(dir: BorrowedFd<'_>) -> io::Result<[u8; DIRIV_LEN]> {
     let mut iv = [0u8; DIRIV_LEN];
     crate::crypto::fill_random(&mut iv);
     let c = CString::new(DIRIV_NAME).unwrap();
-    let fd = sys::openat(dir, &c, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW, 0o400)?;
+    let fd = sys::openat(
+        dir,
+        &c,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+        0o400,
+    )?;
     let f = std::fs::File::from(fd);
     f.write_all_at(&iv, 0)?;
     f.sync_all()?;
@@ -78,7 +83,6 @@ pub fn plain_name(nk: &NameKeys, iv: &[u8; DIRIV_LEN], dir: BorrowedFd<'_>, back
     }
 }
 
-
 fn open_dir(parent: BorrowedFd<'_>, name: &CStr) -> io::Result<std::os::fd::OwnedFd> {
     sys::openat(parent, name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
 }
@@ -93,10 +97,17 @@ pub fn encrypt_path(root: BorrowedFd<'_>, nk: &NameKeys, rel: &Path) -> io::Resu
     let comps: Vec<_> = rel.components().filter(|c| *c != Component::CurDir).collect();
     for (i, c) in comps.iter().enumerate() {
         let Component::Normal(name) = c else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a plain path inside the volume"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a plain path inside the volume",
+            ));
         };
-        let iv = read_diriv(dir.as_fd())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{}: directory IV missing or damaged", out.display())))?;
+        let iv = read_diriv(dir.as_fd()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: directory IV missing or damaged", out.display()),
+            )
+        })?;
         let b = nk
             .encrypt(&iv, name.as_bytes())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{name:?}: {e:?}")))?;
@@ -116,13 +127,24 @@ pub fn decrypt_path(root: BorrowedFd<'_>, nk: &NameKeys, rel: &Path) -> io::Resu
     let comps: Vec<_> = rel.components().filter(|c| *c != Component::CurDir).collect();
     for (i, c) in comps.iter().enumerate() {
         let Component::Normal(name) = c else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a plain path inside the cipher directory"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a plain path inside the cipher directory",
+            ));
         };
         let bytes = name.as_bytes();
-        let iv = read_diriv(dir.as_fd())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{}: directory IV missing or damaged", out.display())))?;
-        let p = plain_name(nk, &iv, dir.as_fd(), bytes)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{name:?} is not an encrypted name of this directory")))?;
+        let iv = read_diriv(dir.as_fd()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: directory IV missing or damaged", out.display()),
+            )
+        })?;
+        let p = plain_name(nk, &iv, dir.as_fd(), bytes).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{name:?} is not an encrypted name of this directory"),
+            )
+        })?;
         out.push(OsStr::from_bytes(&p));
         if i + 1 < comps.len() {
             dir = open_dir(dir.as_fd(), &CString::new(bytes).unwrap())?;

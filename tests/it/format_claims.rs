@@ -690,7 +690,11 @@ fn names_symlink_targets_and_xattr_names_are_encrypted() {
     fs::write(v.p(&format!("hr/{long}")), b"y").unwrap();
     fs::write(v.p("hr/Gehaltsübersicht-日本.txt"), b"z").unwrap();
     std::os::unix::fs::symlink("../payroll/target-of-the-link", v.p("hr/link")).unwrap();
-    setxattr(&v.p("hr/payroll/secret-merger/acme-offer.txt"), "user.classification", b"v");
+    setxattr(
+        &v.p("hr/payroll/secret-merger/acme-offer.txt"),
+        "user.classification",
+        b"v",
+    );
     setxattr(&v.p("hr"), "user.department-label", b"w");
     v.umount();
     let mut stored = vec![];
@@ -720,7 +724,10 @@ fn names_symlink_targets_and_xattr_names_are_encrypted() {
     assert!(v.c("hr/payroll/secret-merger/acme-offer.txt").is_file());
     v.mount(&[]);
     assert_eq!(fs::read(v.p(&format!("hr/{long}"))).unwrap(), b"y");
-    assert_eq!(fs::read_link(v.p("hr/link")).unwrap(), Path::new("../payroll/target-of-the-link"));
+    assert_eq!(
+        fs::read_link(v.p("hr/link")).unwrap(),
+        Path::new("../payroll/target-of-the-link")
+    );
     assert_eq!(getxattr(&v.p("hr"), "user.department-label").unwrap(), b"w");
 }
 
@@ -755,7 +762,11 @@ fn names_and_symlink_targets_changed_offline() {
     assert_eq!(fs::read_dir(v.p("e")).unwrap().count(), 0);
     assert!(is_eio(fs::read_link(v.p("planted-target"))));
     assert!(!v.p("doomed").exists());
-    assert_eq!(fs::read_link(v.p("link")).unwrap(), Path::new("d/g"), "other link's target");
+    assert_eq!(
+        fs::read_link(v.p("link")).unwrap(),
+        Path::new("d/g"),
+        "other link's target"
+    );
     assert_eq!(fs::read(v.p("d/g")).unwrap(), b"other");
     drop(dg);
 }
@@ -830,4 +841,3 @@ fn exact_file_size_is_visible_from_backing_length() {
         assert_eq!(hole, (1..5).contains(&b), "block {b}");
     }
 }
-

@@ -60,7 +60,11 @@ fn contents_sizes_and_ciphertext() {
     let header = fs::read(v.c("cmkfs.volume")).unwrap();
     fs::write(v.p("cmkfs.volume"), b"not the header").unwrap();
     assert_eq!(fs::read(v.p("cmkfs.volume")).unwrap(), b"not the header");
-    assert_eq!(fs::read(v.c_raw("cmkfs.volume")).unwrap(), header, "the real header is untouched");
+    assert_eq!(
+        fs::read(v.c_raw("cmkfs.volume")).unwrap(),
+        header,
+        "the real header is untouched"
+    );
     fs::remove_file(v.p("cmkfs.volume")).unwrap();
     let mut v = v;
     v.remount();
@@ -276,6 +280,100 @@ fn rename_noreplace_and_exchange() {
     assert!(!v.p("a").exists());
 }
 
+/// Format 3 names: 255-byte (long-name side files) and non-ASCII names through every name
+/// operation, across directories, with RENAME_EXCHANGE and RENAME_NOREPLACE; the side files
+/// follow their names and nothing is left behind.
+#[test]
+fn long_and_non_ascii_names_through_every_name_operation() {
+    let v = Vol::new();
+    let long = |c: char| c.to_string().repeat(255);
+    let uni = "Ünïcødé-名前-🙂.txt";
+    fs::create_dir(v.p("d1")).unwrap();
+    fs::create_dir(v.p(&format!("d1/{}", long('D')))).unwrap();
+    let d2 = format!("d1/{}", long('D'));
+    fs::write(v.p(&format!("d1/{}", long('a'))), b"A").unwrap();
+    fs::write(v.p(&format!("{d2}/{uni}")), b"U").unwrap();
+    assert_eq!(fs::read(v.p(&format!("d1/{}", long('a')))).unwrap(), b"A");
+    // 256 bytes is too long, as on any Linux filesystem.
+    assert_eq!(
+        errno_of(fs::write(v.p(&format!("d1/{}", "z".repeat(256))), b"")),
+        Some(libc::ENAMETOOLONG)
+    );
+    // Rename a long name across directories, to a long name and to a short one.
+    fs::rename(v.p(&format!("d1/{}", long('a'))), v.p(&format!("{d2}/{}", long('b')))).unwrap();
+    fs::rename(v.p(&format!("{d2}/{}", long('b'))), v.p("short")).unwrap();
+    fs::rename(v.p("short"), v.p(&format!("{d2}/{}", long('c')))).unwrap();
+    // Hard link across directories under a long name.
+    fs::hard_link(v.p(&format!("{d2}/{}", long('c'))), v.p(&format!("d1/{}", long('e')))).unwrap();
+    assert_eq!(fs::metadata(v.p(&format!("d1/{}", long('e')))).unwrap().nlink(), 2);
+    // RENAME_EXCHANGE of a long and a non-ASCII name in different directories.
+    let (x, y) = (format!("{d2}/{}", long('c')), format!("{d2}/{uni}"));
+    let ex = |a: &str, b: &str, f| rustix::fs::renameat_with(CWD, v.p(a), CWD, v.p(b), f);
+    assert_eq!(
+        ex(&x, &format!("d1/{}", long('e')), RenameFlags::NOREPLACE),
+        Err(Errno::EXIST)
+    );
+    assert_eq!(ex(&x, &y, RenameFlags::EXCHANGE), Ok(()));
+    assert_eq!(fs::read(v.p(&x)).unwrap(), b"U");
+    assert_eq!(fs::read(v.p(&y)).unwrap(), b"A");
+    assert_eq!(ex(&y, "d1/exchanged", RenameFlags::NOREPLACE), Ok(()));
+    let mut names: Vec<String> = fs::read_dir(v.p(&d2))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec![long('c')]);
+    // Symlink with a long name and a long target; then remove everything.
+    let target = "t/".repeat(1000);
+    std::os::unix::fs::symlink(&target, v.p(&format!("d1/{}", long('s')))).unwrap();
+    assert_eq!(
+        fs::read_link(v.p(&format!("d1/{}", long('s'))))
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        target
+    );
+    assert_eq!(
+        fs::symlink_metadata(v.p(&format!("d1/{}", long('s')))).unwrap().len(),
+        2000
+    );
+    for n in [long('s'), long('e'), "exchanged".into()] {
+        fs::remove_file(v.p(&format!("d1/{n}"))).unwrap();
+    }
+    fs::remove_file(v.p(&x)).unwrap();
+    fs::remove_dir(v.p(&d2)).unwrap();
+    fs::remove_dir(v.p("d1")).unwrap();
+    // Nothing left in the cipher root but cmkfs's own files.
+    let left: Vec<String> = fs::read_dir(&v.cipher)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with("cmkfs.volume") && n != "cmkfs.diriv")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A directory of 100,000 entries lists completely and looks every name up.
+#[test]
+fn directory_with_100000_entries() {
+    let v = Vol::new();
+    fs::create_dir(v.p("big")).unwrap();
+    const N: usize = 100_000;
+    for i in 0..N {
+        File::create(v.p(&format!("big/entry-{i:06}"))).unwrap();
+    }
+    let mut names: Vec<String> = fs::read_dir(v.p("big"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), N);
+    names.sort();
+    assert_eq!(names[0], "entry-000000");
+    assert_eq!(names[N - 1], format!("entry-{:06}", N - 1));
+    for i in (0..N).step_by(997) {
+        assert!(v.p(&format!("big/entry-{i:06}")).exists());
+    }
+}
+
 #[test]
 fn links_symlinks_dirs_and_metadata() {
     let v = Vol::new();
@@ -426,7 +524,10 @@ fn xattrs_are_encrypted() {
     let size_only = rustix::fs::getxattr_query(v.p("x"), "user.secret");
     assert_eq!(size_only, Ok(15));
     let backing_name = only_backing_xattr(&v.c("x"));
-    assert!(!backing_name.contains("secret"), "xattr name stored in clear: {backing_name}");
+    assert!(
+        !backing_name.contains("secret"),
+        "xattr name stored in clear: {backing_name}"
+    );
     let rawn = rustix::fs::getxattr(v.c("x"), backing_name.as_str(), &mut buf[..]).unwrap();
     assert!(
         rawn > 15 && !buf[..rawn].windows(9).any(|w| w == b"attribute"),

@@ -134,7 +134,12 @@ fn damage_is_found_and_located_offline_and_online() {
         lines, 1,
         "a damaged block is logged once, with its file and block:\n{log}"
     );
-    let backing = v.c("d/e/ten-blocks").file_name().unwrap().to_string_lossy().into_owned();
+    let backing = v
+        .c("d/e/ten-blocks")
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     assert!(log.contains(&backing) && log.contains("block=3"), "{log}");
 }
 

@@ -121,7 +121,10 @@ fn golden_mounts_and_reads(version: u32, files: usize) {
         assert!(names.contains(&"Gehaltsübersicht-日本語.txt".to_string()), "{names:?}");
         for e in fs::read_dir(&cipher).unwrap() {
             let n = e.unwrap().file_name().into_string().unwrap();
-            assert!(n.starts_with("cmkfs.") || !["hello", "dir", "link", "blocks"].iter().any(|p| n.starts_with(p)), "{n} in clear");
+            assert!(
+                n.starts_with("cmkfs.") || !["hello", "dir", "link", "blocks"].iter().any(|p| n.starts_with(p)),
+                "{n} in clear"
+            );
         }
     }
     let st = cmkfs(["status", "--json", mnt.to_str().unwrap()]);

@@ -122,10 +122,7 @@ impl Layout {
         let g = self.geo();
         match self {
             Layout::V1 => (v1::block_offset(first), v1::block_offset(end)),
-            Layout::V2 | Layout::V3 => (
-                g.group_offset(g.group(first).0),
-                g.data_offset(end - 1) + v2::PAGE,
-            ),
+            Layout::V2 | Layout::V3 => (g.group_offset(g.group(first).0), g.data_offset(end - 1) + v2::PAGE),
         }
     }
 
@@ -221,11 +218,7 @@ impl Layout {
                 )
             }
         };
-        let n0 = if self.slotted() {
-            (gl0 - first + 1) as usize
-        } else {
-            0
-        };
+        let n0 = if self.slotted() { (gl0 - first + 1) as usize } else { 0 };
         WritePlan {
             layout: self,
             first,

@@ -36,8 +36,7 @@ impl CmkFs {
         if !i.is_file() {
             return Err(Errno::EPERM);
         }
-        i.data
-            .file_id(self.pfd(i)?.as_fd(), keys, &self.mount_data, create)
+        i.data.file_id(self.pfd(i)?.as_fd(), keys, &self.mount_data, create)
     }
 
     /// Format 3: the backing name of xattr `name`.

@@ -17,7 +17,6 @@ pub const ENTRY: usize = 88;
 /// Offsets inside an entry: slot 0's tag, slot 1, the stamp, the current-slot byte, the
 /// reserved bytes.
 pub const TAG0_AT: u64 = 24;
-pub const SLOT1_AT: u64 = 40;
 pub const STAMP_AT: u64 = 80;
 pub const CUR_AT: u64 = 84;
 pub const RESERVED_AT: u64 = 85;

@@ -12,8 +12,7 @@ pub mod provider;
 
 pub use env::set_process_env;
 pub use layout::{
-    backing_xattr_names, data_off, entry_off, flip, only_backing_xattr, read_block, BS, CUR_AT, ENTRY, GROUP, RESERVED_AT,
-    SLOT1_AT, STAMP_AT, TAG0_AT,
+    data_off, entry_off, flip, only_backing_xattr, read_block, BS, CUR_AT, ENTRY, GROUP, RESERVED_AT, STAMP_AT, TAG0_AT,
 };
 pub use ports::{free_port, free_ports};
 pub use provider::{expect_provider_err, open_provider};
